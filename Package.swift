@@ -1,0 +1,66 @@
+// swift-tools-version:6.1
+// rdmig: an RDMA-native live-migration transport for virtual machines.
+// Layers (see README.md): C modules -> RdmigSystem -> RdmigMemory / RdmigTransport ->
+// RdmigChannels -> RdmigMigration / RdmigQEMU -> RdmigService -> the `rdmig` executable.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "rdmig",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "rdmig", targets: ["rdmig"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries, imported as they are; each names the Debian package that provides it.
+        .systemLibrary(
+            name: "CRDMA", path: "Sources/CRDMA", pkgConfig: "librdmacm",
+            providers: [.apt(["librdmacm-dev", "libibverbs-dev"])]),
+        .systemLibrary(
+            name: "CNUMA", path: "Sources/CNUMA", pkgConfig: "numa",
+            providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(
+            name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
+            providers: [.apt(["libhwloc-dev"])]),
+        // Only what Swift cannot import (macros, variadic ioctls, cmsg arithmetic).
+        .target(name: "CRdmigShims", path: "Sources/CRdmigShims"),
+
+        .target(
+            name: "RdmigSystem", dependencies: ["CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigService",
+            dependencies: [
+                "RdmigTransport", "RdmigTransportConformance", "RdmigSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "rdmig", dependencies: ["RdmigService"],
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "RdmigSystemTests", dependencies: ["RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigTransportTests",
+            dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,28 @@
+// Small C helpers for what Swift cannot import directly: CPU_SET macros, CMSG_* arithmetic.
+// Each function is a few lines; everything else is called from Swift.
+#ifndef CRDMIG_SHIMS_H
+#define CRDMIG_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/eventfd.h>
+
+/// Pins the calling thread to the given CPUs. Returns 0 or an errno value.
+int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
+
+/// Writes up to `capacity` CPU numbers the calling thread may run on into `cpus`;
+/// returns how many, or -errno.
+int32_t rdmig_get_current_thread_affinity(int32_t *cpus, int32_t capacity);
+
+/// Sets the calling thread's name (at most 15 bytes are kept by Linux).
+void rdmig_set_current_thread_name(const char *name);
+
+/// sendmsg() with one file descriptor attached as SCM_RIGHTS. Returns bytes sent or -errno.
+ssize_t rdmig_send_with_fd(int socket, const void *data, size_t length, int fd);
+
+/// recvmsg() that also takes one SCM_RIGHTS descriptor if present (*fd = -1 if none).
+/// Returns bytes received or -errno.
+ssize_t rdmig_receive_with_fd(int socket, void *data, size_t length, int *fd);
+
+#endif

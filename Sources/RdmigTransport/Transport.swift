@@ -1,0 +1,121 @@
+/// The transport API: RDMA semantics, whatever carries the bytes.
+///
+/// Shape (from verbs, so the `verbs` backend maps one to one and `tcp` emulates it):
+/// - a `TransportBackend` listens on or connects to a `TransportEndpoint`, giving a
+///   `TransportConnection` (an RC queue pair with its completion queue);
+/// - memory is registered on a connection (`MemoryRegistration`: local key for posting) and
+///   may be exported as a `RemoteWindow` (address, length, rkey) the peer can WRITE into;
+/// - work requests are posted without blocking and finish as `Completion`s polled in
+///   batches; only signalled requests produce a completion on success (selective
+///   signalling), every request produces one on error (flush);
+/// - WRITE_WITH_IMM consumes a posted receive on the peer and delivers the 32-bit immediate
+///   with its completion, after all writes posted before it are visible (RC ordering).
+///
+/// Threading: like a verbs QP, a connection may be posted to from one thread and polled from
+/// another, but each of posting and polling is single-threaded. The hot path (post, poll)
+/// must not allocate, lock, or log.
+public enum TransportBackendKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    case tcp
+    case verbs
+
+    public var description: String { rawValue }
+}
+
+/// Queue sizes and completion behaviour; defaults follow perftest (tx_depth 128, cq_mod 100,
+/// rx_depth 512, CQ polled in batches of 16).
+public struct TransportOptions: Sendable, Equatable {
+    /// Maximum outstanding send-queue work requests (WRITE, WRITE_WITH_IMM, SEND).
+    public var sendQueueDepth: Int = 128
+    /// Maximum posted receives.
+    public var receiveQueueDepth: Int = 512
+    /// Callers signal one WR in this many (capped at `sendQueueDepth`); perftest's cq_mod.
+    public var signalInterval: Int = 100
+    /// Largest SEND accepted (control messages); writes are limited by windows only.
+    public var maxSendBytes: Int = 64 * 1024
+    /// Busy-poll the completion queue, or sleep on a completion channel / event.
+    public var completionMode: CompletionMode = .event
+    /// How long connect and accept may take before `TransportError.timedOut`.
+    public var connectTimeout: Duration = .seconds(10)
+    /// CPUs the backend's own threads (TCP I/O threads, verbs CQ pollers) are pinned to.
+    public var threadCPUs: [Int32] = []
+
+    public init() {}
+
+    public enum CompletionMode: String, Sendable, Equatable, CaseIterable {
+        case busyPoll = "busy-poll"
+        case event
+    }
+
+    /// The effective signalling interval, as perftest caps cq_mod at tx_depth.
+    public var effectiveSignalInterval: Int { max(1, min(signalInterval, sendQueueDepth)) }
+}
+
+/// Opens connections with one backend.
+public protocol TransportBackend: Sendable {
+    var kind: TransportBackendKind { get }
+
+    /// Starts listening; port 0 picks a free port (see `TransportListener.localEndpoint`).
+    func listen(on endpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) -> any TransportListener
+
+    /// Connects; fails with `.connectionRefused`, `.unreachable`, `.rejectedByPeer` or
+    /// `.timedOut` (after `options.connectTimeout`).
+    func connect(to endpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) -> any TransportConnection
+}
+
+public protocol TransportListener: AnyObject, Sendable {
+    /// The address actually bound (the chosen port when 0 was asked).
+    var localEndpoint: TransportEndpoint { get }
+
+    /// Waits for the next connection; `nil` waits forever.
+    func accept(timeout: Duration?) throws(TransportError) -> any TransportConnection
+
+    /// Stops listening; a blocked `accept` fails with `.connectionClosed`.
+    func close()
+}
+
+/// One reliable, connected queue pair and its completion queue.
+public protocol TransportConnection: AnyObject, Sendable {
+    var backend: TransportBackendKind { get }
+    var localEndpoint: TransportEndpoint { get }
+    var peerEndpoint: TransportEndpoint { get }
+    var options: TransportOptions { get }
+
+    /// Registers memory for local use in work requests and, with `.remoteWrite`, for export.
+    /// The memory must stay valid until `deregister` (or the connection closes).
+    func register(_ memory: UnsafeMutableRawBufferPointer, access: MemoryAccess) throws(TransportError) -> MemoryRegistration
+
+    /// Withdraws a registration: its windows stop accepting writes at once.
+    func deregister(_ registration: MemoryRegistration) throws(TransportError)
+
+    /// One-sided write of `local` into the peer's memory at `remote`. With `immediate`, the
+    /// peer consumes one posted receive and gets `.receivedWriteWithImmediate` with the value,
+    /// after this and all earlier writes are visible.
+    func postWrite(_ local: LocalSlice, to remote: RemoteSlice, id: UInt64, signaled: Bool, immediate: UInt32?) throws(TransportError)
+
+    /// Two-sided send: the peer consumes one posted receive, which must be large enough.
+    func postSend(_ local: LocalSlice, id: UInt64, signaled: Bool) throws(TransportError)
+
+    /// Offers `local` for one incoming SEND or WRITE_WITH_IMM.
+    func postReceive(_ local: LocalSlice, id: UInt64) throws(TransportError)
+
+    /// Moves up to `buffer.count` finished completions into `buffer`; never blocks.
+    func pollCompletions(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int
+
+    /// Like `pollCompletions`, but waits up to `timeout` (nil: forever) for at least one.
+    /// Returns 0 on timeout. In `.busyPoll` mode it spins; in `.event` mode it sleeps.
+    func waitForCompletions(into buffer: UnsafeMutableBufferPointer<Completion>, timeout: Duration?) -> Int
+
+    /// Why the connection stopped working, once it has (peer gone, refused access, ...).
+    var failure: TransportError? { get }
+
+    /// Orderly close: outstanding work completes with `.flushed`, the peer sees
+    /// `.peerDisconnected`. Safe to call more than once.
+    func close()
+}
+
+extension TransportConnection {
+    /// Posts a write with no immediate.
+    public func postWrite(_ local: LocalSlice, to remote: RemoteSlice, id: UInt64, signaled: Bool) throws(TransportError) {
+        try postWrite(local, to: remote, id: id, signaled: signaled, immediate: nil)
+    }
+}

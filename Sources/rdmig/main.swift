@@ -1,0 +1,3 @@
+import RdmigService
+
+RdmigCommand.main()
