@@ -101,6 +101,21 @@ func expectNoError<T>(_ what: @autoclosure () -> String, file: String = #fileID,
     }
 }
 
+/// Posts a WR that races with a failure the peer is about to report: either the post succeeds
+/// (then the WR must complete, flushed) or the connection has already failed and the post
+/// throws `.connectionClosed`. Returns whether it was posted.
+func postUnlessFailed(_ what: String, file: String = #fileID, line: Int = #line,
+                      _ body: () throws -> Void) throws -> Bool {
+    do {
+        try body()
+        return true
+    } catch TransportError.connectionClosed {
+        return false
+    } catch {
+        throw ConformanceFailure("\(what) failed: \(error)", file: file, line: line)
+    }
+}
+
 /// Throws a failure unless `condition` holds.
 func expect(_ condition: Bool, _ message: @autoclosure () -> String, file: String = #fileID, line: Int = #line) throws {
     if !condition { throw ConformanceFailure(message(), file: file, line: line) }
