@@ -131,7 +131,7 @@ import Testing
     }
 
     @Test func peerThatExitsWithoutCloseIsReportedAsDisconnected() throws {
-        let (connection, thread) = try connectionToRawPeer { raw in raw.shutdownAndClose() }
+        let (connection, thread) = try connectionToRawPeer { raw in raw.hangUp() }
         let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)
         defer {
             thread.join()
@@ -249,10 +249,17 @@ import Testing
         var options = TransportOptions()
         options.threadCPUs = [cpu]
         let (client, server) = try connectedPair(options)
+        let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: 128, alignment: 64)
         defer {
             client.close()
             server.close()
+            memory.deallocate()
         }
+        // Threads pin themselves as they start; a write and its ACK show that all four ran.
+        let source = try client.register(UnsafeMutableRawBufferPointer(rebasing: memory[0..<64]), access: .localWrite)
+        let target = try server.register(UnsafeMutableRawBufferPointer(rebasing: memory[64..<128]), access: [.localWrite, .remoteWrite])
+        try client.postWrite(source.wholeSlice, to: target.window().slice(offset: 0, length: 64), id: 1, signaled: true)
+        #expect(waitForOne(client)?.status == .success)
         // Other tests' connections run unpinned threads with the same names at the same time.
         var pinned = 0
         let tasks = try #require(opendir("/proc/self/task"))

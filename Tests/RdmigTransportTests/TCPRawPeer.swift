@@ -108,6 +108,14 @@ final class TCPRawPeer: @unchecked Sendable {
         shutdownAndClose()
     }
 
+    /// Hangs up with a FIN and nothing unread (so no RST), as a process that exits after
+    /// reading everything: shutdown for writing, read until the other side closes, close.
+    func hangUp() {
+        shutdown(fd, Int32(SHUT_WR))
+        while !receive(4096).isEmpty {}
+        shutdownAndClose()
+    }
+
     private(set) var closed = false
     func shutdownAndClose() {
         guard !closed else { return }

@@ -198,19 +198,21 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
     // MARK: Closing
 
     public func close() {
+        let pair = self.pair
         closed.withLock { closed in
             guard !closed else { return }
             closed = true
             if pair.fail(.connectionClosed(detail: "closed by this side"), control: .close) {
-                // Let the sender finish its batch and put CLOSE on the wire; bounded, since a
-                // peer that stopped reading would block it forever.
+                // The sender finishes its batch and sends CLOSE; the receiver stops placing
+                // bytes and drains until the peer, having read CLOSE, hangs up (see
+                // TCPReceiver.drainUntilPeerHangsUp). Bounded: a peer that stopped reading or
+                // never hangs up is cut off by the shutdown below.
                 let deadline = ContinuousClock.now + TCPReceiver.teardownGuard
-                while !pair.senderExited.load(ordering: .acquiring) {
+                let bothExited = { pair.senderExited.load(ordering: .acquiring) && pair.receiverExited.load(ordering: .acquiring) }
+                while !bothExited() {
                     let remaining = deadline - ContinuousClock.now
                     if remaining <= .zero { break }
-                    pair.senderExitBell.sleep(timeoutMilliseconds: Int32((remaining.seconds * 1000).rounded(.up))) {
-                        pair.senderExited.load(ordering: .acquiring)
-                    }
+                    pair.exitBell.sleep(timeoutMilliseconds: Int32((remaining.seconds * 1000).rounded(.up)), unless: bothExited)
                 }
             }
             shutdown(pair.fd, Int32(SHUT_RDWR))

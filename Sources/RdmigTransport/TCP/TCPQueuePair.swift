@@ -33,8 +33,8 @@ final class TCPQueuePair: @unchecked Sendable {
     let senderBell: Doorbell
     /// Wakes a `waitForCompletions` in `.event` mode.
     let completionBell: Doorbell
-    /// Wakes `close()` waiting for the sender thread to put CLOSE on the wire.
-    let senderExitBell: Doorbell
+    /// Wakes `close()` waiting for the I/O threads to finish their orderly goodbye.
+    let exitBell: Doorbell
 
     let isOpen = Atomic<Bool>(true)
     private let failureState = Mutex<(failure: TransportError?, control: ControlFrame?)>((nil, nil))
@@ -62,7 +62,7 @@ final class TCPQueuePair: @unchecked Sendable {
         do {
             senderBell = try Doorbell()
             completionBell = try Doorbell()
-            senderExitBell = try Doorbell()
+            exitBell = try Doorbell()
         } catch {
             throw .system(error)
         }
@@ -100,10 +100,10 @@ final class TCPQueuePair: @unchecked Sendable {
     func threadExited(sender: Bool) {
         if sender {
             senderExited.store(true, ordering: .releasing)
-            senderExitBell.forceRing()
         } else {
             receiverExited.store(true, ordering: .releasing)
         }
+        exitBell.forceRing()
         if exitedThreads.add(1, ordering: .acquiringAndReleasing).newValue == 2 {
             completionBell.forceRing()
         }

@@ -39,7 +39,7 @@ struct TCPReceiver {
             header.deallocate()
             pair.threadExited(sender: false)
         }
-        while pair.isOpen.load(ordering: .relaxed) {
+        while true {
             switch read(into: header, count: TCPFrameHeader.size) {
             case .complete: break
             case .closed(let received):
@@ -49,6 +49,12 @@ struct TCPReceiver {
                 return
             case .failed(let error):
                 disconnect(TCPSocket.disconnected(pair.peerEndpoint, errno: error))
+                return
+            }
+            if !pair.isOpen.load(ordering: .acquiring) {
+                // Failed by another thread: by close() (which waits for us), or by a path that
+                // already shut the socket down (then this ends at once).
+                drainUntilPeerHangsUp()
                 return
             }
             let frame = TCPFrameHeader(decoding: header)
@@ -68,7 +74,23 @@ struct TCPReceiver {
             }
             if !keepGoing { return }
         }
-        // The connection was failed by another thread (close, sender error): stop here.
+    }
+
+    /// After a local close: discard (never place) whatever the peer still sends until its FIN,
+    /// which it sends once it has read our CLOSE. Closing a socket with unread bytes makes
+    /// Linux send an RST, and on loopback that RST can overtake the CLOSE still queued on
+    /// another CPU's backlog, so the peer would see a reset instead of "closed by peer".
+    /// `close()` bounds this wait with a shutdown.
+    private func drainUntilPeerHangsUp() {
+        let scratchBytes = 64 << 10
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes, alignment: 16)
+        defer { scratch.deallocate() }
+        while true {
+            let received = recv(pair.fd, scratch, scratchBytes, 0)
+            if received > 0 { continue }
+            if received < 0 && SystemCall.currentErrno() == EINTR { continue }
+            break
+        }
         shutdown(pair.fd, Int32(SHUT_RDWR))
     }
 
