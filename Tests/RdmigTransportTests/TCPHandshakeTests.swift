@@ -134,3 +134,22 @@ import Testing
         }
     }
 }
+
+extension TCPHandshakeTests {
+    @Test func connectingByHostNameResolvesIt() throws {
+        let listener = try tcp.listener(on: loopback, options: TransportOptions())
+        defer { listener.close() }
+        let accepted = Mutex<TCPConnection?>(nil)
+        let thread = try TCPRawPeer.onThread {
+            let connection = try? listener.acceptConnection(timeout: .seconds(5))
+            accepted.withLock { $0 = connection }
+        }
+        let client = try tcp.connection(to: TransportEndpoint(host: "localhost", port: listener.localEndpoint.port),
+                                         options: TransportOptions())
+        thread.join()
+        let server = try #require(accepted.withLock { $0 })
+        #expect(client.peerEndpoint == listener.localEndpoint)
+        client.close()
+        server.close()
+    }
+}

@@ -113,10 +113,16 @@ enum TCPSocket {
                 return fd
             } catch {
                 Glibc.close(fd)
-                // Refusal, timeout and the deadline are answers; only try the next address on
-                // "this address family/route does not work".
-                if case .unreachable = error { lastError = error; continue }
-                throw error
+                // A name may resolve to several addresses (localhost: ::1 and 127.0.0.1) and the
+                // peer may listen on one of them: try the next on refusal or no route. A timeout
+                // used up the deadline, so it is the answer.
+                switch error {
+                case .unreachable, .connectionRefused:
+                    lastError = error
+                    continue
+                default:
+                    throw error
+                }
             }
         }
         throw lastError
