@@ -84,6 +84,34 @@ import Testing
         #expect(server.failure == .invalidRemoteAccess(detail: detail))
     }
 
+    @Test func refusingAWriteLargerThanTheSocketBuffersDoesNotWaitForTheWritersFIN() throws {
+        // 32 MiB cannot fit in the socket buffers: the writer's FIN queues behind unsent payload,
+        // so the refusing side must learn from the ACK of its ERROR frame that the writer has it.
+        let (client, server) = try connectedPair()
+        let size = 32 << 20
+        let window = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        defer {
+            client.close()
+            server.close()
+            window.deallocate()
+            source.deallocate()
+        }
+        let target = try server.register(window, access: [.localWrite, .remoteWrite])
+        let local = try client.register(source, access: .localWrite)
+        let receive = try server.register(UnsafeMutableRawBufferPointer(rebasing: window[0..<64]), access: .localWrite)
+        try server.postReceive(receive.wholeSlice, id: 4)
+        try client.postWrite(local.wholeSlice, to: target.window().slice(offset: 0, length: size), id: 1, signaled: true)
+        #expect(waitForOne(server) == Completion(id: 4, kind: .receive, status: .flushed))
+        let guardExpired = server.pair.teardownGuardExpired.load(ordering: .acquiring)
+        #expect(!guardExpired, "the refusing side waited out its guard")
+        #expect(waitForOne(client) == Completion(id: 1, kind: .write, status: .remoteAccessError, byteCount: size))
+        guard case .remoteAccessRefused? = client.failure else {
+            Issue.record("writer reports \(String(describing: client.failure))")
+            return
+        }
+    }
+
     @Test func orderlyCloseIsReportedAsClosedByPeer() throws {
         let (client, server) = try connectedPair()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)

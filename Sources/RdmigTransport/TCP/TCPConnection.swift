@@ -16,7 +16,7 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
     public var peerEndpoint: TransportEndpoint { pair.peerEndpoint }
     public var options: TransportOptions { pair.options }
 
-    private let pair: TCPQueuePair
+    let pair: TCPQueuePair
     private let sender: SystemThread
     private let receiver: SystemThread
     private let closed = Mutex(false)

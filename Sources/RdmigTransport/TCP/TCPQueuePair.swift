@@ -47,6 +47,9 @@ final class TCPQueuePair: @unchecked Sendable {
     let refusedSequence = Atomic<UInt64>(0)
     let refusedStatus = Atomic<UInt8>(Completion.Status.flushed.rawValue)
 
+    /// A refusal's teardown gave up waiting for the peer to take the ERROR frame (diagnostics).
+    let teardownGuardExpired = Atomic<Bool>(false)
+
     let senderExited = Atomic<Bool>(false)
     let receiverExited = Atomic<Bool>(false)
     private let exitedThreads = Atomic<Int>(0)

@@ -10,8 +10,8 @@ import RdmigSystem
 /// success of our own WRs when the peer's cumulative ACK arrives.
 ///
 /// On a refused frame it reads nothing more: the payload stays unread, the sender thread sends
-/// an ERROR frame, and this thread waits until the peer has hung up (or a guard time passed)
-/// so that closing our socket with unread bytes (an RST) cannot overtake the ERROR.
+/// an ERROR frame, and this thread waits until the peer's kernel has it (or a guard time
+/// passed), so that closing our socket with unread bytes (an RST) cannot overtake the ERROR.
 struct TCPReceiver {
     static let maxErrorTextBytes = 4096
     /// How long a refusing side waits for the peer to read its ERROR and hang up.
@@ -298,11 +298,30 @@ struct TCPReceiver {
     /// for the peer to hang up before letting the socket go.
     private func refuse(_ error: TransportError, _ code: TCPFrameHeader.ErrorCode, sequence: UInt64, text: String) {
         if pair.fail(error, control: .error(code, sequence: sequence, text: text)) {
-            let deadline = ContinuousClock.now + TCPReceiver.teardownGuard
-            // POLLRDHUP reports the peer's FIN even while our unread payload sits in the buffer.
-            _ = try? TCPSocket.waitFor(pair.fd, events: TCPReceiver.pollReadHangUp, until: deadline, pair.peerEndpoint)
+            if !waitUntilThePeerHasTheErrorFrame() {
+                pair.teardownGuardExpired.store(true, ordering: .releasing)
+            }
         }
         shutdown(pair.fd, Int32(SHUT_RDWR))
+    }
+
+    /// Cold path, 1 ms naps: first until the sender thread has written ERROR and FIN, then
+    /// until the peer's kernel acknowledged them (SIOCOUTQ 0) or the peer hung up (POLLRDHUP,
+    /// seen even while the refused payload sits unread). Once acknowledged, the ERROR is in
+    /// the peer's receive queue, which an RST from our later close does not purge (tcp_reset
+    /// -> tcp_done leaves sk_receive_queue alone). The peer's own FIN is no signal to wait
+    /// for: a refused write larger than the socket buffers leaves the peer's send queue full,
+    /// and its FIN queues behind that payload. False when the guard time ran out.
+    private func waitUntilThePeerHasTheErrorFrame() -> Bool {
+        let deadline = ContinuousClock.now + TCPReceiver.teardownGuard
+        while ContinuousClock.now < deadline {
+            var descriptor = pollfd(fd: pair.fd, events: TCPReceiver.pollReadHangUp, revents: 0)
+            if poll(&descriptor, 1, 1) > 0 { return true }
+            guard pair.senderExited.load(ordering: .acquiring) else { continue }
+            var unacknowledged: Int32 = 0
+            if ioctl(pair.fd, UInt(TIOCOUTQ), &unacknowledged) == 0 && unacknowledged == 0 { return true }
+        }
+        return false
     }
 
     private func disconnect(_ error: TransportError) {
