@@ -7,10 +7,15 @@ public struct ConformanceEnvironment: Sendable {
     public var backend: any TransportBackend
     public var host: String
     public var options: TransportOptions
+    /// Bytes the large-transfer case moves. 64 MiB takes ~0.1 s over tcp on loopback; Soft-RoCE
+    /// under TCG moves ~50 MB/s and registers against RLIMIT_MEMLOCK, so a guest run may lower it.
+    public var largeTransferBytes: Int
 
-    public init(backend: any TransportBackend, host: String = "127.0.0.1", options: TransportOptions = TransportOptions()) {
+    public init(backend: any TransportBackend, host: String = "127.0.0.1", options: TransportOptions = TransportOptions(),
+                largeTransferBytes: Int = 64 << 20) {
         self.backend = backend
         self.host = host
         self.options = options
+        self.largeTransferBytes = largeTransferBytes
     }
 }

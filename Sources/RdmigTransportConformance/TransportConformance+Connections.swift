@@ -139,7 +139,7 @@ extension TransportConformance {
             throw ConformanceFailure("after the peer's close the server reports \(String(describing: peers.server.failure)), expected peerDisconnected")
         }
         try expectTransportError("posting on the closed client", matches: { if case .connectionClosed = $0 { return true }; return false }) {
-            try peers.client.postSend(registration.slice(offset: 0, length: 0), id: 9, signaled: true)
+            try peers.client.postSend(LocalSlice(address: 0, length: 0, localKey: 0), id: 9, signaled: true)
         }
         try expectTransportError("posting on the server whose peer closed", matches: { if case .connectionClosed = $0 { return true }; return false }) {
             try peers.server.postReceive(registration.slice(offset: 0, length: 64), id: 9)

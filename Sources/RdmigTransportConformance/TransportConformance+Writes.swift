@@ -83,15 +83,17 @@ extension TransportConformance {
 
     static func largeTransferArrivesByteForByte(_ environment: ConformanceEnvironment) throws {
         let peers = try ConformancePeers(environment)
-        let total = 64 << 20
+        // Whole MiBs, at least 4: three quarters as 1 MiB writes, the rest as one single write.
+        let mebibytes = max(4, environment.largeTransferBytes >> 20)
+        let total = mebibytes << 20
         let source = peers.memory(total)
         source.fillPattern(seed: 64)
         let target = peers.memory(total)
         let local = try peers.register(source, on: peers.client, access: .localWrite)
         let window = try peers.register(target, on: peers.server, access: [.localWrite, .remoteWrite]).window()
-        // 48 writes of 1 MiB, then a single 16 MiB write.
-        var pieces: [(offset: Int, length: Int)] = (0..<48).map { ($0 << 20, 1 << 20) }
-        pieces.append((48 << 20, 16 << 20))
+        let small = mebibytes * 3 / 4
+        var pieces: [(offset: Int, length: Int)] = (0..<small).map { ($0 << 20, 1 << 20) }
+        pieces.append((small << 20, (mebibytes - small) << 20))
         var signalled: [UInt64] = []
         for (index, piece) in pieces.enumerated() {
             let signal = index % 16 == 15 || index == pieces.count - 1
@@ -102,11 +104,11 @@ extension TransportConformance {
                                            id: UInt64(index), signaled: signal)
             }
         }
-        let done = try completions(signalled.count, on: peers.client, "64 MiB of writes")
+        let done = try completions(signalled.count, on: peers.client, "\(mebibytes) MiB of writes")
         for (completion, id) in zip(done, signalled) {
-            try expectCompletion(completion, id: id, kind: .write, "signalled write \(id) of the 64 MiB transfer")
+            try expectCompletion(completion, id: id, kind: .write, "signalled write \(id) of the \(mebibytes) MiB transfer")
         }
-        try target.expectEqual(0, source, 0, length: total, "64 MiB written")
+        try target.expectEqual(0, source, 0, length: total, "\(mebibytes) MiB written")
     }
 
     static func manyWritesInFlightWithSelectiveSignalling(_ environment: ConformanceEnvironment) throws {

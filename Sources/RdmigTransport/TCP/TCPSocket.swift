@@ -8,8 +8,10 @@ import RdmigSystem
 /// the data path calls sendmsg/recv directly in `TCPSender` and `TCPReceiver`.
 enum TCPSocket {
     /// Socket buffer size asked for with SO_SNDBUF/SO_RCVBUF (the kernel doubles it and caps
-    /// it at net.core.{w,r}mem_max). Setting it turns off receive-buffer autotuning, so it must
-    /// hold several 64 KiB-4 MiB messages in flight; measured on loopback (see Perf/README.md).
+    /// it at net.core.{w,r}mem_max). Setting it turns off autotuning, so it must hold several
+    /// 64 KiB-4 MiB messages in flight. On loopback it measured the same as autotuning (medians
+    /// of 7 on a busy 2-core machine: 64 KiB messages 4.9 vs 5.0 GB/s, 1 MiB 4.2 vs 4.4 GB/s);
+    /// a fixed size keeps the kernel memory per connection bounded and known.
     static let bufferBytes: Int32 = 4 << 20
 
     struct Address {
