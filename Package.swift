@@ -51,6 +51,9 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "rdmig", dependencies: ["RdmigService"],
             swiftSettings: swiftSettings),
@@ -61,6 +64,9 @@ let package = Package(
         .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )
