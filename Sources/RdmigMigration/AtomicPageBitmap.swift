@@ -50,6 +50,40 @@ final class AtomicPageBitmap: @unchecked Sendable {
         return drained
     }
 
+    /// Like `drain(into:)`, and calls `onRun` with each maximal run of pages this drain took
+    /// (the userfaultfd log re-protects exactly those). Runs are reported in increasing order;
+    /// a throw stops the drain, leaving the remaining marks for the next one.
+    @discardableResult
+    func drain<E: Error>(into bitmap: inout DirtyBitmap, onRun: (Range<Int>) throws(E) -> Void) throws(E) -> Int {
+        precondition(bitmap.pageCount == pageCount, "bitmap of \(bitmap.pageCount) pages for a log of \(pageCount)")
+        var drained = 0
+        var runStart = -1
+        var runEnd = -1
+        for index in 0..<wordCount {
+            if words[index].load(ordering: .relaxed) == 0 { continue }
+            var bits = words[index].exchange(0, ordering: .acquiring)
+            if index == wordCount - 1, pageCount & 63 != 0 { bits &= (1 << UInt64(pageCount & 63)) - 1 }
+            drained &+= bits.nonzeroBitCount
+            bitmap.formUnion(word: index, with: bits)
+            let base = index << 6
+            while bits != 0 {
+                let start = bits.trailingZeroBitCount
+                let ones = (~(bits >> UInt64(start))).trailingZeroBitCount
+                let first = base + start
+                if first == runEnd {
+                    runEnd = first + ones
+                } else {
+                    if runStart >= 0 { try onRun(runStart..<runEnd) }
+                    runStart = first
+                    runEnd = first + ones
+                }
+                bits = start + ones >= 64 ? 0 : bits & ~(((1 << UInt64(ones)) - 1) << UInt64(start))
+            }
+        }
+        if runStart >= 0 { try onRun(runStart..<runEnd) }
+        return drained
+    }
+
     /// Drops every mark.
     func clear() {
         for index in 0..<wordCount { words[index].store(0, ordering: .releasing) }
