@@ -51,10 +51,10 @@ public final class ProgressReporter: Sendable {
 
     private func write(_ text: String) {
         guard !text.isEmpty else { return }
-        var bytes = Array(text.utf8)
+        let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { buffer in
+            let written = bytes.withUnsafeBytes { buffer in
                 Glibc.write(fileDescriptor, buffer.baseAddress! + offset, buffer.count - offset)
             }
             if written < 0 {
@@ -63,6 +63,5 @@ public final class ProgressReporter: Sendable {
             }
             offset += written
         }
-        bytes.removeAll()
     }
 }
