@@ -132,6 +132,11 @@ public final class SyntheticGuest: @unchecked Sendable {
         SyntheticGuest.verify(region: region, seed: configuration.seed, versions: versionTable())
     }
 
+    /// What page `page` of this guest holds at `version` (version 0: zeros).
+    public func expectedContent(page: Int, version: UInt32) -> [UInt8] {
+        SyntheticGuest.expectedContent(page: page, version: version, seed: configuration.seed, pageSize: region.pageSize)
+    }
+
     /// What page `page` holds at `version` (version 0: zeros).
     public static func expectedContent(page: Int, version: UInt32, seed: UInt64, pageSize: Int) -> [UInt8] {
         SyntheticPageContent.bytes(pageSize: pageSize, seed: seed, page: page, version: version)

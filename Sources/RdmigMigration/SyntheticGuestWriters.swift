@@ -47,6 +47,11 @@ final class SyntheticGuestWriters: @unchecked Sendable {
     /// (system/cpu-throttle.c, CPU_THROTTLE_TIMESLICE_NS); the writers do the same.
     static let throttleTimeslice = 0.010
 
+    /// Seconds a writer sleeps after each timeslice at `percent` throttle.
+    static func throttleSleep(percent: Int) -> Double {
+        Double(percent) / Double(100 - percent) * throttleTimeslice
+    }
+
     init(configuration: SyntheticGuestConfiguration, region: GuestMemoryRegion, log: SyntheticDirtyLog,
          initialVersions: [UInt32]?) {
         self.configuration = configuration
@@ -173,7 +178,7 @@ final class SyntheticGuestWriters: @unchecked Sendable {
             let throttle = throttlePercent.load(ordering: .relaxed)
             var time = now()
             if throttle > 0, time - sliceStart >= SyntheticGuestWriters.throttleTimeslice {
-                let sleep = Double(throttle) / Double(100 - throttle) * SyntheticGuestWriters.throttleTimeslice
+                let sleep = SyntheticGuestWriters.throttleSleep(percent: throttle)
                 let end = time + sleep
                 while time < end, !paused.load(ordering: .relaxed), !stopping.load(ordering: .relaxed),
                       throttlePercent.load(ordering: .relaxed) == throttle {
