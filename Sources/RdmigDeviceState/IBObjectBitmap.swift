@@ -9,6 +9,12 @@ struct IBObjectBitmap: Sendable {
         counts = Array(repeating: 0, count: IBObjectKind.allCases.count)
     }
 
+    /// A bitmap of no objects (no allocation): a placeholder while the real one is moved out.
+    init() {
+        words = []
+        counts = []
+    }
+
     var total: Int { counts.reduce(0, +) }
 
     func contains(_ kind: IBObjectKind, _ index: Int) -> Bool {

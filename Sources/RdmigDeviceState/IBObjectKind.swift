@@ -1,7 +1,10 @@
-/// The object tables of an InfiniBand VF's software-visible state, as the mlx4 resource
-/// tracker keeps them per function (QPs, CQs, SRQs, MPTs/MRs, PDs, GIDs, counters; see
-/// FACTS.md) and as the seed thesis migrates them. The raw value is the entry type in the
-/// ib-sw stream; `allCases` order is the stream's canonical order.
+/// The object tables of an InfiniBand VF's software-visible state, as the seed thesis
+/// migrates them and as the mlx4 PF driver tracks them per VF (`enum mlx4_resource` in
+/// torvalds/linux drivers/net/ethernet/mellanox/mlx4/mlx4.h, kept by resource_tracker.c:
+/// QP, CQ, SRQ, MPT, MTT, EQ, counters, ...). MTTs are folded into the MR (its range and
+/// page size) and EQs into the CQ (its EQ number); MAC/VLAN/steering rules (Ethernet) and
+/// XRC domains are not modelled. The raw value is the entry type in the ib-sw stream;
+/// `allCases` order is the stream's canonical order.
 public enum IBObjectKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case port = 0x10
     case gid = 0x11

@@ -60,14 +60,16 @@ struct IBSourceSession: Sendable {
             }
         }
         if written < buffer.count, tracker.initialComplete {
-            var dirty = tracker.dirty
+            // Moved out for the walk (emit needs self), not copied: no allocation per read.
+            var dirty = IBObjectBitmap()
+            swap(&dirty, &tracker.dirty)
             dirty.removeEach { kind, index in
                 emit(IBStreamFormat.entrySize(kind), initial: false, into: buffer, at: &written) { writer in
                     state.encodeEntry(kind, index, into: &writer)
                 }
                 return written < buffer.count
             }
-            tracker.dirty = dirty
+            swap(&dirty, &tracker.dirty)
         }
         if written < buffer.count, stopped, !endSent, tracker.initialComplete, tracker.dirty.total == 0 {
             endSent = true
