@@ -47,6 +47,11 @@ debs_fetch() {
     done <<<"$uris"
 }
 
+# Changes whenever apt's package lists do (apt-get update that brought something new).
+debs_lists_state() {
+    stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
 # The versioned kernel package that linux-image-amd64 currently points at.
 kernel_package() {
     debs_ensure_lists || return 1
@@ -59,10 +64,17 @@ kernel_package() {
 # vmlinux: an ELF kernel with a PVH entry note (CONFIG_PVH=y in Debian's config), which QEMU
 # boots directly, skipping the in-guest decompression that costs seconds under TCG.
 kernel_prepare() {
-    local package deb stem dir
-    package=$(kernel_package) || return 1
-    [ -n "$package" ] || { echo "rdmig debs: apt knows no linux-image-amd64" >&2; return 1; }
-    deb=$(debs_fetch "$package") || return 1
+    local package deb stem dir state resolved
+    # Asking apt costs ~1.5 s; the answer stands while apt's package lists are unchanged.
+    state=$(debs_lists_state)
+    resolved="$(rdmig_cache_dir)/kernel-deb"
+    deb=$(sed -n "s|^$state ||p" "$resolved" 2>/dev/null)
+    if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+        package=$(kernel_package) || return 1
+        [ -n "$package" ] || { echo "rdmig debs: apt knows no linux-image-amd64" >&2; return 1; }
+        deb=$(debs_fetch "$package") || return 1
+        echo "$state $deb" >"$resolved"
+    fi
     stem=$(basename "$deb" .deb)
     dir="$(rdmig_cache_dir)/kernel/$stem"
     if [ ! -f "$dir/.unpacked" ]; then

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs qemu-system-x86 for rdmig's QEMU tests and says which QEMU is there.
 #
-# Prefers QEMU from bookworm-backports (10.x): Debian 12's QEMU 7.2 loses pages written during
+# Prefers a QEMU >= 9.0: Debian's own where its release has one, else the one in the release's
+# backports (bookworm-backports: 10.0). Debian 12's QEMU 7.2 loses pages written during
 # migration under TCG (fixed upstream in 9.0 by commit 03bfc2188f, "Fix migration dirty bitmap
 # coherency with TCG memory access"); on 7.2 the guests need an odd RAM size instead (see
 # qemu-lib.sh). Backports is enabled from the machine's own apt source: the first stanza of
 # /etc/apt/sources.list.d/debian.sources is copied with `Suites: bookworm-backports`, so no
-# mirror is ever named in this repository. Falls back to Debian's 7.2 when backports has no QEMU.
+# mirror is ever named in this repository. Falls back to Debian's 7.2 when backports has none.
+# Idempotent: with a QEMU >= 9.0 installed it only reports.
 #
 # Usage: install-qemu.sh [--env]
 #   --env   print only shell assignments: RDMIG_QEMU_VERSION=x.y.z RDMIG_QEMU_ODD_RAM=0|1
@@ -25,24 +27,26 @@ sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 apt_quiet() { DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get "$@" -qq >/dev/null; }
 
-backports_list=/etc/apt/sources.list.d/rdmig-bookworm-backports.sources
+codename=$( . /etc/os-release 2>/dev/null; echo "${VERSION_CODENAME:-bookworm}")
+suite=$codename-backports
+backports_list=/etc/apt/sources.list.d/rdmig-$suite.sources
 debian_sources=/etc/apt/sources.list.d/debian.sources
 
 enable_backports() {
     [ -f "$backports_list" ] && return 0
     if [ ! -f "$debian_sources" ]; then
-        say "no $debian_sources to derive bookworm-backports from; staying with Debian's QEMU"
+        say "no $debian_sources to derive $suite from; staying with Debian's QEMU"
         return 1
     fi
     # The first stanza (up to the first blank line), with its Suites line replaced.
     local stanza
     stanza=$(awk 'BEGIN{RS=""} NR==1{print; exit}' "$debian_sources" \
-        | sed -E 's/^Suites:.*/Suites: bookworm-backports/')
-    if ! grep -q '^Suites: bookworm-backports$' <<<"$stanza" || ! grep -q '^URIs:' <<<"$stanza"; then
+        | sed -E "s/^Suites:.*/Suites: $suite/")
+    if ! grep -q "^Suites: $suite\$" <<<"$stanza" || ! grep -q '^URIs:' <<<"$stanza"; then
         say "the first stanza of $debian_sources is not a deb822 source with URIs/Suites; staying with Debian's QEMU"
         return 1
     fi
-    say "enabling bookworm-backports from the first stanza of $debian_sources"
+    say "enabling $suite from the first stanza of $debian_sources"
     printf '%s\n' "$stanza" | "${sudo_cmd[@]}" tee "$backports_list" >/dev/null
     "${sudo_cmd[@]}" apt-get update -qq
 }
@@ -53,26 +57,32 @@ installed_major() {
     echo "${v%%.*}"
 }
 
+# Upstream major version of a Debian version string such as 1:7.2+dfsg-7+deb12u18.
+upstream_major() { local v=${1#*:}; v=${v%%.*}; [[ "$v" =~ ^[0-9]+$ ]] && echo "$v" || echo 0; }
+
+install_qemu() { apt_quiet install -y --no-install-recommends "$@" qemu-system-x86; }
+
 if [ "$(installed_major)" -lt 9 ]; then
-    installed_backports=0
-    if [ "${RDMIG_QEMU_NO_BACKPORTS:-0}" != 1 ] && enable_backports; then
+    apt-cache show qemu-system-x86 >/dev/null 2>&1 || "${sudo_cmd[@]}" apt-get update -qq
+    debian_candidate=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    installed=0
+    if [ "$(upstream_major "$debian_candidate")" -ge 9 ]; then
+        say "installing Debian's qemu-system-x86 $debian_candidate"
+        install_qemu && installed=1
+    elif [ "${RDMIG_QEMU_NO_BACKPORTS:-0}" != 1 ] && enable_backports; then
         candidate=$(apt-cache madison qemu-system-x86 \
-            | awk -F'|' '$3 ~ /bookworm-backports/ {gsub(/ /, "", $2); print $2; exit}')
-        if [ -n "$candidate" ]; then
-            say "installing qemu-system-x86 $candidate from bookworm-backports"
-            if apt_quiet install -y -t bookworm-backports qemu-system-x86; then
-                installed_backports=1
-            else
-                say "installing from bookworm-backports failed; falling back to Debian's QEMU"
-            fi
+            | awk -F'|' -v suite="$suite" '$3 ~ suite {gsub(/ /, "", $2); print $2; exit}')
+        if [ "$(upstream_major "$candidate")" -ge 9 ]; then
+            say "installing qemu-system-x86 $candidate from $suite"
+            install_qemu -t "$suite" && installed=1 \
+                || say "installing from $suite failed; falling back to Debian's QEMU"
         else
-            say "bookworm-backports has no qemu-system-x86; falling back to Debian's QEMU"
+            say "$suite has no qemu-system-x86 >= 9.0; falling back to Debian's QEMU"
         fi
     fi
-    if [ "$installed_backports" = 0 ] && ! command -v qemu-system-x86_64 >/dev/null; then
-        say "installing Debian's qemu-system-x86"
-        apt_quiet update || true
-        apt_quiet install -y qemu-system-x86 || true
+    if [ "$installed" = 0 ] && ! command -v qemu-system-x86_64 >/dev/null; then
+        say "installing Debian's qemu-system-x86 $debian_candidate"
+        install_qemu || true
     fi
 fi
 

@@ -69,7 +69,7 @@ kernel=$vmlinuz
 out="$(rdmig_cache_dir)/softroce"
 mkdir -p "$out"
 # Resolving the packages costs seconds of apt-cache; it is redone only when apt's lists change.
-lists_state=$( { printf '%s\n' "${wanted[@]}"; stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null; } | sha256sum | cut -d' ' -f1)
+lists_state=$( { printf '%s\n' "${wanted[@]}"; debs_lists_state; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/debs" ] && [ "$(cat "$out/lists-state" 2>/dev/null)" = "$lists_state" ] \
     && xargs -a "$out/debs" -d '\n' ls >/dev/null 2>&1; then
     mapfile -t debs <"$out/debs"

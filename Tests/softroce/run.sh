@@ -62,6 +62,8 @@ eval "$("$here/build-image.sh")"
 root=$RDMIG_SOFTROCE_ROOT
 
 mkdir -p "$(rdmig_cache_dir)/softroce/runs"
+# Failed runs keep their folders for a look; only the ten newest are kept.
+ls -dt "$(rdmig_cache_dir)"/softroce/runs/run.* 2>/dev/null | tail -n +10 | xargs -r rm -rf
 run=$(mktemp -d "$(rdmig_cache_dir)/softroce/runs/run.XXXXXX")
 stage=$run/stage
 mkdir -p "$stage/job/bin" "$stage/job/lib"
@@ -93,12 +95,14 @@ for file in "${copies[@]}"; do
     chmod +x "$stage/job/bin/$(basename "$file")"
     # Not an ELF or statically linked: ldd has nothing to say.
     dependencies=$(ldd "$file" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}') || true
+    added=()
     while read -r soname path; do
         [ -n "$soname" ] || continue
         image_has "$soname" && continue
         cp -L "$path" "$stage/job/lib/$soname"
-        log "$(basename "$file") needs $soname, which the image lacks: copied from the host's $path"
+        added+=("$soname")
     done <<<"$dependencies"
+    ((${#added[@]} == 0)) || log "$(basename "$file"): copied from the host ${#added[@]} libraries the image lacks: ${added[*]}"
     if grep -q 'libibverbs' <<<"$dependencies" && [ -n "$host_rdma_core" ] \
         && [ "$host_rdma_core" != "$RDMIG_SOFTROCE_RDMA_CORE" ]; then
         log "warning: $(basename "$file") was built against rdma-core $host_rdma_core, the guest has $RDMIG_SOFTROCE_RDMA_CORE: the verbs ABI between them may differ"
