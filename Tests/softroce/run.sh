@@ -133,11 +133,17 @@ echo >>"$run/command-line"
 log "booting ($(qemu_accel_name), QEMU $(qemu_version), ${memory} MiB, $smp vCPUs, timeout ${timeout} s); logs in $run"
 started=$(date +%s.%N)
 status=0
-timeout --signal=TERM --kill-after=5 "$timeout" "$(qemu_binary)" "${args[@]}" >"$run/qemu.log" 2>&1 || status=$?
+touch "$run/output.log"
+timeout --signal=TERM --kill-after=5 "$timeout" "$(qemu_binary)" "${args[@]}" >"$run/qemu.log" 2>&1 &
+qemu=$!
+# The script's output is passed on as it comes (long guest tests show progress), without the
+# serial line's carriage returns and without the end marker.
+tail -n +1 -s 0.2 -f --pid="$qemu" "$run/output.log" | sed -u -e 's/\r$//' -e "/^$marker /d" &
+relay=$!
+wait "$qemu" || status=$?
+wait "$relay" || true
 elapsed=$(echo "$(date +%s.%N) - $started" | bc | cut -c1-6)
 
-touch "$run/output.log"
-tr -d '\r' <"$run/output.log" | grep -v "^$marker " || true
 end=$(tr -d '\r' <"$run/output.log" | sed -n "s/^$marker //p" | tail -1)
 console_tail() { tr -d '\r' <"$run/console.log" | tail -n 25 | sed 's/^/  console: /' >&2; }
 
