@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A plain QEMU -> QEMU live migration of the test guest on loopback (tcp:), checked end to end.
+"""A plain QEMU -> QEMU live migration of the test guest on loopback (tcp: or fd:), checked end to end.
 
 Starts a source guest (run-guest.sh), waits for its heartbeats, starts a destination with
 -incoming defer -S, migrates over tcp:127.0.0.1, continues the destination, and checks:
@@ -7,8 +7,10 @@ status `completed`, the source `postmigrate`, the destination `running`, and the
 heartbeats continuing the source's count (n and written grow) with errors=0 throughout.
 This is the baseline rdmig's QEMU mode is compared with, and a check of the guest itself.
 
-Usage: test-migration.py [--memory MiB] [--ws MiB] [--rate MB/s] [--beats N]
+Usage: test-migration.py [--memory MiB] [--ws MiB] [--rate MB/s] [--beats N] [--transport tcp|fd]
                          [--max-bandwidth BYTES/s] [--downtime-limit ms] [--timeout s] [--keep]
+  --transport fd passes each QEMU one end of a socket pair with QMP getfd (SCM_RIGHTS) and
+  relays the stream between the other ends: the fd: path rdmig's QEMU mode uses.
 Env:   as run-guest.sh (RDMIG_CACHE, RDMIG_QEMU, RDMIG_QEMU_ACCEL, RDMIG_QEMU_ODD_RAM)
 Out:   progress and a result line:
          rdmig qemu-guest migration: PASS qemu=10.0.2 accel=tcg memory=256MiB ... total=1.2s downtime=45ms ...
@@ -20,6 +22,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +90,34 @@ def start_guest(name, args, incoming):
     return guest
 
 
+class FdRelay(threading.Thread):
+    """The shape of rdmig's QEMU mode with the network left out: each QEMU gets one end of a
+    socket pair through `getfd` (SCM_RIGHTS), and this thread copies the stream between the
+    other ends (as socat between two getfd socket pairs did in FACTS.md's measurements)."""
+
+    def __init__(self, src, dst):
+        super().__init__(daemon=True)
+        source_qemu, self.source_end = socket.socketpair()
+        destination_qemu, self.destination_end = socket.socketpair()
+        dst.command("getfd", {"fdname": "migration"}, fds=[destination_qemu.fileno()])
+        src.command("getfd", {"fdname": "migration"}, fds=[source_qemu.fileno()])
+        source_qemu.close()
+        destination_qemu.close()
+        self.relayed = 0
+        self.start()
+
+    def run(self):
+        buffer = bytearray(1 << 20)
+        view = memoryview(buffer)
+        while True:
+            count = self.source_end.recv_into(buffer)
+            if count == 0:
+                break
+            self.destination_end.sendall(view[:count])
+            self.relayed += count
+        self.destination_end.shutdown(socket.SHUT_WR)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory", type=int, default=256, help="guest RAM in MiB (default 256)")
@@ -98,6 +129,8 @@ def main():
                         help="migration max-bandwidth in bytes/s (default 10 GiB/s: QEMU's 128 MiB/s throttles)")
     parser.add_argument("--downtime-limit", type=int, default=300, help="downtime-limit in ms (default 300)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed for the migration (default 120)")
+    parser.add_argument("--transport", choices=["tcp", "fd"], default="tcp",
+                        help="tcp: QEMU to QEMU directly; fd: getfd socket pairs relayed by this script")
     parser.add_argument("--keep", action="store_true", help="leave both QEMUs running")
     args = parser.parse_args()
 
@@ -128,13 +161,17 @@ def main():
                 f"dirtied at {args.rate} MB/s")
             capabilities = [{"capability": "events", "state": True}]
             dst.command("migrate-set-capabilities", {"capabilities": capabilities})
-            dst.command("migrate-incoming", {"uri": f"tcp:127.0.0.1:{port}"})
+            if args.transport == "fd":
+                uri = "fd:migration"
+                relay = FdRelay(src, dst)
+            else:
+                uri = f"tcp:127.0.0.1:{port}"
+            dst.command("migrate-incoming", {"uri": uri})
             src.command("migrate-set-capabilities", {"capabilities": capabilities})
             src.command("migrate-set-parameters",
                         {"max-bandwidth": args.max_bandwidth, "downtime-limit": args.downtime_limit})
-            before, _ = heartbeats(source["RDMIG_SERIAL"])
             started = time.monotonic()
-            src.command("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+            src.command("migrate", {"uri": uri})
             deadline = started + args.timeout
             while True:
                 info = src.command("query-migrate")
@@ -146,6 +183,8 @@ def main():
                     return 1
                 time.sleep(0.05)
             timings["migration"] = time.monotonic() - started
+            if args.transport == "fd":
+                relay.join(10)
             if info["status"] != "completed":
                 log(f"FAIL: migration {info['status']}: {info.get('error-desc', '')}")
                 return 1
@@ -179,7 +218,7 @@ def main():
         if beats[-1][1] <= last_source[1] and args.rate > 0:
             problems.append(f"pages written did not grow on the destination ({last_source[1]} -> {beats[-1][1]})")
         ram = info.get("ram", {})
-        summary = (f"qemu={version} accel={accel} memory={args.memory}MiB ws={args.ws}MiB rate={args.rate}MB/s "
+        summary = (f"qemu={version} accel={accel} transport={args.transport} memory={args.memory}MiB ws={args.ws}MiB rate={args.rate}MB/s "
                    f"total={info.get('total-time', 0) / 1000:.2f}s downtime={info.get('downtime', '?')}ms "
                    f"setup={info.get('setup-time', '?')}ms transferred={ram.get('transferred', 0) / 2**20:.1f}MiB "
                    f"dirty-sync={ram.get('dirty-sync-count', '?')} "
