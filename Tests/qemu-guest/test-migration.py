@@ -19,6 +19,7 @@ Exit:  0 pass; 1 a check failed (the line says which); 2 QEMU could not be set u
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -143,15 +144,16 @@ def main():
     timings["image"] = time.monotonic() - started
 
     guests = []
+    passed = False
     try:
         started = time.monotonic()
-        source = start_guest("migration-source", args, incoming=False)
+        source = start_guest(f"migration-source-{os.getpid()}", args, incoming=False)
         guests.append(source)
         wait_heartbeats(source["RDMIG_SERIAL"], 1, 120, source["RDMIG_PID"])
         timings["boot"] = time.monotonic() - started
         wait_heartbeats(source["RDMIG_SERIAL"], args.beats, 60, source["RDMIG_PID"])
 
-        destination = start_guest("migration-destination", args, incoming=True)
+        destination = start_guest(f"migration-destination-{os.getpid()}", args, incoming=True)
         guests.append(destination)
         port = free_port()
         with QMP(source["RDMIG_QMP"]) as src, QMP(destination["RDMIG_QMP"]) as dst:
@@ -229,6 +231,7 @@ def main():
             log("FAIL: " + "; ".join(problems) + " | " + summary)
             return 1
         log("PASS " + summary)
+        passed = True
         return 0
     except (TimeoutError, RuntimeError, ConnectionError) as error:
         log(f"FAIL: {error}")
@@ -240,6 +243,10 @@ def main():
                     os.kill(guest["RDMIG_PID"], 15)
                 except ProcessLookupError:
                     pass
+                if passed:
+                    shutil.rmtree(guest["RDMIG_RUN_DIR"], ignore_errors=True)
+            if guests and not passed:
+                log(f"logs kept in {os.path.dirname(guests[0]['RDMIG_RUN_DIR'])}/migration-*-{os.getpid()}")
 
 
 if __name__ == "__main__":
