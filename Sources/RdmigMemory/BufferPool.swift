@@ -12,11 +12,11 @@ import Synchronization
 ///
 /// Concurrency contract:
 /// - `acquire()` and `release(_:)` may be called from any number of threads at once; they
-///   are lock-free (a bounded MPMC queue of slab indices, see `SlabQueue`), not wait-free.
-/// - `acquire()` returns nil when no slab is free (or when the only free one is being
-///   returned by another thread at that instant): the caller polls completions and retries.
-/// - Slabs come back in FIFO order, so a recently used slab is not preferred; there are no
-///   per-thread caches.
+///   are lock-free (a versioned stack of slab indices, see `SlabFreeList`), not wait-free.
+/// - `acquire()` returns nil only when no slab is free: the caller polls completions and
+///   retries. `release` never fails.
+/// - Slabs are handed out last-in first-out: the slab returned last, likely still in cache,
+///   goes out first. There are no per-thread caches; all threads share one atomic head.
 /// - A slab belongs to whoever acquired it until it is released, exactly once. Releasing a
 ///   slab that is not out (twice, or one never acquired) stops the process with a
 ///   precondition failure, because a slab handed to two owners would corrupt data silently.
@@ -26,7 +26,7 @@ public final class BufferPool: @unchecked Sendable {
     // @unchecked: the stored pointers are written only in init; the shared mutable state is
     // the lock-free queue and the per-slab atomic ownership flags.
     private let memory: PinnedMemory
-    private let queue: SlabQueue
+    private let freeList: SlabFreeList
     private let owned: UnsafeMutablePointer<Atomic<UInt8>>
     public let slabSize: Int
     public let slabCount: Int
@@ -50,11 +50,10 @@ public final class BufferPool: @unchecked Sendable {
         self.slabCount = slabCount
         self.nodeChoice = nodeChoice
         hugePagePolicy = hugePages
-        queue = SlabQueue(minimumCapacity: slabCount)
+        freeList = SlabFreeList(count: slabCount)
         owned = .allocate(capacity: slabCount)
         for index in 0..<slabCount {
             (owned + index).initialize(to: Atomic(0))
-            _ = queue.push(Int32(index))
         }
     }
 
@@ -94,7 +93,7 @@ public final class BufferPool: @unchecked Sendable {
     /// Takes a free slab; nil when none is free right now. Lock-free, no allocation.
     @inline(__always)
     public func acquire() -> Slab? {
-        guard let index = queue.pop() else { return nil }
+        guard let index = freeList.pop() else { return nil }
         let previous = owned[Int(index)].exchange(1, ordering: .acquiring)
         precondition(previous == 0, "BufferPool: slab handed out twice (internal error)")
         return slab(at: Int(index))
@@ -108,8 +107,7 @@ public final class BufferPool: @unchecked Sendable {
                      "BufferPool: slab does not belong to this pool")
         let (exchanged, _) = owned[index].compareExchange(expected: 1, desired: 0, ordering: .releasing)
         precondition(exchanged, "BufferPool: slab \(index) released twice or never acquired")
-        let pushed = queue.push(slab.index)
-        precondition(pushed, "BufferPool: free list overflow (internal error)")
+        freeList.push(UInt32(index))
     }
 
     /// The slab with this index, whether free or not: for a receiver whose peer writes into
@@ -120,8 +118,11 @@ public final class BufferPool: @unchecked Sendable {
         return Slab(index: Int32(index), offset: index * slabSize, base: memory.base + index * slabSize, length: slabSize)
     }
 
-    /// Free slabs now; only a hint while other threads acquire and release.
-    public var approximateFreeCount: Int { queue.approximateCount }
+    /// Free slabs now, counted from the ownership flags (O(slabs), for reports, not for the
+    /// hot path); only a hint while other threads acquire and release.
+    public var approximateFreeCount: Int {
+        (0..<slabCount).reduce(0) { $0 + (owned[$1].load(ordering: .relaxed) == 0 ? 1 : 0) }
+    }
 
     /// What was built, for logs, `rdmig probe` and benchmark reports.
     public var report: Report {

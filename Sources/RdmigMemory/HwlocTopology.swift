@@ -62,6 +62,15 @@ public struct HwlocTopology: ~Copyable {
         hwloc_topology_destroy(topology)
     }
 
+    /// The hwloc library version that discovered the topology (the root object's
+    /// "hwlocVersion" info, e.g. "2.9.0"); nil for synthetic topologies and exports without it.
+    public var version: String? {
+        guard let root = hwloc_get_root_obj(topology),
+              let value = hwloc_obj_get_info_by_name(root, "hwlocVersion")
+        else { return nil }
+        return String(cString: value)
+    }
+
     /// The NUMA nodes with their CPUs (OS numbers) and bytes of local memory.
     public func numaNodes() -> [(id: Int, cpus: [Int32], memory: UInt64)] {
         let count = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_NUMANODE)

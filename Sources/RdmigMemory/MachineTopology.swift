@@ -16,7 +16,8 @@ public struct MachineTopology: Codable, Sendable, Equatable {
     public var memlock: MemlockLimit
     /// System-wide huge pages per size.
     public var hugePages: [HugePageCount]
-    /// "hwloc 2.9.0" or "sysfs" — where nodes and localities came from.
+    /// "hwloc 2.9.0" or "sysfs" — where nodes and localities came from. Node memory is
+    /// always sysfs's node<N>/meminfo when it exists (the kernel's current figure).
     public var source: String
     /// Things the operator should know (hwloc missing, one node, ...).
     public var notes: [String]
@@ -111,8 +112,13 @@ public struct MachineTopology: Codable, Sendable, Equatable {
                 let topology = try HwlocTopology(source)
                 hwlocNodes = topology.numaNodes()
                 hwlocDevices = topology.osDevices()
-                let version = hwloc_get_api_version()
-                sourceText = "hwloc \(version >> 16).\((version >> 8) & 0xff).\(version & 0xff)"
+                switch source {
+                case .system:
+                    let api = hwloc_get_api_version()
+                    sourceText = "hwloc " + (topology.version ?? "API \(api >> 16).\((api >> 8) & 0xff)")
+                case .xml: sourceText = "hwloc (XML)"
+                case .synthetic: sourceText = "hwloc (synthetic)"
+                }
             } catch {
                 notes.append(error.description)
             }
@@ -123,7 +129,7 @@ public struct MachineTopology: Codable, Sendable, Equatable {
             nodes = hwlocNodes.map { entry in
                 let memory = fallback.memory(ofNode: entry.id)
                 return NUMANode(
-                    id: entry.id, cpus: entry.cpus, memoryTotal: entry.memory, memoryFree: memory?.free,
+                    id: entry.id, cpus: entry.cpus, memoryTotal: memory?.total ?? entry.memory, memoryFree: memory?.free,
                     hugePages: HugePageCount.onNode(entry.id, sysfs: sysfs))
             }
         } else {
