@@ -37,6 +37,9 @@ let package = Package(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigMemory", dependencies: ["RdmigSystem", "CNUMA", "CHwloc", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
@@ -60,6 +63,9 @@ let package = Package(
 
         .testTarget(
             name: "RdmigSystemTests", dependencies: ["RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigTransportTests",
