@@ -13,6 +13,7 @@ public struct IBVFConfiguration: Equatable, Sendable, CustomStringConvertible {
 
     /// The derived shape for `queuePairs` QPs.
     public init(queuePairs: Int = 1000, seed: UInt64 = 1, requiresSwitchoverAck: Bool = true) {
+        precondition(IBVFConfiguration.limits["qps"]!.contains(queuePairs), "ib-sw needs 1 to 4000000 QPs")
         shape = IBVFShape(
             ports: 1, gidsPerPort: 2, protectionDomains: max(1, queuePairs / 16), memoryRegions: max(1, queuePairs),
             completionQueues: max(1, queuePairs / 2), sharedReceiveQueues: max(1, queuePairs / 64),
@@ -22,6 +23,7 @@ public struct IBVFConfiguration: Equatable, Sendable, CustomStringConvertible {
     }
 
     public init(shape: IBVFShape, seed: UInt64 = 1, requiresSwitchoverAck: Bool = true) {
+        precondition(IBVFConfiguration.fits(shape), "ib-sw shape \(shape) is outside the spec's limits")
         self.shape = shape
         self.seed = seed
         self.requiresSwitchoverAck = requiresSwitchoverAck
@@ -92,6 +94,15 @@ public struct IBVFConfiguration: Equatable, Sendable, CustomStringConvertible {
             }
         }
         self = configuration
+    }
+
+    static func fits(_ shape: IBVFShape) -> Bool {
+        let counts = [
+            ("qps", shape.queuePairs), ("mrs", shape.memoryRegions), ("cqs", shape.completionQueues),
+            ("srqs", shape.sharedReceiveQueues), ("pds", shape.protectionDomains), ("ports", shape.ports),
+            ("gids", shape.gidsPerPort),
+        ]
+        return counts.allSatisfy { limits[$0.0]!.contains($0.1) }
     }
 
     static func parseCount(_ text: String) -> Int? {
