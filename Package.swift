@@ -37,10 +37,16 @@ let package = Package(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigMemory", dependencies: ["RdmigSystem", "CNUMA", "CHwloc", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigService",
@@ -62,8 +68,14 @@ let package = Package(
             name: "RdmigSystemTests", dependencies: ["RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],

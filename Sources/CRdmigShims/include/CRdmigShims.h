@@ -8,6 +8,9 @@
 #include <sys/types.h>
 #include <sys/eventfd.h>
 
+#include "rdmig_vfio.h"
+#include "rdmig_guest_memory.h"
+
 /// Pins the calling thread to the given CPUs. Returns 0 or an errno value.
 int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
 
@@ -24,22 +27,5 @@ ssize_t rdmig_send_with_fd(int socket, const void *data, size_t length, int fd);
 /// recvmsg() that also takes one SCM_RIGHTS descriptor if present (*fd = -1 if none).
 /// Returns bytes received or -errno.
 ssize_t rdmig_receive_with_fd(int socket, void *data, size_t length, int *fd);
-
-// userfaultfd (write-protect dirty tracking): glibc has no wrapper for the system call, and the
-// UFFDIO_* request numbers are _IOWR() macros that Swift cannot import.
-#include <linux/userfaultfd.h>
-
-/// userfaultfd(2). Returns the descriptor or -errno.
-int rdmig_userfaultfd(int flags);
-
-/// The kernel header's request numbers (the tests check their encoding against Swift's struct sizes).
-unsigned long rdmig_uffdio_api_request(void);
-unsigned long rdmig_uffdio_register_request(void);
-unsigned long rdmig_uffdio_unregister_request(void);
-unsigned long rdmig_uffdio_writeprotect_request(void);
-unsigned long rdmig_userfaultfd_ioc_new_request(void);
-
-/// memfd_create(2) (declared by glibc only under _GNU_SOURCE). Returns the descriptor or -errno.
-int rdmig_memfd_create(const char *name, unsigned int flags);
 
 #endif
