@@ -142,9 +142,10 @@ import Testing
             memory.deallocate()
         }
         let registration = try connection.register(memory, access: .localWrite)
-        try connection.postReceive(registration.slice(offset: 0, length: 64), id: 10)
-        // The raw peer never grants a receive credit, so this SEND stays queued.
+        // The raw peer never grants a receive credit, so this SEND stays queued. It is posted
+        // first: the peer resets once it sees the credit ACK that the receive below causes.
         try connection.postSend(registration.slice(offset: 64, length: 8), id: 11, signaled: true)
+        try connection.postReceive(registration.slice(offset: 0, length: 64), id: 10)
         let first = try #require(waitForOne(connection))
         let second = try #require(waitForOne(connection))
         // Flushed sends come before flushed receives; either order would be verbs-like.
