@@ -14,7 +14,7 @@ import RdmigSystem
 /// passed), so that closing our socket with unread bytes (an RST) cannot overtake the ERROR.
 struct TCPReceiver {
     static let maxErrorTextBytes = 4096
-    /// How long a refusing side waits for the peer to read its ERROR and hang up.
+    /// How long a refusing side waits for the peer to take its ERROR, and `close()` for the goodbye.
     static let teardownGuard: Duration = .seconds(2)
     /// POLLRDHUP (include/uapi/asm-generic/poll.h); Glibc's module hides it behind _GNU_SOURCE.
     static let pollReadHangUp: Int16 = 0x2000
@@ -295,14 +295,18 @@ struct TCPReceiver {
     }
 
     /// Fails the connection with `error`, has the sender tell the peer why, and waits (bounded)
-    /// for the peer to hang up before letting the socket go.
+    /// until the peer's kernel has that frame (see `waitUntilThePeerHasTheErrorFrame`).
     private func refuse(_ error: TransportError, _ code: TCPFrameHeader.ErrorCode, sequence: UInt64, text: String) {
-        if pair.fail(error, control: .error(code, sequence: sequence, text: text)) {
-            if !waitUntilThePeerHasTheErrorFrame() {
-                pair.teardownGuardExpired.store(true, ordering: .releasing)
-            }
+        guard pair.fail(error, control: .error(code, sequence: sequence, text: text)) else { return }
+        // No shutdown for reading here: with RCV_SHUTDOWN set in FIN_WAIT, Linux answers any
+        // further data from the peer (the rest of a refused payload) with an RST
+        // (LINUX_MIB_TCPABORTONDATA, RFC 1122), which could reach the peer before it has read
+        // our ERROR. The unread bytes stay until close(); the sender thread leaves by itself
+        // after ERROR and FIN.
+        if !waitUntilThePeerHasTheErrorFrame() {
+            pair.teardownGuardExpired.store(true, ordering: .releasing)
+            shutdown(pair.fd, Int32(SHUT_RDWR))
         }
-        shutdown(pair.fd, Int32(SHUT_RDWR))
     }
 
     /// Cold path, 1 ms naps: first until the sender thread has written ERROR and FIN, then

@@ -102,8 +102,17 @@ struct TCPSender {
                 continue
             }
             if let error = transmit(vectorCount) {
-                pair.fail(TCPSocket.disconnected(pair.peerEndpoint, errno: error), control: nil)
-                shutdown(pair.fd, Int32(SHUT_RDWR))
+                switch error {
+                case ECONNRESET, EPIPE, ETIMEDOUT, ECONNABORTED, EHOSTUNREACH, ENETUNREACH:
+                    // The connection is gone; the receiver thread will see that too, but only
+                    // after it has read what the peer sent before, which may be the ERROR or
+                    // CLOSE that explains why. So the receiver decides the failure.
+                    break
+                default:
+                    pair.fail(.system(SystemCallError(call: "sendmsg", errno: error,
+                                                      context: "sending to \(pair.peerEndpoint)")), control: nil)
+                    shutdown(pair.fd, Int32(SHUT_RDWR))
+                }
                 return
             }
         }
