@@ -64,53 +64,6 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
         return "\(name) (\(nodeType), GUID \(nodeGUIDString), \(numa), max MR \(ByteCount(maxMemoryRegionSize).humanReadable)): \(portText)"
     }
 
-    /// One physical port of a device.
-    public struct Port: Sendable, Equatable, CustomStringConvertible {
-        public enum State: String, Sendable {
-            case down, initializing, armed, active, activeDeferred = "active-deferred", unknown
-        }
-
-        public enum LinkLayer: String, Sendable {
-            case infiniband = "InfiniBand"
-            case ethernet = "Ethernet"
-            case unspecified
-        }
-
-        public var number: UInt8
-        public var state: State
-        public var linkLayer: LinkLayer
-        /// Active path MTU in bytes (256 ... 4096).
-        public var activeMTU: Int
-        public var maxMTU: Int
-        /// GID table entry 0, written as an IPv6 address.
-        public var gid0: String
-        /// Local identifier; 0 on Ethernet (RoCE) ports.
-        public var lid: UInt16
-        public var gidTableLength: Int
-        /// Largest message one work request may move.
-        public var maxMessageSize: UInt32
-
-        public init(
-            number: UInt8, state: State, linkLayer: LinkLayer, activeMTU: Int, maxMTU: Int,
-            gid0: String, lid: UInt16, gidTableLength: Int, maxMessageSize: UInt32
-        ) {
-            self.number = number
-            self.state = state
-            self.linkLayer = linkLayer
-            self.activeMTU = activeMTU
-            self.maxMTU = maxMTU
-            self.gid0 = gid0
-            self.lid = lid
-            self.gidTableLength = gidTableLength
-            self.maxMessageSize = maxMessageSize
-        }
-
-        public var description: String {
-            "port \(number) \(state.rawValue), \(linkLayer.rawValue), MTU \(activeMTU), GID[0] \(gid0)"
-                + (linkLayer == .infiniband ? ", LID \(lid)" : "")
-        }
-    }
-
     /// Every RDMA device on this machine; `[]` means "no RDMA device found".
     ///
     /// `ibv_get_device_list` returns NULL when the kernel has no RDMA support at all (ENOSYS)
@@ -138,7 +91,7 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
         var result = RDMADevice(name: name)
         result.nodeGUID = UInt64(bigEndian: ibv_get_device_guid(device))
         result.nodeType = String(cString: ibv_node_type_str(device.pointee.node_type))
-        result.numaNode = Sysfs.integer("/sys/class/infiniband/\(name)/device/numa_node").flatMap { $0 < 0 ? nil : $0 }
+        result.numaNode = RDMADeviceSysfs.integer("/sys/class/infiniband/\(name)/device/numa_node").flatMap { $0 < 0 ? nil : $0 }
         SystemCall.setErrno(0)
         guard let context = ibv_open_device(device) else {
             let error = SystemCallError(call: "ibv_open_device", errno: SystemCall.currentErrno(), context: name)
@@ -181,7 +134,7 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
             }
         }
         // PCI NICs list their interfaces next to the RDMA device (mlx5, IPoIB on the same function).
-        netDevices += Sysfs.directoryEntries("/sys/class/infiniband/\(name)/device/net")
+        netDevices += RDMADeviceSysfs.directoryEntries("/sys/class/infiniband/\(name)/device/net")
         var seen = Set<String>()
         result.netDevices = netDevices.filter { seen.insert($0).inserted }
         return result
@@ -191,7 +144,7 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
     /// PCI function, so this is where its netdev shows up.
     private static func gidNetDevices(device: String, port: UInt8, tableLength: Int) -> [String] {
         (0..<min(tableLength, 8)).compactMap { index in
-            Sysfs.string("/sys/class/infiniband/\(device)/ports/\(port)/gid_attrs/ndevs/\(index)")
+            RDMADeviceSysfs.string("/sys/class/infiniband/\(device)/ports/\(port)/gid_attrs/ndevs/\(index)")
         }
     }
 
@@ -220,83 +173,5 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
     /// can bind and listen (the address a Soft-RoCE guest's conformance run uses).
     public var ipv4Addresses: [String] {
         InterfaceAddresses.ipv4(of: netDevices)
-    }
-}
-
-extension RDMADevice.Port.State {
-    init(_ state: ibv_port_state) {
-        switch state {
-        case IBV_PORT_DOWN: self = .down
-        case IBV_PORT_INIT: self = .initializing
-        case IBV_PORT_ARMED: self = .armed
-        case IBV_PORT_ACTIVE: self = .active
-        case IBV_PORT_ACTIVE_DEFER: self = .activeDeferred
-        default: self = .unknown
-        }
-    }
-}
-
-extension RDMADevice.Port.LinkLayer {
-    init(_ value: UInt8) {
-        switch Int(value) {
-        case IBV_LINK_LAYER_INFINIBAND: self = .infiniband
-        case IBV_LINK_LAYER_ETHERNET: self = .ethernet
-        default: self = .unspecified
-        }
-    }
-}
-
-/// Small readers for sysfs attributes (one short line each).
-enum Sysfs {
-    static func string(_ path: String) -> String? {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return nil }
-        defer { close(descriptor) }
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-        guard count > 0 else { return nil }
-        let text = String(decoding: buffer[0..<count], as: UTF8.self)
-        let trimmed = text.split(whereSeparator: { $0 == "\n" || $0 == " " || $0 == "\t" }).first.map(String.init)
-        return trimmed
-    }
-
-    static func integer(_ path: String) -> Int? {
-        string(path).flatMap { Int($0) }
-    }
-
-    static func directoryEntries(_ path: String) -> [String] {
-        guard let directory = opendir(path) else { return [] }
-        defer { closedir(directory) }
-        var names: [String] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
-    }
-}
-
-/// Interface addresses from getifaddrs.
-enum InterfaceAddresses {
-    static func ipv4(of interfaces: [String]) -> [String] {
-        var head: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&head) == 0, let first = head else { return [] }
-        defer { freeifaddrs(first) }
-        var byInterface: [String: [String]] = [:]
-        var cursor: UnsafeMutablePointer<ifaddrs>? = first
-        while let entry = cursor {
-            cursor = entry.pointee.ifa_next
-            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
-                  let name = entry.pointee.ifa_name
-            else { continue }
-            let interface = String(cString: name)
-            guard interfaces.contains(interface),
-                  let endpoint = SocketAddress.endpoint(from: UnsafePointer(address))
-            else { continue }
-            byInterface[interface, default: []].append(endpoint.host)
-        }
-        return interfaces.flatMap { byInterface[$0] ?? [] }
     }
 }

@@ -76,7 +76,7 @@ final class AsyncEventRouter: Sendable {
         }
         for state in targets {
             if let failure = VerbsErrorMapping.failure(for: event.event_type, device: state.deviceName, peer: state.peer) {
-                state.fail(failure)
+                state.fail(failure, definitive: true)
             }
         }
     }

@@ -78,10 +78,8 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
 
     // Polling side.
     private let workCompletions: UnsafeMutablePointer<ibv_wc>
-    private let pollDescriptors: UnsafeMutablePointer<pollfd>
     private var notificationArmed = false
     private var unackedCompletionEvents: UInt32 = 0
-    private var observedStop = false
 
     private init(
         endpoint: VerbsEndpoint, resources: QueuePairResources, state: VerbsConnectionState,
@@ -120,8 +118,6 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
 
         workCompletions = .allocate(capacity: VerbsConnection.pollBatch)
         workCompletions.initialize(repeating: ibv_wc(), count: VerbsConnection.pollBatch)
-        pollDescriptors = .allocate(capacity: 2)
-        pollDescriptors.initialize(repeating: pollfd(), count: 2)
     }
 
     /// Takes over a connected endpoint (id with QP, ESTABLISHED seen) and starts watching it.
@@ -135,14 +131,15 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         }
         let peer = endpoint.identifier?.peerEndpoint ?? TransportEndpoint(host: "unknown", port: 0)
         let local = endpoint.identifier?.localEndpoint ?? TransportEndpoint(host: "unknown", port: 0)
-        let state = try VerbsConnectionState(peer: peer, deviceName: resources.deviceName, identifier: identifier)
+        let state = VerbsConnectionState(peer: peer, deviceName: resources.deviceName, identifier: identifier)
         let connection = VerbsConnection(
             endpoint: endpoint, resources: resources, state: state, local: local, peer: peer,
             peerHello: peerHello, relaxedOrdering: relaxedOrdering)
         AsyncEventRouter.shared.register(
             queuePair: connection.queuePair, completionQueue: connection.completionQueue, context: context, state: state)
         connection.monitor = try ConnectionMonitor(
-            channel: endpoint.channel, context: context, state: state, cpus: resources.effectiveOptions.threadCPUs)
+            channel: endpoint.channel, context: context, queuePair: connection.queuePair, state: state,
+            cpus: resources.effectiveOptions.threadCPUs)
         return connection
     }
 
@@ -161,7 +158,6 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         receiveElement.deallocate()
         receiveSlots.deallocate()
         workCompletions.deallocate()
-        pollDescriptors.deallocate()
         // `endpoint` goes after this body: QP, CQ, channel, MRs, PD, then the id, then the
         // CM channel (VerbsEndpoint and QueuePairResources order it).
     }
@@ -357,9 +353,9 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
 
     @inline(__always)
     private func translate(_ wc: UnsafeMutablePointer<ibv_wc>) -> Completion {
-        let status = VerbsErrorMapping.status(wc.pointee.status)
         let requestID = wc.pointee.wr_id
         if requestID & VerbsConnection.receiveTag != 0 {
+            let status = VerbsErrorMapping.status(wc.pointee.status, onReceive: true)
             let sequence = requestID & ~VerbsConnection.receiveTag
             _ = receivePublished.load(ordering: .acquiring)
             let id = receiveSlots[Int(sequence % UInt64(receiveDepth))]
@@ -378,6 +374,7 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
             }
             return completion
         }
+        let status = VerbsErrorMapping.status(wc.pointee.status)
         _ = sendPublished.load(ordering: .acquiring)
         let slot = sendSlots[Int(requestID % UInt64(sendDepth))]
         sendRetired.store(requestID &+ 1, ordering: .releasing)
@@ -390,25 +387,25 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
     @inline(never)
     private func completionFailed(_ status: ibv_wc_status, kind: Completion.Kind, id: UInt64) {
         if let failure = VerbsErrorMapping.failure(for: status, kind: kind, id: id, peer: peerEndpoint) {
-            state.fail(failure)
+            state.fail(failure, definitive: true)
         } else if status == IBV_WC_WR_FLUSH_ERR, !state.isStopped.load(ordering: .acquiring) {
-            state.fail(.connectionClosed(detail: "\(VerbsErrorMapping.describe(kind)) id \(id) was flushed: "
-                + "the queue pair to \(peerEndpoint) left the ready state"))
+            // A flush comes first only when the QP left RTS with no cause on this side: the
+            // device refused a request from the peer (see `responderRefusal`).
+            state.fail(VerbsErrorMapping.responderRefusal(peer: peerEndpoint, device: deviceName), definitive: false)
         }
     }
 
     @inline(never)
     private func pollFailed(_ result: Int32) {
-        state.fail(.system(SystemCallError(call: "ibv_poll_cq", errno: result < -1 ? -result : EIO, context: deviceName)))
+        state.fail(.system(SystemCallError(call: "ibv_poll_cq", errno: result < -1 ? -result : EIO, context: deviceName)), definitive: true)
     }
 
-    /// Waits up to `timeout` (nil: no limit) for at least one completion. In `.busyPoll` it
-    /// spins on ibv_poll_cq; in `.event` it arms the CQ, polls once more, and sleeps on the
-    /// completion channel. Either way it returns early, possibly with 0, the first time it
-    /// sees that the connection stopped (failure or close), so a waiter notices `failure`.
+    /// Waits up to `timeout` (nil: no limit) for at least one completion and returns 0 only
+    /// when the time is up. In `.busyPoll` it spins on ibv_poll_cq; in `.event` it arms the
+    /// CQ, polls once more, and sleeps on the completion channel.
     public func waitForCompletions(into buffer: UnsafeMutableBufferPointer<Completion>, timeout: Duration?) -> Int {
         let found = pollCompletions(into: buffer)
-        if found > 0 { return found }
+        if found > 0 || buffer.isEmpty { return found }
         let deadline = PollTimeout.deadline(after: timeout)
         switch options.completionMode {
         case .busyPoll:
@@ -423,10 +420,6 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         while true {
             let found = pollCompletions(into: buffer)
             if found > 0 { return found }
-            if !observedStop, state.isStopped.load(ordering: .relaxed) {
-                observedStop = true
-                return pollCompletions(into: buffer)
-            }
             iterations &+= 1
             // Reading the clock costs more than an empty poll; look at it every 64 spins.
             if iterations & 63 == 0, let deadline, ContinuousClock.now >= deadline {
@@ -440,8 +433,8 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
             if !notificationArmed {
                 let armed = ibv_req_notify_cq(completionQueue, 0)
                 if armed != 0 {
-                    state.fail(.system(SystemCallError(call: "ibv_req_notify_cq", errno: armed, context: deviceName)))
-                    return pollCompletions(into: buffer)
+                    state.fail(.system(SystemCallError(call: "ibv_req_notify_cq", errno: armed, context: deviceName)), definitive: true)
+                    return spin(into: buffer, until: deadline)
                 }
                 notificationArmed = true
                 // A completion that arrived between the last poll and arming raises no event:
@@ -451,22 +444,15 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
             }
             let timeout = PollTimeout.milliseconds(until: deadline)
             if timeout == 0 { return pollCompletions(into: buffer) }
-            pollDescriptors[0] = pollfd(fd: completionChannel.pointee.fd, events: Int16(POLLIN), revents: 0)
-            pollDescriptors[1] = pollfd(fd: state.wakeup.fileDescriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(pollDescriptors, 2, timeout)
+            var descriptor = pollfd(fd: completionChannel.pointee.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, timeout)
             if ready < 0 {
                 let error = SystemCall.currentErrno()
                 if error == EINTR { continue }
-                state.fail(.system(SystemCallError(call: "poll", errno: error, context: "completion channel")))
-                return pollCompletions(into: buffer)
+                state.fail(.system(SystemCallError(call: "poll", errno: error, context: "completion channel")), definitive: true)
+                return spin(into: buffer, until: deadline)
             }
-            if ready == 0 { return pollCompletions(into: buffer) }
-            if pollDescriptors[0].revents != 0 { takeCompletionEvents() }
-            if pollDescriptors[1].revents != 0 {
-                var value: UInt64 = 0
-                _ = read(state.wakeup.fileDescriptor, &value, 8)
-                return pollCompletions(into: buffer)
-            }
+            if ready > 0 { takeCompletionEvents() }
             let found = pollCompletions(into: buffer)
             if found > 0 { return found }
         }

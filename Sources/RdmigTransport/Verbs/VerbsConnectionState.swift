@@ -5,18 +5,23 @@ import Synchronization
 /// What the threads around one verbs connection share: its failure, whether posting is
 /// still allowed, and the right to call rdma_disconnect on its id.
 ///
-/// The poster and poller read `isStopped` (one atomic load) on every call; everything else
-/// here runs only when something went wrong or the connection closes.
+/// The poster reads `isStopped` (one atomic load) on every post; everything else here runs
+/// only when something went wrong or the connection closes.
+///
+/// Failures come from several threads, in no guaranteed order, so each is either
+/// *definitive* (an error work completion or an async event: the device says what went
+/// wrong) or *provisional* (a CM DISCONNECTED, or an error state inferred from a flush): a
+/// definitive failure replaces a provisional one, otherwise the first one stays. This keeps,
+/// for example, "remote access refused" on a writer whose peer disconnected a moment after
+/// refusing the write, even when the DISCONNECTED is handled before the completion is polled.
 final class VerbsConnectionState: Sendable {
     let peer: TransportEndpoint
     let deviceName: String
-    /// Rung on failure and close, so a thread sleeping in `waitForCompletions` wakes up.
-    let wakeup: Doorbell
 
     /// Set once posting must stop: after a failure or a local close.
     let isStopped = Atomic<Bool>(false)
     let isClosedLocally = Atomic<Bool>(false)
-    private let failureStorage = Mutex<TransportError?>(nil)
+    private let failureStorage = Mutex<(error: TransportError, definitive: Bool)?>(nil)
 
     /// The CM id while it exists. rdma_disconnect may come from the monitor thread (peer
     /// disconnected), the poller (an error completion), the async-event reader of another
@@ -29,30 +34,28 @@ final class VerbsConnectionState: Sendable {
         let pointer: UnsafeMutablePointer<rdma_cm_id>
     }
 
-    init(peer: TransportEndpoint, deviceName: String, identifier: UnsafeMutablePointer<rdma_cm_id>) throws(TransportError) {
+    init(peer: TransportEndpoint, deviceName: String, identifier: UnsafeMutablePointer<rdma_cm_id>) {
         self.peer = peer
         self.deviceName = deviceName
         self.identifier = Mutex(IdentifierHandle(pointer: identifier))
-        do {
-            self.wakeup = try Doorbell()
-        } catch {
-            throw .system(error)
-        }
     }
 
-    var failure: TransportError? { failureStorage.withLock { $0 } }
+    var failure: TransportError? { failureStorage.withLock { $0?.error } }
 
-    /// Records the first failure (later ones are consequences), stops posting, disconnects
-    /// so the peer learns and outstanding work flushes, and wakes a sleeping poller.
-    func fail(_ error: TransportError) {
-        let recorded = failureStorage.withLock { current -> Bool in
-            guard current == nil, !isClosedLocally.load(ordering: .acquiring) else { return false }
-            current = error
-            return true
+    /// Whether this side already called rdma_disconnect (so an error state is its own doing).
+    var hasDisconnected: Bool { disconnected.load(ordering: .acquiring) }
+
+    /// Records a failure (see the type's rules), stops posting, and disconnects so the peer
+    /// learns and outstanding work flushes. Ignored after a local close.
+    func fail(_ error: TransportError, definitive: Bool) {
+        guard !isClosedLocally.load(ordering: .acquiring) else { return }
+        failureStorage.withLock { current in
+            if current == nil || (definitive && current?.definitive == false) {
+                current = (error, definitive)
+            }
         }
         isStopped.store(true, ordering: .releasing)
-        if recorded { disconnect() }
-        wakeup.forceRing()
+        disconnect()
     }
 
     /// A local, orderly close. Returns false when it was already closed.
@@ -61,7 +64,6 @@ final class VerbsConnectionState: Sendable {
         guard !isClosedLocally.exchange(true, ordering: .acquiringAndReleasing) else { return false }
         isStopped.store(true, ordering: .releasing)
         disconnect()
-        wakeup.forceRing()
         return true
     }
 

@@ -68,8 +68,12 @@ enum VerbsErrorMapping {
         return "the memlock limit (RLIMIT_MEMLOCK) is \(ByteCount(UInt64(limit.rlim_cur)).humanReadable)"
     }
 
-    /// The completion status a verbs work completion maps to.
-    static func status(_ status: ibv_wc_status) -> Completion.Status {
+    /// The completion status a verbs work completion maps to. `onReceive`: the completion is
+    /// of a posted receive, where Soft-RoCE reports a SEND larger than the receive as
+    /// IBV_WC_REM_INV_REQ_ERR (rxe_resp.c: RESPST_ERR_LENGTH completes the receive with the
+    /// class C status) while hardware reports IBV_WC_LOC_LEN_ERR; both mean the same there.
+    static func status(_ status: ibv_wc_status, onReceive: Bool = false) -> Completion.Status {
+        if onReceive && status == IBV_WC_REM_INV_REQ_ERR { return .localLengthError }
         switch status {
         case IBV_WC_SUCCESS: return .success
         case IBV_WC_WR_FLUSH_ERR: return .flushed
@@ -97,8 +101,11 @@ enum VerbsErrorMapping {
             return .peerDisconnected(peer, detail: "the peer had no receive posted for \(request) "
                 + "(IBV_WC_RNR_RETRY_EXC_ERR)")
         case IBV_WC_LOC_LEN_ERR:
-            return .protocolViolation(detail: "an incoming message was larger than the receive posted as \(request) "
+            return .protocolViolation(detail: "an incoming message from \(peer) was larger than the receive posted as \(request) "
                 + "(IBV_WC_LOC_LEN_ERR)")
+        case IBV_WC_REM_INV_REQ_ERR where kind == .receive:
+            return .protocolViolation(detail: "an incoming message from \(peer) was larger than the receive posted as \(request) "
+                + "(IBV_WC_REM_INV_REQ_ERR on the receive)")
         case IBV_WC_REM_INV_REQ_ERR:
             return .protocolViolation(detail: "\(peer) could not take \(request): larger than its posted receive "
                 + "or not permitted (IBV_WC_REM_INV_REQ_ERR)")
@@ -111,6 +118,18 @@ enum VerbsErrorMapping {
             return .connectionClosed(detail: "\(request) failed: \(String(cString: ibv_wc_status_str(status))) "
                 + "(work completion status \(status.rawValue))")
         }
+    }
+
+    /// The queue pair went into the error state with nothing on this side causing it: no
+    /// error completion, no async event, no local disconnect. On RC the responder does that
+    /// only when it refuses a request from the peer (IB spec class C/J responder errors:
+    /// an RDMA WRITE with an unknown rkey or outside the MR, or an invalid request). Soft-RoCE
+    /// in Linux 6.1 raises no IBV_EVENT_QP_ACCESS_ERR for it (rxe_resp.c), so this inference
+    /// is how the target of a refused write learns it there.
+    static func responderRefusal(peer: TransportEndpoint, device: String) -> TransportError {
+        .invalidRemoteAccess(detail: "\(device) refused a request from \(peer) and put the queue pair into the error state: "
+            + "a write outside a window this side exported, or with a key it never exported (no async event named it); "
+            + "the connection is torn down")
     }
 
     static func describe(_ kind: Completion.Kind) -> String {
