@@ -7,7 +7,7 @@ struct CMEvent {
     /// the CM reject reason for REJECTED.
     let status: Int32
     /// The id the event is about; for CONNECT_REQUEST the new child id.
-    let id: UnsafeMutablePointer<rdma_cm_id>
+    let id: UnsafeMutablePointer<rdma_cm_id>?
     let listenID: UnsafeMutablePointer<rdma_cm_id>?
     let privateData: [UInt8]
     let initiatorDepth: UInt8
@@ -26,6 +26,17 @@ struct CMEvent {
         }
         initiatorDepth = connection.initiator_depth
         responderResources = connection.responder_resources
+    }
+
+    /// An event as the CM would report it, for mapping tests.
+    init(type: rdma_cm_event_type, status: Int32, privateData: [UInt8] = []) {
+        self.type = type
+        self.status = status
+        self.id = nil
+        self.listenID = nil
+        self.privateData = privateData
+        self.initiatorDepth = 0
+        self.responderResources = 0
     }
 
     var name: String { String(cString: rdma_event_str(type)) }

@@ -103,7 +103,7 @@ struct ListenerEventLoop {
     }
 
     private mutating func request(_ event: CMEvent) {
-        let child = event.id
+        guard let child = event.id else { return }
         let hello: ConnectionHello
         switch ConnectionHello.evaluate(request: event.privateData) {
         case .failure(let rejection):
