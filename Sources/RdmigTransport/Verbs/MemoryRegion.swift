@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CRDMA
 import RdmigSystem
 
@@ -14,11 +17,25 @@ struct MemoryRegion: ~Copyable, @unchecked Sendable {
         guard let base = memory.baseAddress else {
             throw .invalidWorkRequest(detail: "cannot register an empty buffer")
         }
+        let iova = UInt64(UInt(bitPattern: base))
         SystemCall.setErrno(0)
-        guard let mr = ibv_reg_mr_iova2(protectionDomain, base, memory.count, UInt64(UInt(bitPattern: base)), flags) else {
-            throw VerbsErrorMapping.registrationFailure(errno: VerbsErrorMapping.errnoOrUnknown(), length: memory.count)
+        if let mr = ibv_reg_mr_iova2(protectionDomain, base, memory.count, iova, flags) {
+            pointer = mr
+            return
         }
-        pointer = mr
+        var error = VerbsErrorMapping.errnoOrUnknown()
+        // A provider that checks access bits strictly may refuse relaxed ordering even though
+        // the kernel passed it on; it is only a hint, so register without it then.
+        let relaxed = IBV_ACCESS_RELAXED_ORDERING.rawValue
+        if flags & relaxed != 0 && (error == EINVAL || error == EOPNOTSUPP) {
+            SystemCall.setErrno(0)
+            if let mr = ibv_reg_mr_iova2(protectionDomain, base, memory.count, iova, flags & ~relaxed) {
+                pointer = mr
+                return
+            }
+            error = VerbsErrorMapping.errnoOrUnknown()
+        }
+        throw VerbsErrorMapping.registrationFailure(errno: error, length: memory.count)
     }
 
     deinit {

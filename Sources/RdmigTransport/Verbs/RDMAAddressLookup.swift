@@ -51,6 +51,11 @@ public enum RDMAAddressLookup {
         } catch {
             return .none(reason: "\(error)")
         }
+        // Each id below goes at the end of its block, while the channel it was made on lives.
+        return withExtendedLifetime(channel) { lookup(host, address: &address, channel: channel, timeout: timeout) }
+    }
+
+    private static func lookup(_ host: String, address: inout SocketAddress, channel: CMEventChannel, timeout: Duration) -> Outcome {
         // An address of this host: binding tells whether its interface is an RDMA netdev.
         do {
             let identifier = try CMIdentifier(channel: channel)

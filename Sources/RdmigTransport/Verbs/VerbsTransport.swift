@@ -35,21 +35,25 @@ public struct VerbsTransport: TransportBackend {
 
     /// `listen` with the concrete listener type.
     public func listenVerbs(on endpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) -> VerbsListener {
-        let channel = try CMEventChannel()
-        let identifier = try CMIdentifier(channel: channel)
+        // The owner destroys the id before its channel if a step below throws.
+        let owner = VerbsEndpoint(channel: try CMEventChannel())
+        owner.identifier = try CMIdentifier(channel: owner.channel)
+        guard let identifier = owner.identifierPointer else {
+            throw .connectionClosed(detail: "internal: no CM id")
+        }
         var address = try SocketAddress.resolve(endpoint, passive: true)
-        let bound = address.withSockaddr { rdma_bind_addr(identifier.pointer, $0) }
+        let bound = address.withSockaddr { rdma_bind_addr(identifier, $0) }
         if bound != 0 {
             throw VerbsTransport.bindFailure(errno: SystemCall.currentErrno(), endpoint: endpoint)
         }
         // A specific address must be on an RDMA device; a wildcard listens on all of them.
-        if identifier.context == nil && !address.isWildcard {
+        if identifier.pointee.verbs == nil && !address.isWildcard {
             throw VerbsTransport.notOnDevice(endpoint)
         }
-        if rdma_listen(identifier.pointer, listenBacklog) != 0 {
+        if rdma_listen(identifier, listenBacklog) != 0 {
             throw .system(SystemCallError(call: "rdma_listen", errno: SystemCall.currentErrno(), context: "\(endpoint)"))
         }
-        let port = UInt16(bigEndian: rdma_get_src_port(identifier.pointer))
+        let port = UInt16(bigEndian: rdma_get_src_port(identifier))
         let local = TransportEndpoint(host: endpoint.host, port: port)
         let queue = try AcceptQueue()
         let stopBell: Doorbell
@@ -58,7 +62,10 @@ public struct VerbsTransport: TransportBackend {
         } catch {
             throw .system(error)
         }
-        let listener = VerbsListener(channel: channel, identifier: identifier, localEndpoint: local, queue: queue, stopBell: stopBell)
+        guard let listening = owner.identifier.take() else {
+            throw .connectionClosed(detail: "internal: no CM id")
+        }
+        let listener = VerbsListener(channel: owner.channel, identifier: listening, localEndpoint: local, queue: queue, stopBell: stopBell)
         try listener.start(options: options, relaxedOrdering: relaxedOrdering)
         return listener
     }
