@@ -37,10 +37,16 @@ let package = Package(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigMemory", dependencies: ["RdmigSystem", "CNUMA", "CHwloc", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigService",
@@ -51,6 +57,9 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "rdmig", dependencies: ["RdmigService"],
             swiftSettings: swiftSettings),
@@ -59,8 +68,17 @@ let package = Package(
             name: "RdmigSystemTests", dependencies: ["RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )
