@@ -25,10 +25,21 @@ import Testing
 
     @Test func anOversizedSendOnSoftRoCEIsALengthErrorOnTheReceive() {
         #expect(VerbsErrorMapping.status(IBV_WC_REM_INV_REQ_ERR, onReceive: true) == .localLengthError)
+        #expect(VerbsErrorMapping.status(IBV_WC_LOC_QP_OP_ERR, onReceive: true) == .localLengthError)
+        #expect(VerbsErrorMapping.status(IBV_WC_LOC_QP_OP_ERR) == .otherError)
         #expect(VerbsErrorMapping.status(IBV_WC_LOC_LEN_ERR, onReceive: true) == .localLengthError)
         #expect(VerbsErrorMapping.status(IBV_WC_WR_FLUSH_ERR, onReceive: true) == .flushed)
         guard case .protocolViolation = VerbsErrorMapping.failure(for: IBV_WC_REM_INV_REQ_ERR, kind: .receive, id: 7, peer: Self.peer) else {
             Issue.record("a receive-side invalid request is not a protocol violation")
+            return
+        }
+        guard case .protocolViolation(let detail) = VerbsErrorMapping.failure(for: IBV_WC_LOC_QP_OP_ERR, kind: .receive, id: 7, peer: Self.peer) else {
+            Issue.record("a receive-side QP operation error is not a protocol violation")
+            return
+        }
+        #expect(detail.contains("receive id 7") && detail.contains("IBV_WC_LOC_QP_OP_ERR"))
+        guard case .protocolViolation = VerbsErrorMapping.failure(for: IBV_WC_REM_OP_ERR, kind: .send, id: 1, peer: Self.peer) else {
+            Issue.record("a SEND the peer could not take is not a protocol violation")
             return
         }
     }

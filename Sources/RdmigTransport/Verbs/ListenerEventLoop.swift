@@ -36,12 +36,15 @@ struct ListenerEventLoop {
     let queue: AcceptQueue
     let options: TransportOptions
     let relaxedOrdering: Bool
+    /// This side's hello, sent in the accept.
+    let hello: ConnectionHello
     private var pending: [UInt: Pending] = [:]
 
     init(
         channel: CMEventChannel, listenIdentifier: IdentifierHandle, listenEndpoint: TransportEndpoint,
-        queue: AcceptQueue, options: TransportOptions, relaxedOrdering: Bool
+        queue: AcceptQueue, options: TransportOptions, relaxedOrdering: Bool, hello: ConnectionHello
     ) {
+        self.hello = hello
         self.channel = channel
         self.listenIdentifier = listenIdentifier
         self.listenEndpoint = listenEndpoint
@@ -104,7 +107,7 @@ struct ListenerEventLoop {
 
     private mutating func request(_ event: CMEvent) {
         guard let child = event.id else { return }
-        let hello: ConnectionHello
+        let clientHello: ConnectionHello
         switch ConnectionHello.evaluate(request: event.privateData) {
         case .failure(let rejection):
             reject(child, rejection)
@@ -112,7 +115,7 @@ struct ListenerEventLoop {
             _ = consume refused
             return
         case .success(let peerHello):
-            hello = peerHello
+            clientHello = peerHello
         }
         let endpoint = VerbsEndpoint(channel: channel)
         endpoint.identifier = CMIdentifier(adopting: child)
@@ -132,7 +135,7 @@ struct ListenerEventLoop {
         parameters.initiator_depth = min(event.responderResources, resources.maxReadAtomicsOut)
         // 7 means "retry forever" on receiver-not-ready, as rping and perftest use.
         parameters.rnr_retry_count = 7
-        let ourHello = ConnectionHello().encoded()
+        let ourHello = self.hello.encoded()
         let accepted = ourHello.withUnsafeBytes { bytes -> Int32 in
             parameters.private_data = bytes.baseAddress
             parameters.private_data_len = UInt8(bytes.count)
@@ -140,7 +143,7 @@ struct ListenerEventLoop {
         }
         if accepted != 0 { return }
         pending[UInt(bitPattern: child)] = Pending(
-            endpoint: endpoint, hello: hello, deadline: ContinuousClock.now.advanced(by: options.connectTimeout))
+            endpoint: endpoint, hello: clientHello, deadline: ContinuousClock.now.advanced(by: options.connectTimeout))
     }
 
     private func reject(_ child: UnsafeMutablePointer<rdma_cm_id>, _ rejection: ConnectionRejection) {

@@ -69,11 +69,13 @@ enum VerbsErrorMapping {
     }
 
     /// The completion status a verbs work completion maps to. `onReceive`: the completion is
-    /// of a posted receive, where Soft-RoCE reports a SEND larger than the receive as
-    /// IBV_WC_REM_INV_REQ_ERR (rxe_resp.c: RESPST_ERR_LENGTH completes the receive with the
-    /// class C status) while hardware reports IBV_WC_LOC_LEN_ERR; both mean the same there.
+    /// of a posted receive. A SEND larger than the receive is IBV_WC_LOC_LEN_ERR on hardware,
+    /// but Soft-RoCE reports it otherwise: Linux 6.1's rxe_resp.c has copy_data refuse the
+    /// length, which completes the receive as a malformed WQE (IBV_WC_LOC_QP_OP_ERR, seen on
+    /// Debian's 6.1.0 kernel), and older rxe used IBV_WC_REM_INV_REQ_ERR. On a receive all
+    /// three mean the message did not fit (on rxe the first also covers an unregistered buffer).
     static func status(_ status: ibv_wc_status, onReceive: Bool = false) -> Completion.Status {
-        if onReceive && status == IBV_WC_REM_INV_REQ_ERR { return .localLengthError }
+        if onReceive && (status == IBV_WC_REM_INV_REQ_ERR || status == IBV_WC_LOC_QP_OP_ERR) { return .localLengthError }
         switch status {
         case IBV_WC_SUCCESS: return .success
         case IBV_WC_WR_FLUSH_ERR: return .flushed
@@ -103,9 +105,13 @@ enum VerbsErrorMapping {
         case IBV_WC_LOC_LEN_ERR:
             return .protocolViolation(detail: "an incoming message from \(peer) was larger than the receive posted as \(request) "
                 + "(IBV_WC_LOC_LEN_ERR)")
-        case IBV_WC_REM_INV_REQ_ERR where kind == .receive:
-            return .protocolViolation(detail: "an incoming message from \(peer) was larger than the receive posted as \(request) "
-                + "(IBV_WC_REM_INV_REQ_ERR on the receive)")
+        case IBV_WC_REM_INV_REQ_ERR where kind == .receive, IBV_WC_LOC_QP_OP_ERR where kind == .receive:
+            return .protocolViolation(detail: "an incoming message from \(peer) did not fit the receive posted as \(request) "
+                + "(\(name(of: status)) on the receive: Soft-RoCE's report of a message longer than the receive, "
+                + "or of a receive buffer it cannot use)")
+        case IBV_WC_REM_OP_ERR where kind == .send:
+            return .protocolViolation(detail: "\(peer) could not take \(request): larger than its posted receive, or its "
+                + "receive was not usable (IBV_WC_REM_OP_ERR)")
         case IBV_WC_REM_INV_REQ_ERR:
             return .protocolViolation(detail: "\(peer) could not take \(request): larger than its posted receive "
                 + "or not permitted (IBV_WC_REM_INV_REQ_ERR)")
@@ -130,6 +136,14 @@ enum VerbsErrorMapping {
         .invalidRemoteAccess(detail: "\(device) refused a request from \(peer) and put the queue pair into the error state: "
             + "a write outside a window this side exported, or with a key it never exported (no async event named it); "
             + "the connection is torn down")
+    }
+
+    static func name(of status: ibv_wc_status) -> String {
+        switch status {
+        case IBV_WC_REM_INV_REQ_ERR: return "IBV_WC_REM_INV_REQ_ERR"
+        case IBV_WC_LOC_QP_OP_ERR: return "IBV_WC_LOC_QP_OP_ERR"
+        default: return String(cString: ibv_wc_status_str(status))
+        }
     }
 
     static func describe(_ kind: Completion.Kind) -> String {

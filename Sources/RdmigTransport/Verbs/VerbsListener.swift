@@ -32,11 +32,11 @@ public final class VerbsListener: TransportListener, @unchecked Sendable {
         self.stopBell = stopBell
     }
 
-    func start(options: TransportOptions, relaxedOrdering: Bool) throws(TransportError) {
+    func start(options: TransportOptions, relaxedOrdering: Bool, hello: ConnectionHello) throws(TransportError) {
         guard let pointer = listenIdentifier?.pointer else { return }
         let loop = ListenerEventLoop(
             channel: channel, listenIdentifier: .init(pointer: pointer), listenEndpoint: localEndpoint,
-            queue: queue, options: options, relaxedOrdering: relaxedOrdering)
+            queue: queue, options: options, relaxedOrdering: relaxedOrdering, hello: hello)
         let stopBell = self.stopBell
         do {
             thread = try SystemThread(name: "rdmig-verbs-listen", cpus: options.threadCPUs) {

@@ -20,6 +20,9 @@ public struct VerbsTransport: TransportBackend {
     /// rdma_listen backlog: connect requests the CM holds before the listener thread takes them.
     public var listenBacklog: Int32
 
+    /// The hello this side sends; another version only in tests of the version check.
+    var hello = ConnectionHello()
+
     public init(relaxedOrdering: Bool = true, listenBacklog: Int32 = 64) {
         self.relaxedOrdering = relaxedOrdering
         self.listenBacklog = listenBacklog
@@ -66,7 +69,7 @@ public struct VerbsTransport: TransportBackend {
             throw .connectionClosed(detail: "internal: no CM id")
         }
         let listener = VerbsListener(channel: owner.channel, identifier: listening, localEndpoint: local, queue: queue, stopBell: stopBell)
-        try listener.start(options: options, relaxedOrdering: relaxedOrdering)
+        try listener.start(options: options, relaxedOrdering: relaxedOrdering, hello: hello)
         return listener
     }
 
@@ -103,8 +106,7 @@ public struct VerbsTransport: TransportBackend {
         parameters.responder_resources = min(1, resources.maxReadAtomicsIn)
         parameters.retry_count = 7
         parameters.rnr_retry_count = 7
-        let hello = ConnectionHello().encoded()
-        let connected = hello.withUnsafeBytes { bytes -> Int32 in
+        let connected = hello.encoded().withUnsafeBytes { bytes -> Int32 in
             parameters.private_data = bytes.baseAddress
             parameters.private_data_len = UInt8(bytes.count)
             return rdma_connect(identifier, &parameters)
@@ -122,8 +124,11 @@ public struct VerbsTransport: TransportBackend {
             throw .protocolViolation(detail: "\(endpoint) accepted the RDMA connection without an rdmig hello: \(error)")
         }
         guard ConnectionHello.supportedVersions.contains(peerHello.version) else {
+            // The listener accepted, so only this side can refuse: disconnect before any
+            // memory is registered and say which versions met.
             _ = rdma_disconnect(identifier)
-            throw .rejectedByPeer(endpoint, reason: ConnectionHello.versionMismatchMessage(peer: peerHello.version))
+            throw .protocolViolation(detail: "the listener at \(endpoint) answered with "
+                + ConnectionHello.versionMismatchMessage(peer: peerHello.version))
         }
         return try VerbsConnection.establish(endpoint: owner, peerHello: peerHello, relaxedOrdering: relaxedOrdering)
     }
