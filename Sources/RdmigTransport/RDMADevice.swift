@@ -61,7 +61,9 @@ public struct RDMADevice: Sendable, Equatable, CustomStringConvertible {
         if let unavailableReason { return "\(name): \(unavailableReason)" }
         let portText = ports.map(\.description).joined(separator: "; ")
         let numa = numaNode.map { "NUMA node \($0)" } ?? "NUMA node unknown"
-        return "\(name) (\(nodeType), GUID \(nodeGUIDString), \(numa), max MR \(ByteCount(maxMemoryRegionSize).humanReadable)): \(portText)"
+        // Soft-RoCE reports 2^64-1: no limit of its own.
+        let maxMR = maxMemoryRegionSize == UInt64.max ? "no limit" : ByteCount(maxMemoryRegionSize).humanReadable
+        return "\(name) (\(nodeType), GUID \(nodeGUIDString), \(numa), max MR \(maxMR)): \(portText)"
     }
 
     /// Every RDMA device on this machine; `[]` means "no RDMA device found".

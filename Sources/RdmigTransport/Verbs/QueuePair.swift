@@ -22,8 +22,9 @@ struct QueuePair: ~Copyable {
         attributes.cap.max_recv_wr = UInt32(receiveDepth)
         attributes.cap.max_send_sge = 1
         attributes.cap.max_recv_sge = 1
-        // Selective signalling: only WRs flagged IBV_SEND_SIGNALED complete on success
-        // (perftest's ctx_qp_create sets sq_sig_all = 0 the same way).
+        // Selective signalling (sq_sig_all = 0, ibv_create_qp(3)): only WRs flagged
+        // IBV_SEND_SIGNALED complete on success, as perftest signals one WR in cq_mod
+        // (ctx_set_send_reg_wqes in src/perftest_resources.c).
         attributes.sq_sig_all = 0
         if rdma_create_qp(identifier, protectionDomain, &attributes) != 0 {
             throw .system(SystemCallError(

@@ -100,8 +100,9 @@ public struct VerbsTransport: TransportBackend {
 
         var parameters = rdma_conn_param()
         // One outstanding RDMA READ/atomic each way is all rdmig asks (it only writes); rping
-        // uses the same. Retry counts 7/7 as rping: 7 RNR retries means "forever", so a SEND
-        // waits for the peer's receive instead of failing the connection.
+        // uses the same (rping_init_conn_param). Retry counts 7/7 as rping and perftest
+        // (ctx_modify_qp_to_rts): 7 RNR retries means "forever", so a SEND waits for the
+        // peer's receive instead of failing the connection.
         parameters.initiator_depth = min(1, resources.maxReadAtomicsOut)
         parameters.responder_resources = min(1, resources.maxReadAtomicsIn)
         parameters.retry_count = 7
