@@ -5,7 +5,7 @@ import CRDMA
 import RdmigSystem
 
 /// The listener's one thread: it reads the listening id's event channel and handles each
-/// event as it comes (rping's cm_thread and rdma_server do the same with one channel).
+/// event as it comes, as rping's cm_thread does (rdma-core librdmacm/examples/rping.c).
 ///
 /// - CONNECT_REQUEST: checks the client's hello first. A request without the rdmig magic or
 ///   with another protocol version is rejected with a `ConnectionRejection` in the reject
