@@ -62,7 +62,7 @@ let package = Package(
             name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .executableTarget(
-            name: "rdmig", dependencies: ["RdmigService"],
+            name: "rdmig", dependencies: ["RdmigService", "CRdmigShims"],
             swiftSettings: swiftSettings),
 
         .testTarget(

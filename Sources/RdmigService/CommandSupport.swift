@@ -42,3 +42,9 @@ enum JSONText {
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 }
+
+/// Prints a line that a parent process or a log collector reads live: `rdmig` makes stdout
+/// line-buffered at start (`rdmig_line_buffer_stdout`), so a newline flushes it.
+func printFlushed(_ line: String) {
+    print(line)
+}

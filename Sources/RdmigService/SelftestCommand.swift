@@ -48,15 +48,14 @@ struct SelftestTransportCommand: ParsableCommand {
             do {
                 try conformanceCase.run(environment)
                 passed += 1
-                print("PASS \(conformanceCase.name) (\(formatFixed((clock.now - start).milliseconds, decimals: 0)) ms)")
+                printFlushed("PASS \(conformanceCase.name) (\(formatFixed((clock.now - start).milliseconds, decimals: 0)) ms)")
             } catch let skip as ConformanceSkip {
                 skipped += 1
-                print("SKIP \(conformanceCase.name): \(skip.reason)")
+                printFlushed("SKIP \(conformanceCase.name): \(skip.reason)")
             } catch {
                 failed += 1
-                print("FAIL \(conformanceCase.name): \(error)")
+                printFlushed("FAIL \(conformanceCase.name): \(error)")
             }
-            fflush(stdout)
         }
         print("\(passed) passed, \(failed) failed, \(skipped) skipped")
         if failed > 0 { throw ExitCode(1) }

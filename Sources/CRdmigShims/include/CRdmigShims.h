@@ -18,6 +18,9 @@ int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
 /// returns how many, or -errno.
 int32_t rdmig_get_current_thread_affinity(int32_t *cpus, int32_t capacity);
 
+/// Makes stdout line-buffered even when it is a pipe, so progress lines reach a parent live.
+void rdmig_line_buffer_stdout(void);
+
 /// Sets the calling thread's name (at most 15 bytes are kept by Linux).
 void rdmig_set_current_thread_name(const char *name);
 

@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import RdmigSystem
 import RdmigTransport
 
@@ -167,10 +170,9 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
-        let pump = try PlainSocketPump.listen(host: options.host)
+        let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
         defer { close(pump.descriptor) }
-        print("ready \(listener.localEndpoint.port) \(pump.port)")
-        fflush(stdout)
+        printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port)")
 
         let pumpFailure = FailureBox()
         let pumpThread = try SystemThread(name: "bench-pump") {

@@ -152,13 +152,13 @@ public enum TransportBenchmark {
         var answered = false
         let clock = ContinuousClock()
         let start = clock.now
-        try completions.withUnsafeMutableBufferPointer { (buffer) throws(TransportBenchmarkError) in
+        try completions.withUnsafeMutableBufferPointer { (buffer: inout UnsafeMutableBufferPointer<Completion>) throws(TransportBenchmarkError) in
             while completed < total {
                 while posted < total, posted - completed < depth {
                     let slot = posted % depth
                     let last = posted == total - 1
                     let signaled = last || (posted + 1) % interval == 0
-                    do {
+                    do throws(TransportError) {
                         try connection.postWrite(
                             source.slice(offset: slot * size, length: size),
                             to: window.slice(offset: UInt64(slot * size), length: size),
