@@ -12,8 +12,12 @@ public enum TransportSelector {
         public var kind: TransportBackendKind { backend.kind }
     }
 
-    /// `tcp` builds the TCP backend (`TCPTransport()`); it is a parameter so this file does
-    /// not depend on the tcp backend's construction.
+    /// The backend for `endpoint`: `VerbsTransport()` or `TCPTransport()`, with the reason.
+    public static func select(for endpoint: TransportEndpoint, forced: TransportBackendKind? = nil) -> Selection {
+        select(for: endpoint, forced: forced, tcp: { TCPTransport() })
+    }
+
+    /// The same with a configured verbs backend and the construction of the tcp one given.
     public static func select(
         for endpoint: TransportEndpoint, forced: TransportBackendKind? = nil,
         verbs: VerbsTransport = VerbsTransport(), tcp: @Sendable () -> any TransportBackend
