@@ -221,6 +221,7 @@ final class BenchmarkReceiverProcess {
         let errors = Pipe()
         process.standardOutput = output
         process.standardError = errors
+        // The receiver's failures are read from `errors` and reported by the sender.
         try process.run()
         let line = readLine(from: output.fileHandleForReading)
         let fields = line.split(separator: " ")

@@ -130,11 +130,16 @@ struct TCPReceiver {
         }
         if frame.flags.contains(.hasImmediate) {
             guard let receive = consumeReceive(frame) else { return false }
+            // Acknowledge before the completion is visible: a user who closes as soon as it
+            // sees the completion must still send the ACK the writer waits for (RC's
+            // responder acks before the receive completion surfaces, too).
+            if frame.flags.contains(.completionRequested) { acknowledge(frame.sequence) }
             pair.completionQueue.push(.init(
                 completion: Completion(id: receive.id, kind: .receivedWriteWithImmediate, status: .success,
                                        byteCount: length, immediate: frame.immediate),
                 freesReceive: true))
             pair.completionBell.ring()
+            return true
         }
         if frame.flags.contains(.completionRequested) { acknowledge(frame.sequence) }
         return true
@@ -162,11 +167,11 @@ struct TCPReceiver {
                 return false
             }
         }
+        if frame.flags.contains(.completionRequested) { acknowledge(frame.sequence) }
         pair.completionQueue.push(.init(
             completion: Completion(id: receive.id, kind: .receive, status: .success, byteCount: length),
             freesReceive: true))
         pair.completionBell.ring()
-        if frame.flags.contains(.completionRequested) { acknowledge(frame.sequence) }
         return true
     }
 

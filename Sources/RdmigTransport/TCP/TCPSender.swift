@@ -149,8 +149,13 @@ struct TCPSender {
         if let control = pair.takeControlFrame() {
             switch control {
             case .close:
-                TCPFrameHeader(kind: .close).encode(into: headers)
-                vectors[0] = iovec(iov_base: headers, iov_len: TCPFrameHeader.size)
+                // A last cumulative ACK first: what was placed before close() must complete
+                // successfully on the peer, as an RC responder's acks would have.
+                let placed = pair.placedSequence.load(ordering: .acquiring)
+                let receivesPosted = pair.receiveQueue.posted.load(ordering: .acquiring)
+                TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: headers)
+                TCPFrameHeader(kind: .close).encode(into: headers + TCPFrameHeader.size)
+                vectors[0] = iovec(iov_base: headers, iov_len: 2 * TCPFrameHeader.size)
                 _ = transmit(1)
             case .error(let code, let sequence, let text):
                 var bytes = Array(text.utf8.prefix(TCPReceiver.maxErrorTextBytes))
