@@ -43,6 +43,9 @@ let package = Package(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigChannels", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigService",
             dependencies: [
                 "RdmigTransport", "RdmigTransportConformance", "RdmigSystem",
@@ -61,6 +64,10 @@ let package = Package(
         .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigChannelsTests",
+            dependencies: ["RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )
