@@ -39,6 +39,9 @@ public final class PageChannel: @unchecked Sendable {
         public var signalInterval: Int?
         /// Scan pages for all-zero content and send those as markers.
         public var detectZeroPages = true
+        /// How long a write may wait for send-queue room (the peer acknowledging earlier
+        /// writes) before the iteration fails.
+        public var completionTimeout: Duration = .seconds(60)
 
         public init() {}
     }
@@ -250,9 +253,10 @@ public final class PageChannel: @unchecked Sendable {
     private func post(_ write: (local: LocalSlice, remote: RemoteSlice), forceSignal: Bool) throws(ChannelError) {
         if !account.hasRoom {
             statistics.sendQueueWaits += 1
+            let deadline = ContinuousClock.now + configuration.completionTimeout
             while !account.hasRoom {
-                let completion = try router.wait(on: inbox, until: nil, timeout: nil,
-                                                 operation: "writing pages: waiting for send-queue room")
+                let completion = try router.wait(on: inbox, until: deadline, timeout: configuration.completionTimeout,
+                                                 operation: "writing pages: waiting for the peer to complete earlier writes")
                 account.complete(sequence: WorkRequestID.sequence(of: completion.id))
             }
         }
