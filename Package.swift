@@ -37,6 +37,9 @@ let package = Package(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigMemory", dependencies: ["RdmigSystem", "CNUMA", "CHwloc", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
@@ -44,6 +47,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigChannels", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigService",
@@ -54,6 +60,9 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "rdmig", dependencies: ["RdmigService"],
             swiftSettings: swiftSettings),
@@ -62,12 +71,21 @@ let package = Package(
             name: "RdmigSystemTests", dependencies: ["RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigChannelsTests",
             dependencies: ["RdmigChannels", "RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )

@@ -8,6 +8,9 @@
 #include <sys/types.h>
 #include <sys/eventfd.h>
 
+#include "rdmig_vfio.h"
+#include "rdmig_guest_memory.h"
+
 /// Pins the calling thread to the given CPUs. Returns 0 or an errno value.
 int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
 
