@@ -54,7 +54,8 @@ let package = Package(
         .target(
             name: "RdmigService",
             dependencies: [
-                "RdmigTransport", "RdmigTransportConformance", "RdmigSystem",
+                "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
+                "RdmigMemory", "RdmigSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

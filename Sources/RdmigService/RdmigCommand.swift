@@ -6,7 +6,7 @@ public struct RdmigCommand: ParsableCommand {
         commandName: "rdmig",
         abstract: "RDMA-native live-migration transport for virtual machines.",
         version: rdmigVersion,
-        subcommands: [])
+        subcommands: [ProbeCommand.self, BenchCommand.self, SelftestCommand.self])
 
     public init() {}
 }
