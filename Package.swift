@@ -46,6 +46,9 @@ let package = Package(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigChannels", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
@@ -74,6 +77,10 @@ let package = Package(
         .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigChannelsTests",
+            dependencies: ["RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
