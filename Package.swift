@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, imported as they are; each names the Debian package that provides it.
@@ -62,7 +63,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
-            name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
+            name: "RdmigMigration",
+            dependencies: [
+                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigSystem", "CRdmigShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "rdmig", dependencies: ["RdmigService", "CRdmigShims"],

@@ -423,6 +423,10 @@ extension MigrationMessage {
     public enum DigestAlgorithm: UInt8, Sendable, CaseIterable {
         case crc32c = 1
         case sha256 = 2
+        /// XXH64 over the table of per-chunk XXH64 digests of a region.
+        case xxh64ChunkTable = 3
+        /// A device provider's own digest (object and byte counts, CRC-32C, FNV-1a).
+        case deviceState = 4
     }
 
     /// One digest in DIGESTS.
@@ -517,6 +521,46 @@ extension MigrationMessage {
         public init(from reader: inout WireReader) throws(WireError) {
             code = try reader.readUInt32("code")
             message = try reader.readString("message", limit: 4096)
+        }
+    }
+}
+
+extension MigrationMessage {
+    /// TOUCHED_CHUNKS: which digest chunks of a region this iteration wrote or zeroed (one
+    /// bit per chunk, little-endian bit order within each byte).
+    public struct TouchedChunks: Hashable, Sendable, WireCodable {
+        /// Keeps the bitmap within one control frame.
+        public static let maximumBitmapBytes = 8192
+
+        public var iteration: UInt32
+        public var regionID: UInt32
+        public var chunkSize: UInt32
+        public var bitmap: [UInt8]
+
+        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, bitmap: [UInt8]) {
+            self.iteration = iteration
+            self.regionID = regionID
+            self.chunkSize = chunkSize
+            self.bitmap = bitmap
+        }
+
+        public static let minimumEncodedSize = 4 + 4 + 4 + 4
+
+        public func encode(to writer: inout WireWriter) throws(WireError) {
+            try writer.write(iteration, "iteration")
+            try writer.write(regionID, "regionID")
+            try writer.write(chunkSize, "chunkSize")
+            try writer.write(bytes: bitmap, "bitmap")
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            iteration = try reader.readUInt32("iteration")
+            regionID = try reader.readUInt32("regionID")
+            chunkSize = try reader.readUInt32("chunkSize")
+            guard chunkSize >= 4096, chunkSize & (chunkSize - 1) == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "chunkSize", detail: "\(chunkSize) is not a power of two of at least 4096")
+            }
+            bitmap = try reader.readBytes("bitmap", limit: Self.maximumBitmapBytes)
         }
     }
 }
