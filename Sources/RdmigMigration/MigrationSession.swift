@@ -108,6 +108,23 @@ final class MigrationSession {
         }
     }
 
+    /// Like `receive`, but nil when nothing arrived within `timeout`.
+    func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
+        if !deferred.isEmpty { return deferred.removeFirst() }
+        let message: MigrationMessage
+        do {
+            message = try control.receive(timeout: timeout)
+        } catch {
+            if case .timedOut = error { return nil }
+            throw MigrationError.channel(error, phase, during: during)
+        }
+        switch message {
+        case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)")
+        case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)")
+        default: return message
+        }
+    }
+
     func send(_ message: MigrationMessage, _ phase: MigrationError.Phase) throws(MigrationError) {
         do {
             try control.send(message)
