@@ -527,7 +527,8 @@ extension MigrationMessage {
 
 extension MigrationMessage {
     /// TOUCHED_CHUNKS: which digest chunks of a region this iteration wrote or zeroed (one
-    /// bit per chunk, little-endian bit order within each byte).
+    /// bit per chunk from `firstChunk` on, little-endian bit order within each byte). A
+    /// region with more chunks than one bitmap holds is covered by several messages.
     public struct TouchedChunks: Hashable, Sendable, WireCodable {
         /// Keeps the bitmap within one control frame.
         public static let maximumBitmapBytes = 8192
@@ -535,21 +536,25 @@ extension MigrationMessage {
         public var iteration: UInt32
         public var regionID: UInt32
         public var chunkSize: UInt32
+        /// The chunk bit 0 of `bitmap` stands for; a multiple of 8.
+        public var firstChunk: UInt32
         public var bitmap: [UInt8]
 
-        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, bitmap: [UInt8]) {
+        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, firstChunk: UInt32 = 0, bitmap: [UInt8]) {
             self.iteration = iteration
             self.regionID = regionID
             self.chunkSize = chunkSize
+            self.firstChunk = firstChunk
             self.bitmap = bitmap
         }
 
-        public static let minimumEncodedSize = 4 + 4 + 4 + 4
+        public static let minimumEncodedSize = 4 + 4 + 4 + 4 + 4
 
         public func encode(to writer: inout WireWriter) throws(WireError) {
             try writer.write(iteration, "iteration")
             try writer.write(regionID, "regionID")
             try writer.write(chunkSize, "chunkSize")
+            try writer.write(firstChunk, "firstChunk")
             try writer.write(bytes: bitmap, "bitmap")
         }
 
@@ -557,8 +562,12 @@ extension MigrationMessage {
             iteration = try reader.readUInt32("iteration")
             regionID = try reader.readUInt32("regionID")
             chunkSize = try reader.readUInt32("chunkSize")
-            guard chunkSize >= 4096, chunkSize & (chunkSize - 1) == 0 else {
-                throw .invalidValue(message: reader.messageName, field: "chunkSize", detail: "\(chunkSize) is not a power of two of at least 4096")
+            guard chunkSize >= 64, chunkSize & (chunkSize - 1) == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "chunkSize", detail: "\(chunkSize) is not a power of two of at least 64")
+            }
+            firstChunk = try reader.readUInt32("firstChunk")
+            guard firstChunk % 8 == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "firstChunk", detail: "\(firstChunk) is not a multiple of 8")
             }
             bitmap = try reader.readBytes("bitmap", limit: Self.maximumBitmapBytes)
         }

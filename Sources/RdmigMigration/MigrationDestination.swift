@@ -78,6 +78,7 @@ public final class MigrationDestination {
             throw MigrationError(.layout, layout.regions.isEmpty ? "LAYOUT has no memory region"
                 : "the guest's \(ByteCount(total).humanReadable) exceed this destination's limit of \(ByteCount(options.maximumGuestBytes).humanReadable)")
         }
+        let mapStart = clock.now
         let guestMemory: GuestMemory
         do {
             guestMemory = try GuestMemory.map(
@@ -86,6 +87,7 @@ public final class MigrationDestination {
         } catch {
             throw MigrationError(.layout, "mapping the guest's memory: \(error)")
         }
+        options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms")
 
         var registrations: [MemoryRegistration] = []
         var windows: [MigrationMessage.RegionWindow] = []
@@ -95,8 +97,7 @@ public final class MigrationDestination {
                 let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
                 registrations.append(registration)
                 windows.append(.init(regionID: region.id, window: registration.window()))
-                let chunkSize = ChunkDigester.chunkSize(forRegionLength: UInt64(region.length), pageSize: region.pageSize,
-                                                        maximumBitmapBytes: MigrationMessage.TouchedChunks.maximumBitmapBytes)
+                let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
                 digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize)
             } catch {
                 throw MigrationError(.layout, "exporting region \(region.id): \(error)")
@@ -184,7 +185,7 @@ public final class MigrationDestination {
                 guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
                     throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
                 }
-                digester.mark(touched.bitmap)
+                digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
             case .switchover(let switchover):
                 switchoverAt = clock.now
                 report.status = .device

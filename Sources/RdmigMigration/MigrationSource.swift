@@ -184,8 +184,7 @@ public final class MigrationSource {
         } catch {
             throw MigrationError(.layout, "preparing the page channel: \(error)")
         }
-        let chunkSize = ChunkDigester.chunkSize(forRegionLength: UInt64(region.length), pageSize: region.pageSize,
-                                                maximumBitmapBytes: MigrationMessage.TouchedChunks.maximumBitmapBytes)
+        let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
         let digester: ChunkDigester
         do {
             digester = try ChunkDigester(region: region, chunkSize: chunkSize)
@@ -250,7 +249,8 @@ public final class MigrationSource {
             let measurement = IterationMeasurement(
                 iteration: Int(iteration), bytesSent: statistics.bytesWritten + deviceBytes, elapsed: clock.now - passStart,
                 remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize), deviceStopCopyBytes: stopCopyBytes,
-                bytesDirtied: (pagesNow - pagesDirtiedAtStart) * UInt64(region.pageSize), fixedSwitchoverCost: .milliseconds(1))
+                bytesDirtied: (pagesNow - pagesDirtiedAtStart) * UInt64(region.pageSize),
+                fixedSwitchoverCost: fixedSwitchoverCost(digester: digester, remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize)))
             pagesDirtiedAtStart = pagesNow
             let decision = policy.decide(after: measurement)
             lastDecision = decision
@@ -285,8 +285,10 @@ public final class MigrationSource {
         // Stop and copy.
         report.status = .device
         let pauseStart = clock.now
+        var steps = StepTimer()
         guest.pause()
         paused = true
+        steps.lap("pause")
         for device in devices {
             device.mutator?.stop()
             do {
@@ -302,9 +304,11 @@ public final class MigrationSource {
         for device in devices { deviceStopBytes += (try? device.provider.stopCopySize()) ?? 0 }
         let reason: MigrationMessage.SwitchoverReason
         if case .forceSwitchover = lastDecision?.action { reason = .forced } else { reason = .converged }
+        steps.lap("collect")
         try session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
                                            deviceStopCopyBytes: deviceStopBytes)), .switchover)
         let finalStatistics = try sendPages(final, iteration: iteration, pages: pages, region: pageRegion, session: session, digester: digester, devices: &devices)
+        steps.lap("last pages")
         var stopCopySent: UInt64 = 0
         for index in devices.indices {
             stopCopySent += try sendStopCopy(&devices[index], stream: stream!, encoder: &encoder, buffer: recordBuffer, session: session)
@@ -324,7 +328,9 @@ public final class MigrationSource {
         report.iterations = Int(iteration) + 1
         report.expectedDowntime = lastDecision?.prediction.map { $0.totalSeconds * 1000 }
 
+        steps.lap("VF stop-copy")
         var entries = [MigrationMessage.Digest(subject: .region, id: region.id, algorithm: .xxh64ChunkTable, value: littleEndianBytes(digester.drain()))]
+        steps.lap("digest")
         for device in devices {
             do {
                 if let digest = try device.provider.stateDigest() {
@@ -339,6 +345,7 @@ public final class MigrationSource {
             if case .ready = $0 { return true } else { return false }
         }
         report.verified = true
+        steps.lap("verify+READY")
 
         // COMMIT: from the moment its send completes, the guest belongs to the destination.
         try session.send(.commit, .commit)
@@ -348,6 +355,8 @@ public final class MigrationSource {
             if case .resumed = $0 { return true } else { return false }
         }
         report.downtime = (clock.now - pauseStart).milliseconds
+        steps.lap("COMMIT+RESUMED")
+        options.log("switchover: \(steps.description)")
         report.downtimeLowerBound = MigrationReport.lowerBound(finalBytes: report.finalBytes, bandwidth: report.bandwidth)
         report.status = .completed
         report.guestLocation = "destination"
@@ -357,6 +366,16 @@ public final class MigrationSource {
             phase: .completed, iteration: Int(iteration) + 1, elapsed: clock.now - start, transferred: report.transferred,
             guestBytes: UInt64(region.length), bandwidth: report.bandwidth, dirtyRate: report.dirtyRate,
             throttlePercent: report.throttlePercent))
+    }
+
+    /// What switchover costs besides moving the bytes, measured as it goes: both sides hash
+    /// the last pages (and whatever the digest thread has not caught up with) before the
+    /// destination can say READY, plus the SWITCHOVER, DIGESTS/READY and COMMIT/RESUMED
+    /// round trips. The destination hashes the same bytes at about the same rate, partly in
+    /// parallel with this side, so its share is counted once more.
+    private func fixedSwitchoverCost(digester: ChunkDigester, remainingDirtyBytes: UInt64) -> Duration {
+        let hashing = digester.predictedDrainTime(extraBytes: remainingDirtyBytes)
+        return hashing * 2 + .milliseconds(2)
     }
 
     private func collect(_ log: any DirtyLog, into bitmap: inout DirtyBitmap) throws(MigrationError) -> Int {
@@ -384,8 +403,15 @@ public final class MigrationSource {
             throw MigrationError.channel(error, .precopy, during: "writing iteration \(iteration)'s \(dirty.count) pages")
         }
         let touched = digester.touchedBitmap(pages: runs)
-        digester.mark(touched)
-        try session.send(.touchedChunks(.init(iteration: iteration, regionID: region.id, chunkSize: UInt32(digester.chunkSize), bitmap: touched)), .precopy)
+        digester.mark(touched[...])
+        // Only the non-empty segments travel; an idle guest's later iterations send none.
+        let segment = MigrationMessage.TouchedChunks.maximumBitmapBytes
+        for start in stride(from: 0, to: touched.count, by: segment) {
+            let bytes = touched[start..<min(start + segment, touched.count)]
+            guard bytes.contains(where: { $0 != 0 }) else { continue }
+            try session.send(.touchedChunks(.init(iteration: iteration, regionID: region.id, chunkSize: UInt32(digester.chunkSize),
+                                                  firstChunk: UInt32(start * 8), bitmap: Array(bytes))), .precopy)
+        }
         return statistics
     }
 
