@@ -23,6 +23,7 @@ public final class ChunkDigester: @unchecked Sendable {
     private var busy = false
     private var stopping = false
     private var thread: SystemThread?
+    private var inProgressBytes: UInt64 = 0
     private var hashedBytes: UInt64 = 0
     private var hashingTime: Duration = .zero
 
@@ -51,6 +52,7 @@ public final class ChunkDigester: @unchecked Sendable {
     }
 
     /// The bitmap (bit c = chunk c) of chunks that the page runs touch.
+    @_optimize(speed)
     public func touchedBitmap<Runs: Sequence>(pages runs: Runs) -> [UInt8] where Runs.Element == Range<Int> {
         var bitmap = [UInt8](repeating: 0, count: (chunkCount + 7) / 8)
         let pagesPerChunk = chunkSize / region.pageSize
@@ -99,7 +101,7 @@ public final class ChunkDigester: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         let rate = hashingTime > .zero ? Double(hashedBytes) / hashingTime.seconds : nil
-        return (UInt64(pendingCount) * UInt64(chunkSize), rate)
+        return (UInt64(pendingCount) * UInt64(chunkSize) + inProgressBytes, rate)
     }
 
     /// The time `drain()` would take if `extraBytes` more were marked now.
@@ -112,6 +114,7 @@ public final class ChunkDigester: @unchecked Sendable {
 
     private let clock = ContinuousClock()
 
+    @_optimize(speed)
     private func run() {
         var chunks: [Int] = []
         chunks.reserveCapacity(chunkCount)
@@ -134,6 +137,7 @@ public final class ChunkDigester: @unchecked Sendable {
             }
             pendingCount = 0
             busy = true
+            inProgressBytes = UInt64(chunks.count * chunkSize)
             condition.unlock()
 
             let started = clock.now
@@ -150,6 +154,7 @@ public final class ChunkDigester: @unchecked Sendable {
             for (chunk, hash) in computed { hashes[chunk] = hash }
             hashedBytes += UInt64(computed.count * chunkSize)
             hashingTime += elapsed
+            inProgressBytes = 0
             busy = false
             condition.broadcast()
             condition.unlock()
