@@ -95,5 +95,8 @@ let package = Package(
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigServiceTests", dependencies: ["rdmig"],
+            swiftSettings: swiftSettings),
     ]
 )

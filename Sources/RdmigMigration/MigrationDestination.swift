@@ -178,6 +178,7 @@ public final class MigrationDestination {
                 report.iterations = Int(done.iteration) + 1
                 report.normalPages += done.pagesWritten
                 report.transferred += done.bytesWritten
+                if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
                 if zeroPagesIn.remove(done.iteration) != nil {
                     try session.send(.zeroPagesApplied(.init(iteration: done.iteration)), .precopy)
                 }
@@ -189,6 +190,7 @@ public final class MigrationDestination {
             case .switchover(let switchover):
                 switchoverAt = clock.now
                 report.status = .device
+                FaultInjection.stall(at: "dest-stall-at-switchover")
                 options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
             case .vfStateDone:
                 break

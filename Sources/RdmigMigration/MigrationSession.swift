@@ -1,3 +1,4 @@
+import Foundation
 import RdmigChannels
 import RdmigSystem
 import RdmigTransport
@@ -41,7 +42,11 @@ final class MigrationSession {
     /// it answers with its own, and before anything is exported.
     func handshake(key: PreSharedKey, timeout: Duration) throws(MigrationError) {
         let nonce = PeerAuthentication.freshNonce()
-        let hello = MigrationMessage.Hello(role: role, features: Self.features, nonce: nonce, software: Self.software)
+        var hello = MigrationMessage.Hello(role: role, features: Self.features, nonce: nonce, software: Self.software)
+        if let version = FaultInjection.helloVersion {
+            FileHandle.standardError.write(Data("rdmig fault: announcing protocol v\(version)\n".utf8))
+            hello.protocolVersion = version
+        }
         let peer: MigrationMessage.Hello
         do {
             try control.send(MigrationMessage.hello(hello))

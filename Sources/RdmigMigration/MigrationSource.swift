@@ -264,6 +264,7 @@ public final class MigrationSource {
                 guestBytes: UInt64(region.length), remainingDirtyBytes: measurement.remainingDirtyBytes,
                 bandwidth: report.bandwidth, dirtyRate: decision.dirtyRate, throttlePercent: decision.throttlePercent))
             iteration += 1
+            if iteration == 1 { FaultInjection.stall(at: "source-stall-in-precopy") }
             switch decision.action {
             case .continue: continue
             case .throttle(let percent):
@@ -289,6 +290,7 @@ public final class MigrationSource {
         guest.pause()
         paused = true
         steps.lap("pause")
+        FaultInjection.stall(at: "source-stall-after-pause")
         for device in devices {
             device.mutator?.stop()
             do {
@@ -427,6 +429,7 @@ public final class MigrationSource {
             throw MigrationError(.precopy, "VF \(device.provider.name): \(error)")
         }
         let before = device.sender.precopyBytes
+        var wrote = false
         while device.sender.precopyBytes - before < budget {
             let length: Int?
             do {
@@ -437,6 +440,16 @@ public final class MigrationSource {
             guard let length else { break }
             do {
                 try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+            } catch {
+                throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
+            }
+            wrote = true
+        }
+        // A partly filled slot would otherwise wait for more state: the destination needs the
+        // initial bytes now, to acknowledge them before switchover.
+        if wrote {
+            do {
+                try stream.flush(timeout: options.peerTimeout)
             } catch {
                 throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
             }
