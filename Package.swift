@@ -96,7 +96,7 @@ let package = Package(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["rdmig"],
+            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )

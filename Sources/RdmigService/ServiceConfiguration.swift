@@ -70,7 +70,7 @@ struct ServiceConfiguration {
                 throw ConfigurationFile.Error("\(file.path): [migration] \(setting.name): \(error)")
             }
         }
-        configuration.keyFile = try file.section("auth").string("key-file")
+        if let keyFile = try file.section("auth").string("key-file"), !keyFile.isEmpty { configuration.keyFile = keyFile }
         let service = file.section("service")
         if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
         if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }
