@@ -68,12 +68,7 @@ public final class MigrationSource {
             self.guest = guest
             try guest.start()
             devices = try makeDevices()
-            let connection: any TransportConnection
-            do {
-                connection = try options.backend.connect(to: options.endpoint, options: options.transportOptions)
-            } catch {
-                throw MigrationError(.setup, "connecting to the destination at \(options.endpoint): \(error)")
-            }
+            let connection = try connect()
             let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration())
             session = opened
             try opened.handshake(key: options.key, timeout: options.peerTimeout)
@@ -100,6 +95,23 @@ public final class MigrationSource {
         session?.close()
         report.totalTime = (clock.now - start).milliseconds
         return report
+    }
+
+    /// Connects, retrying a refused connection until the connect timeout: orchestrators
+    /// start `rdmig dest` and `rdmig source` together, and the destination may not listen yet.
+    private func connect() throws(MigrationError) -> any TransportConnection {
+        let deadline = clock.now + options.transportOptions.connectTimeout
+        while true {
+            do {
+                return try options.backend.connect(to: options.endpoint, options: options.transportOptions)
+            } catch {
+                if case .connectionRefused = error, clock.now < deadline {
+                    usleep(100_000)
+                    continue
+                }
+                throw MigrationError(.setup, "connecting to the destination at \(options.endpoint): \(error)")
+            }
+        }
     }
 
     /// A resumed synthetic guest with a dirty rate must visibly write again.

@@ -19,6 +19,9 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("peer-timeout"), help: "Longest wait for the peer, e.g. 60s.")
     var peerTimeout: String?
 
+    @Option(name: .customLong("connect-timeout"), help: "How long connecting may take, refused attempts retried (source), e.g. 10s.")
+    var connectTimeout: String?
+
     @Flag(help: "Print the final report as one JSON object on stdout.")
     var json = false
 
@@ -32,6 +35,13 @@ struct ServiceOptions: ParsableArguments {
                 configuration.peerTimeout = try DurationParser.parse(peerTimeout)
             } catch {
                 throw ValidationError("--peer-timeout: \(error)")
+            }
+        }
+        if let connectTimeout {
+            do {
+                configuration.transport.options.connectTimeout = try DurationParser.parse(connectTimeout)
+            } catch {
+                throw ValidationError("--connect-timeout: \(error)")
             }
         }
         if let keyFile { configuration.keyFile = keyFile }

@@ -142,6 +142,21 @@ import Testing
 
 /// Peers and people that say the wrong thing get told what is wrong.
 @Suite(.serialized) struct BadInput {
+    @Test func aSourceStartedBeforeItsDestinationWaitsForIt() throws {
+        let key = try temporaryKeyFile()
+        // Find a free port, then let the source try it before anything listens there.
+        let probe = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--key-file", key])
+        let port = try probe.listeningPort()
+        probe.kill()
+        probe.wait()
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "--guest-size", "32MiB"])
+        usleep(500_000)
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:\(port)", "--json", "--key-file", key])
+        #expect(source.wait() == 0, "source stderr:\n\(source.stderr)")
+        #expect(destination.wait() == 0)
+        #expect(try source.report()["status"] as? String == "completed")
+    }
+
     @Test func aPeerSpeakingAnotherProtocolVersionIsRefusedByName() throws {
         let key = try temporaryKeyFile()
         let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key])
@@ -203,7 +218,8 @@ import Testing
     }
 
     @Test func aClosedPortIsReportedAndTheGuestStaysOnTheSource() throws {
-        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:1", "--json", "--key-file", try temporaryKeyFile(), "--guest-size", "16MiB"])
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:1", "--json", "--key-file", try temporaryKeyFile(),
+                                       "--guest-size", "16MiB", "--connect-timeout", "300ms"])
         #expect(source.wait() == 1)
         let report = try source.report()
         #expect((report["error-desc"] as? String ?? "").contains("refused"), "\(report)")
