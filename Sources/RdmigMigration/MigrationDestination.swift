@@ -186,6 +186,11 @@ public final class MigrationDestination {
                 guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
                     throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
                 }
+                // Hash the previous iterations' chunks before taking new ones, as the source does
+                // before each decision: a backlog here would be hashed inside the downtime.
+                // While this side waits, the source's control messages queue up and its
+                // credits run out, which paces it the same way.
+                if touched.firstChunk == 0 { _ = digester.drain() }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
             case .switchover(let switchover):
                 switchoverAt = clock.now
