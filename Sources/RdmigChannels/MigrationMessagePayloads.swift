@@ -291,7 +291,9 @@ extension MigrationMessage {
     }
 
     /// ZERO_PAGES_APPLIED: the destination has zeroed every page ZERO_PAGES named up to and
-    /// including `iteration`. The source must have it before writing the next iteration's
+    /// including `iteration`, and hashed the chunks the iteration touched (sent for every
+    /// pre-copy iteration: the source waits for it before deciding, so neither side carries
+    /// a hashing backlog into the downtime). The source must have it before writing the next iteration's
     /// pages: a one-sided write of iteration i+1 could otherwise land before the destination
     /// zeroes the same page for iteration i, and be wiped.
     public struct ZeroPagesApplied: Hashable, Sendable, WireCodable {
@@ -538,23 +540,28 @@ extension MigrationMessage {
         public var chunkSize: UInt32
         /// The chunk bit 0 of `bitmap` stands for; a multiple of 8.
         public var firstChunk: UInt32
+        /// The iteration's last TOUCHED_CHUNKS: the destination hashes what it marked and
+        /// answers ZERO_PAGES_APPLIED for the iteration.
+        public var isLast: Bool
         public var bitmap: [UInt8]
 
-        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, firstChunk: UInt32 = 0, bitmap: [UInt8]) {
+        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, firstChunk: UInt32 = 0, isLast: Bool = true, bitmap: [UInt8]) {
             self.iteration = iteration
             self.regionID = regionID
             self.chunkSize = chunkSize
             self.firstChunk = firstChunk
+            self.isLast = isLast
             self.bitmap = bitmap
         }
 
-        public static let minimumEncodedSize = 4 + 4 + 4 + 4 + 4
+        public static let minimumEncodedSize = 4 + 4 + 4 + 4 + 1 + 4
 
         public func encode(to writer: inout WireWriter) throws(WireError) {
             try writer.write(iteration, "iteration")
             try writer.write(regionID, "regionID")
             try writer.write(chunkSize, "chunkSize")
             try writer.write(firstChunk, "firstChunk")
+            try writer.write(isLast, "isLast")
             try writer.write(bytes: bitmap, "bitmap")
         }
 
@@ -569,6 +576,7 @@ extension MigrationMessage {
             guard firstChunk % 8 == 0 else {
                 throw .invalidValue(message: reader.messageName, field: "firstChunk", detail: "\(firstChunk) is not a multiple of 8")
             }
+            isLast = try reader.readBool("isLast")
             bitmap = try reader.readBytes("bitmap", limit: Self.maximumBitmapBytes)
         }
     }

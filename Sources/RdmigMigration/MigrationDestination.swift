@@ -140,7 +140,6 @@ public final class MigrationDestination {
         report.setupTime = (clock.now - start).milliseconds
         report.status = .active
 
-        var zeroPagesIn: Set<UInt32> = []
         var switchoverAt: ContinuousClock.Instant?
         var lastMessageAt = clock.now
         while true {
@@ -173,25 +172,23 @@ public final class MigrationDestination {
                 } catch {
                     throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
                 }
-                zeroPagesIn.insert(zero.iteration)
             case .iterationDone(let done):
                 report.iterations = Int(done.iteration) + 1
                 report.normalPages += done.pagesWritten
                 report.transferred += done.bytesWritten
                 if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
-                if zeroPagesIn.remove(done.iteration) != nil {
-                    try session.send(.zeroPagesApplied(.init(iteration: done.iteration)), .precopy)
-                }
+
             case .touchedChunks(let touched):
                 guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
                     throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
                 }
-                // Hash the previous iterations' chunks before taking new ones, as the source does
-                // before each decision: a backlog here would be hashed inside the downtime.
-                // While this side waits, the source's control messages queue up and its
-                // credits run out, which paces it the same way.
-                if touched.firstChunk == 0 { _ = digester.drain() }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
+                if touched.isLast {
+                    // Hash now, while the guest still runs on the source (which waits for this
+                    // answer before deciding): a backlog would be hashed inside the downtime.
+                    _ = digester.drain()
+                    try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), .precopy)
+                }
             case .switchover(let switchover):
                 switchoverAt = clock.now
                 report.status = .device

@@ -49,6 +49,8 @@ public final class MigrationSource {
     let options: Options
     let clock = ContinuousClock()
     private(set) public var guest: SyntheticGuest?
+    /// The newest iteration the destination has applied and hashed (ZERO_PAGES_APPLIED).
+    private var appliedThrough: UInt32?
 
     public init(options: Options) {
         self.options = options
@@ -257,13 +259,17 @@ public final class MigrationSource {
             // the switchover would be hashed inside the downtime (seen: a 1 GiB first pass
             // still hashing after 40 short passes made the policy throttle the guest to 99%).
             _ = digester.drain()
+            try waitForIterationApplied(iteration, session: session, pages: pages, devices: &devices)
             dirty = DirtyBitmap(pageCount: region.pageCount)
             _ = try collect(dirtyLog, into: &dirty)
             let pagesNow = guest.pagesWritten
             var stopCopyBytes: UInt64 = 0
             for device in devices { stopCopyBytes += (try? device.provider.stopCopySize()) ?? 0 }
+            // The policy predicts from dirty *pages*, so its bandwidth is pages handled per
+            // second: a zero page costs a scan and a marker, not nothing.
+            let pagesHandled = (statistics.pagesWritten + statistics.zeroPages) * UInt64(region.pageSize)
             let measurement = IterationMeasurement(
-                iteration: Int(iteration), bytesSent: statistics.bytesWritten + deviceBytes, elapsed: clock.now - passStart,
+                iteration: Int(iteration), bytesSent: pagesHandled + deviceBytes, elapsed: clock.now - passStart,
                 remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize), deviceStopCopyBytes: stopCopyBytes,
                 bytesDirtied: (pagesNow - pagesDirtiedAtStart) * UInt64(region.pageSize),
                 fixedSwitchoverCost: fixedSwitchoverCost(digester: digester, remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize)))
@@ -422,13 +428,16 @@ public final class MigrationSource {
         }
         let touched = digester.touchedBitmap(pages: runs)
         digester.mark(touched[...])
-        // Only the non-empty segments travel; an idle guest's later iterations send none.
+        // Only non-empty segments travel, and always a last one (possibly empty) that asks the
+        // destination to hash and acknowledge the iteration.
         let segment = MigrationMessage.TouchedChunks.maximumBitmapBytes
-        for start in stride(from: 0, to: touched.count, by: segment) {
+        let starts = Array(stride(from: 0, to: touched.count, by: segment))
+        for start in starts {
             let bytes = touched[start..<min(start + segment, touched.count)]
-            guard bytes.contains(where: { $0 != 0 }) else { continue }
+            let isLast = start == starts.last
+            guard isLast || bytes.contains(where: { $0 != 0 }) else { continue }
             try session.send(.touchedChunks(.init(iteration: iteration, regionID: region.id, chunkSize: UInt32(digester.chunkSize),
-                                                  firstChunk: UInt32(start * 8), bitmap: Array(bytes))), .precopy)
+                                                  firstChunk: UInt32(start * 8), isLast: isLast, bitmap: Array(bytes))), .precopy)
         }
         return statistics
     }
@@ -495,6 +504,14 @@ public final class MigrationSource {
         return device.sender.stopCopyBytes
     }
 
+    /// The destination applied the iteration's zero pages and hashed its chunks.
+    private func waitForIterationApplied(_ iteration: UInt32, session: MigrationSession, pages: PageChannel, devices: inout [Device]) throws(MigrationError) {
+        while appliedThrough.map({ $0 < iteration }) ?? true {
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for the destination to apply iteration \(iteration)", timeout: options.peerTimeout),
+                                   pages: pages, devices: &devices)
+        }
+    }
+
     private func waitForSwitchoverAcks(_ devices: inout [Device], session: MigrationSession, pages: PageChannel) throws(MigrationError) {
         while devices.contains(where: { $0.provider.requiresSwitchoverAck && !$0.acknowledged }) {
             try handleAsynchronous(try session.receive(.precopy, during: "waiting for SWITCHOVER_ACK", timeout: options.peerTimeout),
@@ -507,6 +524,7 @@ public final class MigrationSource {
         switch message {
         case .zeroPagesApplied(let applied):
             pages.zeroPagesApplied(through: applied.iteration)
+            appliedThrough = max(appliedThrough ?? 0, applied.iteration)
         case .switchoverAck(let ack):
             guard let index = devices.firstIndex(where: { $0.id == ack.deviceID }) else {
                 throw MigrationError(.precopy, "SWITCHOVER_ACK for unknown device \(ack.deviceID)")
