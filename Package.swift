@@ -46,6 +46,13 @@ let package = Package(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigQEMU",
+            dependencies: [
+                "RdmigSystem", "CRdmigShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigService",
             dependencies: [
                 "RdmigTransport", "RdmigTransportConformance", "RdmigSystem",
@@ -63,6 +70,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigQEMUTests", dependencies: ["RdmigQEMU", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigTransportTests",
