@@ -13,7 +13,8 @@ public final class LoopbackStreamRelay: QEMUOutgoingStreamRelay, QEMUIncomingStr
     private let wireIn: Int32
     private let wireOut: Int32
     private let senderFailed = Atomic<Bool>(false)
-    private let cancelled = Atomic<Bool>(false)
+    private let outgoingCancelled = Atomic<Bool>(false)
+    private let incomingCancelled = Atomic<Bool>(false)
     /// Bytes moved per read(2).
     public let chunkSize: Int
 
@@ -37,39 +38,50 @@ public final class LoopbackStreamRelay: QEMUOutgoingStreamRelay, QEMUIncomingStr
             try await DedicatedThread.run(name: "loopback-out") { [self] in
                 do {
                     let statistics = try copy(from: fd, to: wireIn, what: "QEMU's outgoing stream")
+                    // An end of file after cancellation is the driver's shutdown, not QEMU's end.
+                    if outgoingCancelled.load(ordering: .acquiring) { throw CancellationError() }
                     _ = shutdown(wireIn, Int32(SHUT_WR))
                     return statistics
                 } catch {
-                    breakWire(senderFailed: true)
+                    breakWire()
                     throw error
                 }
             }
         } onCancel: {
-            breakWire(senderFailed: true)
+            outgoingCancelled.store(true, ordering: .releasing)
+            breakWire()
         }
     }
 
     public func relayIncoming(to fd: Int32) async throws -> QEMURelayStatistics {
         try await withTaskCancellationHandler {
             try await DedicatedThread.run(name: "loopback-in") { [self] in
-                let statistics = try copy(from: wireOut, to: fd, what: "the incoming stream")
+                let statistics: QEMURelayStatistics
+                do {
+                    statistics = try copy(from: wireOut, to: fd, what: "the incoming stream")
+                } catch {
+                    // The receiving half died (QEMU closed its end): the sender must hear of it,
+                    // as a transport's sender hears of a receiver that stopped reading.
+                    _ = shutdown(wireOut, Int32(SHUT_RDWR))
+                    throw error
+                }
                 if senderFailed.load(ordering: .acquiring) {
                     throw LoopbackStreamRelayError.senderFailed(bytesDelivered: statistics.bytes)
                 }
-                if cancelled.load(ordering: .acquiring) { throw CancellationError() }
+                if incomingCancelled.load(ordering: .acquiring) { throw CancellationError() }
                 _ = shutdown(fd, Int32(SHUT_WR))
                 return statistics
             }
         } onCancel: {
-            cancelled.store(true, ordering: .releasing)
+            incomingCancelled.store(true, ordering: .releasing)
             _ = shutdown(wireOut, Int32(SHUT_RDWR))
         }
     }
 
     /// The sending half gave up: the flag first, then the shutdown that the receiving half
     /// sees as end of file, so it knows the end is a break and not the stream's end.
-    private func breakWire(senderFailed failed: Bool) {
-        if failed { senderFailed.store(true, ordering: .releasing) }
+    private func breakWire() {
+        senderFailed.store(true, ordering: .releasing)
         _ = shutdown(wireIn, Int32(SHUT_RDWR))
     }
 

@@ -46,7 +46,8 @@ public enum QMPError: Error, CustomStringConvertible, Equatable {
         case .notQMP(let path, let firstMessage):
             return "\(path) is not a QMP socket: its first message was \(firstMessage.prefix(200))"
         case .disconnected(let path, let detail):
-            return "QEMU closed the QMP connection \(path) \(detail) (did QEMU exit? see its log)"
+            let context = detail.isEmpty ? "" : " \(detail)"
+            return "QEMU closed the QMP connection \(path)\(context) (did QEMU exit? see its log)"
         case .timedOut(let path, let operation, let after):
             return "no answer from QEMU on \(path) to \(operation) within \(after.qmpText)"
         case .closed(let path):
