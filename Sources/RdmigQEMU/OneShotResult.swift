@@ -31,24 +31,30 @@ final class OneShotResult<Value: Sendable>: Sendable {
         return true
     }
 
-    /// Waits for the result, at most `timeout`; the task's cancellation ends the wait too.
-    func wait(timeout: Duration, timeoutError: QMPError, cancelError: QMPError) async -> Result<Value, QMPError> {
+    /// Waits for the result, at most `timeout`; the task's cancellation ends the wait with
+    /// `cancelError`, unless that is nil.
+    func wait(timeout: Duration, timeoutError: QMPError, cancelError: QMPError?) async -> Result<Value, QMPError> {
         let timer = Task { [self] in
             do { try await Task.sleep(for: timeout) } catch { return }
             resolve(.failure(timeoutError))
         }
         defer { timer.cancel() }
+        guard let cancelError else { return await result() }
         return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                let early: Result<Value, QMPError>? = state.withLock { state in
-                    if let early = state.early { return early }
-                    state.continuation = continuation
-                    return nil
-                }
-                if let early { continuation.resume(returning: early) }
-            }
+            await result()
         } onCancel: {
             resolve(.failure(cancelError))
+        }
+    }
+
+    private func result() async -> Result<Value, QMPError> {
+        await withCheckedContinuation { continuation in
+            let early: Result<Value, QMPError>? = state.withLock { state in
+                if let early = state.early { return early }
+                state.continuation = continuation
+                return nil
+            }
+            if let early { continuation.resume(returning: early) }
         }
     }
 }

@@ -45,8 +45,6 @@ public struct QEMUMigrationDestination: Sendable {
         try await step("migrate-set-capabilities") { () async throws(QMPError) in
             try await qmp.setMigrationCapabilities(["events": true])
         }
-        // QEMU >= 9.1 can stay up after a failed load (then query-migrate says why); older ones exit.
-        let canStayUp = (try? await qmp.command("migrate-incoming", acceptsArgument: "exit-on-error")) ?? false
         let pair: MigrationSocketPair
         do {
             pair = try MigrationSocketPair()
@@ -62,13 +60,26 @@ public struct QEMUMigrationDestination: Sendable {
         ])
         let started = ContinuousClock.now
         do {
-            try await qmp.migrateIncoming(uri: uri, exitOnError: canStayUp ? false : nil)
+            try await startIncoming(uri: uri)
         } catch {
             try? await qmp.closefd(name: configuration.fdName)
             throw failure(.qmp(step: "migrate-incoming", error))
         }
         let run = QEMUDestinationRun(destination: self, pair: pair, events: events, started: started)
         return try await run.follow()
+    }
+
+    /// `exit-on-error: false` keeps QEMU up after a failed load, so query-migrate can say why
+    /// and the driver decides to quit it. A QEMU without the argument refuses it while checking
+    /// the arguments, before starting anything: then start without it (that QEMU exits when a
+    /// load fails).
+    private func startIncoming(uri: String) async throws(QMPError) {
+        do {
+            try await qmp.migrateIncoming(uri: uri, exitOnError: false)
+        } catch let error where error.errorClass == "GenericError" && error.description.contains("exit-on-error") {
+            logger.info("this QEMU has no exit-on-error for migrate-incoming: it will exit if the load fails")
+            try await qmp.migrateIncoming(uri: uri)
+        }
     }
 
     func step<Value>(_ name: String, _ body: () async throws(QMPError) -> Value) async throws(QEMUMigrationError) -> Value {
@@ -137,6 +148,8 @@ final class QEMUDestinationRun {
                 throw await abort(.qemuExited(qemuGone!))
             case .deadline:
                 throw await abort(.timedOut(configuration.timeout, lastStatus: lastStatus))
+            case .cancelled:
+                throw await abort(.cancelled)
             }
         }
         return try await resumeGuest()
@@ -173,6 +186,7 @@ final class QEMUDestinationRun {
             hookDuration = ContinuousClock.now - hookStarted
         }
         if resume == nil {
+            if Task.isCancelled { throw await failedAfterCompletion(.cancelled) }
             contIssued = true
             do {
                 try await qmp.cont()
@@ -192,12 +206,15 @@ final class QEMUDestinationRun {
                                              guestState: "unknown: the destination QEMU is gone")
                 case .deadline:
                     throw await failedAfterCompletion(.timedOut(configuration.resumeTimeout, lastStatus: lastStatus))
+                case .cancelled:
+                    break  // cont was sent: the guest resumes whatever happens to this task
                 }
             }
         }
         let wallTime = ContinuousClock.now - started
         let runStatus: QEMURunStatus
         let info: QEMUMigrationInfo
+        let (statistics, relayProblem) = await collectRelay()
         do {
             runStatus = try await qmp.queryStatus()
             info = try await qmp.queryMigrate()
@@ -205,7 +222,6 @@ final class QEMUDestinationRun {
             throw QEMUMigrationError(side: .destination, reason: .qmp(step: "query after resume", error),
                                      guestState: "resumed (RESUME seen), state unknown")
         }
-        let (statistics, relayProblem) = await collectRelay()
         let report = QEMUDestinationReport(
             qemuVersion: qmp.version, info: info, relay: statistics, relayProblem: relayProblem,
             completedTimestamp: completed, resumeTimestamp: resume, beforeResumeHookDuration: hookDuration,
@@ -222,7 +238,7 @@ final class QEMUDestinationRun {
                 switch await inbox.next() {
                 case .event(let event): record(event)
                 case .relayEnded(let result): relayResult = result
-                case .connectionEnded, .deadline: break waiting
+                case .connectionEnded, .deadline, .cancelled: break waiting
                 }
             }
         }
@@ -240,14 +256,19 @@ final class QEMUDestinationRun {
 
     /// QEMU completed but the guest cannot be resumed: it stays paused, QEMU stays up.
     private func failedAfterCompletion(_ reason: QEMUMigrationError.Reason) async -> QEMUMigrationError {
-        let status = try? await qmp.queryStatus()
+        let status = await QMPClient.$ignoresCancellation.withValue(true) { try? await qmp.queryStatus() }
         return QEMUMigrationError(
             side: .destination, reason: reason,
             guestState: "\(status?.status ?? "unknown") with the complete state loaded (QEMU completed); not resumed, not quit")
     }
 
     /// Before completion: the guest never ran here; stop the relay, learn why, and quit QEMU.
+    /// Runs to the end even in a cancelled task.
     private func abort(_ reason: QEMUMigrationError.Reason) async -> QEMUMigrationError {
+        await QMPClient.$ignoresCancellation.withValue(true) { await cleanUp(after: reason) }
+    }
+
+    private func cleanUp(after reason: QEMUMigrationError.Reason) async -> QEMUMigrationError {
         logger.warning("abandoning the incoming migration", metadata: ["reason": "\(reason)"])
         var notes: [String] = []
         pair.shutdownRelayEnd()
@@ -265,6 +286,8 @@ final class QEMUDestinationRun {
                 qemuGone = qmp.endReason ?? .disconnected(path: qmp.path, detail: "while abandoning")
             case .deadline:
                 deadlinePassed = true
+            case .cancelled:
+                break
             }
         }
         if relayResult == nil {

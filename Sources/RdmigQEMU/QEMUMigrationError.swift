@@ -28,6 +28,8 @@ public struct QEMUMigrationError: Error, CustomStringConvertible {
         case qemuExited(QMPError)
         /// Not finished within the configured time.
         case timedOut(Duration, lastStatus: QEMUMigrationStatus?)
+        /// The driver's task was cancelled (e.g. the service shuts down).
+        case cancelled
         /// Setting up the migration channel failed.
         case system(SystemCallError)
     }
@@ -73,6 +75,8 @@ public struct QEMUMigrationError: Error, CustomStringConvertible {
             text += "QEMU went away: \(error)"
         case .timedOut(let limit, let status):
             text += "not finished within \(limit.qmpText) (QEMU's last status: \(status?.rawValue ?? "none"))"
+        case .cancelled:
+            text += "cancelled (the service stopped it)"
         case .system(let error):
             text += "\(error)"
         }

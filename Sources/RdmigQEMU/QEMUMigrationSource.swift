@@ -158,6 +158,8 @@ final class QEMUSourceRun {
                 throw await abort(.qemuExited(qemuGone!))
             case .deadline:
                 throw await abort(.timedOut(source.configuration.timeout, lastStatus: lastStatus))
+            case .cancelled:
+                throw await abort(.cancelled)
             }
         }
     }
@@ -226,8 +228,13 @@ final class QEMUSourceRun {
             guestState: "\(status?.status ?? "unknown") (not resumed)")
     }
 
-    /// Stops the migration and puts the source guest back the way it was. Returns the error to throw.
+    /// Stops the migration and puts the source guest back the way it was. Returns the error to
+    /// throw. Runs to the end even in a cancelled task: the guest must not stay paused.
     private func abort(_ reason: QEMUMigrationError.Reason) async -> QEMUMigrationError {
+        await QMPClient.$ignoresCancellation.withValue(true) { await cleanUp(after: reason) }
+    }
+
+    private func cleanUp(after reason: QEMUMigrationError.Reason) async -> QEMUMigrationError {
         logger.warning("abandoning the migration", metadata: ["reason": "\(reason)"])
         var notes: [String] = []
         let alive = qemuGone == nil && qmp.endReason == nil
@@ -253,6 +260,8 @@ final class QEMUSourceRun {
                 qemuGone = qmp.endReason ?? .disconnected(path: qmp.path, detail: "while cancelling")
             case .deadline:
                 deadlinePassed = true
+            case .cancelled:
+                break
             }
         }
         if relayResult == nil {

@@ -63,6 +63,11 @@ public final class QMPClient: Sendable {
 
     // MARK: - Commands
 
+    /// Set (with `$ignoresCancellation.withValue(true)`) around clean-up that must reach QEMU
+    /// even when the task was cancelled: migrate_cancel and cont after an abandoned migration.
+    /// Commands then wait for their reply or their timeout, whatever the task's state.
+    @TaskLocal public static var ignoresCancellation = false
+
     /// Runs `command` and returns QEMU's `return` value. With `fd`, the descriptor is passed
     /// with the command as SCM_RIGHTS (for `getfd`); QEMU gets its own copy, the caller keeps
     /// and closes `fd`. A timed-out or cancelled command still runs in QEMU; its reply is dropped.
@@ -74,7 +79,8 @@ public final class QMPClient: Sendable {
         let wait = timeout ?? commandTimeout
         let result = await slot.wait(
             timeout: wait, timeoutError: .timedOut(path: path, operation: command, after: wait),
-            cancelError: .cancelled(operation: "waiting for the reply to \(command) on \(path)"))
+            cancelError: QMPClient.ignoresCancellation
+                ? nil : .cancelled(operation: "waiting for the reply to \(command) on \(path)"))
         if case .failure = result { connection.forget(id) }
         return try result.get()
     }

@@ -87,17 +87,4 @@ extension QMPClient {
             return
         }
     }
-
-    /// Whether QEMU's `command` takes an argument named `argument` (query-qmp-schema), for
-    /// arguments newer than the oldest QEMU rdmig supports.
-    public func command(_ command: String, acceptsArgument argument: String) async throws(QMPError) -> Bool {
-        let schema = try await execute("query-qmp-schema")
-        guard let entries = schema.arrayValue else {
-            throw .unexpectedReply(command: "query-qmp-schema", detail: "not a list")
-        }
-        guard let entry = entries.first(where: { $0["name"]?.stringValue == command && $0["meta-type"]?.stringValue == "command" }),
-              let argumentType = entry["arg-type"]?.stringValue,
-              let arguments = entries.first(where: { $0["name"]?.stringValue == argumentType }) else { return false }
-        return arguments["members"]?.arrayValue?.contains { $0["name"]?.stringValue == argument } ?? false
-    }
 }

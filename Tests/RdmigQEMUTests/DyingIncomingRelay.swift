@@ -18,7 +18,7 @@ struct DyingIncomingRelay: QEMUIncomingStreamRelay {
 
     func relayIncoming(to fd: Int32) async throws -> QEMURelayStatistics {
         var middle: [Int32] = [-1, -1]
-        try SystemCall.check("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &middle) }
+        try SystemCall.check("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &middle) }
         let (innerEnd, ourEnd) = (middle[0], middle[1])
         let inner = self.inner
         let forwarding = Task { try await inner.relayIncoming(to: innerEnd) }
@@ -39,6 +39,9 @@ struct DyingIncomingRelay: QEMUIncomingStreamRelay {
             }
             return total
         }
+        // Stop reading like a dead process: the loopback's receiving half, blocked writing
+        // to us, fails, and breaks the wire under the source's relay.
+        shutdown(ourEnd, Int32(SHUT_RDWR))
         forwarding.cancel()
         _ = await forwarding.result
         close(innerEnd)

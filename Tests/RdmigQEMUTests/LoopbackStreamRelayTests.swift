@@ -12,8 +12,8 @@ struct LoopbackStreamRelayTests {
         let sourceQEMU: Int32, sourceRelay: Int32, destinationQEMU: Int32, destinationRelay: Int32
         init() {
             var a: [Int32] = [-1, -1], b: [Int32] = [-1, -1]
-            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &a)
-            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &b)
+            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &a)
+            socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &b)
             (sourceQEMU, sourceRelay, destinationQEMU, destinationRelay) = (a[0], a[1], b[0], b[1])
         }
         deinit { [sourceQEMU, sourceRelay, destinationQEMU, destinationRelay].forEach { close($0) } }

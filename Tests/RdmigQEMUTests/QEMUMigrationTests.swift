@@ -14,6 +14,11 @@ import Testing
        .enabled(if: QEMUTestGuest.qemuAvailable, "qemu-system-x86_64 is not installed (Tests/qemu-guest/install-qemu.sh)"))
 struct QEMUMigrationTests {
     static let maxBandwidth = ByteRate(bytesPerSecond: 10 << 30)
+    /// Short limits: a hung step fails the test instead of the whole run.
+    static let sourceConfiguration = QEMUSourceConfiguration(
+        maxBandwidth: maxBandwidth, timeout: .seconds(60), abortTimeout: .seconds(15))
+    static let destinationConfiguration = QEMUDestinationConfiguration(
+        timeout: .seconds(60), resumeTimeout: .seconds(15), relayGracePeriod: .seconds(10), abortTimeout: .seconds(15))
 
     /// A source guest with a few heartbeats behind it and an incoming destination, with QMP
     /// clients on the sockets meant for rdmig.
@@ -89,9 +94,9 @@ struct QEMUMigrationTests {
         #expect(notIncoming?.description.contains("start it with -incoming defer -S") == true)
 
         let relay = try LoopbackStreamRelay()
-        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, relay: relay)
+        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, configuration: Self.destinationConfiguration, relay: relay)
         let source = QEMUMigrationSource(
-            qmp: pair.sourceQMP, configuration: QEMUSourceConfiguration(maxBandwidth: Self.maxBandwidth), relay: relay)
+            qmp: pair.sourceQMP, configuration: Self.sourceConfiguration, relay: relay)
         async let received = destination.receive()
         let sent = try await source.migrate()
         let arrived = try await received
@@ -143,7 +148,7 @@ struct QEMUMigrationTests {
         let vfState = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let relay = try LoopbackStreamRelay()
         let source = QEMUMigrationSource(
-            qmp: pair.sourceQMP, configuration: QEMUSourceConfiguration(maxBandwidth: Self.maxBandwidth), relay: relay,
+            qmp: pair.sourceQMP, configuration: Self.sourceConfiguration, relay: relay,
             preSwitchover: {
                 let migration = try await sourceObserver.queryMigrate()
                 let status = try await sourceObserver.queryStatus()
@@ -151,7 +156,7 @@ struct QEMUMigrationTests {
                 log.payload.withLock { $0 = vfState }
             })
         let destination = QEMUMigrationDestination(
-            qmp: pair.destinationQMP, relay: relay,
+            qmp: pair.destinationQMP, configuration: Self.destinationConfiguration, relay: relay,
             beforeResume: {
                 let migration = try await destinationObserver.queryMigrate()
                 let status = try await destinationObserver.queryStatus()
@@ -180,10 +185,10 @@ struct QEMUMigrationTests {
         let observer = try await QMPClient.connect(to: pair.source.testQMP)
         defer { observer.close() }
         let loopback = try LoopbackStreamRelay()
-        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP,
+        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, configuration: Self.destinationConfiguration,
                                                    relay: DyingIncomingRelay(inner: loopback, limit: 16 << 20))
         let source = QEMUMigrationSource(
-            qmp: pair.sourceQMP, configuration: QEMUSourceConfiguration(maxBandwidth: Self.maxBandwidth), relay: loopback)
+            qmp: pair.sourceQMP, configuration: Self.sourceConfiguration, relay: loopback)
         let receiving = Task { try await destination.receive() }
         let sourceError = await #expect(throws: QEMUMigrationError.self) { try await source.migrate() }
         let destinationResult = await receiving.result
@@ -221,10 +226,10 @@ struct QEMUMigrationTests {
         }
         let relay = try LoopbackStreamRelay()
         let source = QEMUMigrationSource(
-            qmp: pair.sourceQMP, configuration: QEMUSourceConfiguration(maxBandwidth: Self.maxBandwidth), relay: relay,
+            qmp: pair.sourceQMP, configuration: Self.sourceConfiguration, relay: relay,
             preSwitchover: { throw VFStateUnavailable() })
-        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, relay: relay,
-                                                   beforeResume: { Issue.record("the destination must not resume") })
+        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, configuration: Self.destinationConfiguration,
+                                                   relay: relay, beforeResume: { Issue.record("the destination must not resume") })
         let receiving = Task { try await destination.receive() }
         let sourceError = await #expect(throws: QEMUMigrationError.self) { try await source.migrate() }
         let destinationResult = await receiving.result
@@ -240,6 +245,50 @@ struct QEMUMigrationTests {
             return
         }
         print("rdmig QEMU test hookfail: destination: \(destinationError)")
+        #expect(destinationError.guestState?.hasPrefix("never ran") == true)
+        let before = pair.source.heartbeats().count
+        let beats = try await pair.source.waitForHeartbeats(before + 2, timeout: .seconds(30))
+        #expect(beats.allSatisfy { $0.errors == 0 }, "\(pair.source.serialTail())")
+    }
+}
+
+extension QEMUMigrationTests {
+    @Test(.timeLimit(.minutes(2)))
+    func cancellingTheSourceDriverMidMigrationCancelsItInQEMUAndTheGuestKeepsRunning() async throws {
+        let pair = try await startPair("cancel")
+        defer { pair.stop() }
+        let observer = try await QMPClient.connect(to: pair.source.testQMP)
+        defer { observer.close() }
+        // 32 MiB/s stretches the ~120 MiB stream to a few seconds, long enough to cancel in.
+        var configuration = Self.sourceConfiguration
+        configuration.maxBandwidth = ByteRate(bytesPerSecond: 32 << 20)
+        let relay = try LoopbackStreamRelay()
+        let source = QEMUMigrationSource(qmp: pair.sourceQMP, configuration: configuration, relay: relay)
+        let destination = QEMUMigrationDestination(qmp: pair.destinationQMP, configuration: Self.destinationConfiguration,
+                                                   relay: relay)
+        let receiving = Task { try await destination.receive() }
+        let migrating = Task { try await source.migrate() }
+        try await Task.sleep(for: .milliseconds(1500))
+        let during = try await observer.queryMigrate()
+        #expect(during.status == .active, "still migrating at 32 MiB/s after 1.5 s: \(during.summary)")
+        #expect(try await observer.queryMigrationParameters()["max-bandwidth"] == .int(32 << 20))
+        migrating.cancel()
+        let outcome = await migrating.result
+        guard case .failure(let failure) = outcome, let error = failure as? QEMUMigrationError,
+              case .cancelled = error.reason else {
+            Issue.record("expected a cancelled migration, got \(outcome)")
+            return
+        }
+        print("rdmig QEMU test cancel: source: \(error)")
+        #expect(error.guestState?.hasPrefix("running") == true)
+        #expect(try await observer.queryStatus().running)
+        #expect(try await observer.queryMigrate().status == .cancelled)
+        guard case .failure(let destinationFailure) = await receiving.result,
+              let destinationError = destinationFailure as? QEMUMigrationError else {
+            Issue.record("the destination must not complete a cancelled migration")
+            return
+        }
+        print("rdmig QEMU test cancel: destination: \(destinationError)")
         #expect(destinationError.guestState?.hasPrefix("never ran") == true)
         let before = pair.source.heartbeats().count
         let beats = try await pair.source.waitForHeartbeats(before + 2, timeout: .seconds(30))

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import RdmigQEMU
 
 /// A test guest started by Tests/qemu-guest/run-guest.sh (the self-checking guest of
 /// build-image.sh: it prints `rdmig-guest: heartbeat n= written= errors=` on its serial port).
@@ -125,26 +126,33 @@ struct QEMUTestGuest: Sendable {
         return !isAlive
     }
 
+    /// posix_spawn + waitpid on a dedicated thread, output through files: Foundation's Process
+    /// lost the exit of run-guest.sh here (its daemonized QEMU outlives it), hanging the test.
     private static func run(_ executable: String, _ arguments: [String]) async throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
+        try await DedicatedThread.run(name: "run-guest") {
+            let base = NSTemporaryDirectory() + "rdmig-run-guest-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            let (outPath, errorPath) = (base + ".out", base + ".err")
+            defer {
+                unlink(outPath)
+                unlink(errorPath)
             }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var pid = pid_t()
+            let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+            guard spawned == 0 else { throw SetupError(description: "posix_spawn \(executable): errno \(spawned)") }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+            let errors = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
+            return (exit, out, errors)
         }
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        return (status, out, err)
     }
 }

@@ -101,7 +101,7 @@ struct QMPClientTests {
         }
         let client = try await QMPClient.connect(to: server.path)
         var ends: [Int32] = [-1, -1]
-        #expect(pipe(&ends) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
         defer { close(ends[0]) }
         try await client.getfd(name: "migration", fd: ends[1])
         close(ends[1])
