@@ -140,6 +140,9 @@ final class QEMUSourceRun {
                     try await continueFromPreSwitchover()
                 } else if status == .completed {
                     if relayResult != nil { return try await finish() }
+                    // Only the relay's last bytes remain (a socket buffer, a channel ring):
+                    // a relay still busy after abortTimeout is stuck, not slow.
+                    inbox.setDeadline(after: source.configuration.abortTimeout)
                 } else if status == .failed || status == .cancelled {
                     throw await abort(.qemuFailed(status))
                 }
@@ -157,6 +160,9 @@ final class QEMUSourceRun {
                 qemuGone = qmp.endReason ?? .disconnected(path: qmp.path, detail: "during the migration")
                 throw await abort(.qemuExited(qemuGone!))
             case .deadline:
+                if lastStatus == .completed {
+                    throw await failedAfterCompletion(RelayStuckAfterCompletion(waited: source.configuration.abortTimeout))
+                }
                 throw await abort(.timedOut(source.configuration.timeout, lastStatus: lastStatus))
             case .cancelled:
                 throw await abort(.cancelled)
@@ -221,8 +227,11 @@ final class QEMUSourceRun {
     /// QEMU completed, the relay did not deliver: the guest is stopped here and may or may not
     /// be complete on the destination. Not resumed: only the destination's answer can say it is safe.
     private func failedAfterCompletion(_ error: any Error) async -> QEMUMigrationError {
-        let info = try? await qmp.queryMigrate()
-        let status = try? await qmp.queryStatus()
+        pair.shutdownRelayEnd()
+        relayTask?.cancel()
+        let (info, status) = await QMPClient.$ignoresCancellation.withValue(true) {
+            (try? await qmp.queryMigrate(), try? await qmp.queryStatus())
+        }
         return QEMUMigrationError(
             side: .source, reason: .relayFailedAfterCompletion(error), qemuErrorDescription: info?.errorDescription,
             guestState: "\(status?.status ?? "unknown") (not resumed)")
@@ -311,5 +320,13 @@ final class QEMUSourceRun {
         case .relayFailed(let error), .hookFailed(let error): return error
         default: return QEMUMigrationError(side: .source, reason: reason)
         }
+    }
+}
+
+/// QEMU completed, and the relay still had not delivered the stream's end a while later.
+struct RelayStuckAfterCompletion: Error, CustomStringConvertible {
+    let waited: Duration
+    var description: String {
+        "the relay had not delivered the end of the stream \(waited.qmpText) after QEMU completed"
     }
 }

@@ -40,7 +40,10 @@ public enum QMPError: Error, CustomStringConvertible, Equatable {
             return "nothing accepts connections on the QMP socket \(path) (connection refused): "
                 + "QEMU has exited and left the socket file behind; start QEMU again"
         case .busy(let path, let waited):
-            return "QMP socket \(path) is busy: QEMU sent no greeting within \(waited.qmpText). "
+            let symptom = waited == .zero
+                ? "its backlog is full of clients waiting their turn"
+                : "QEMU sent no greeting within \(waited.qmpText)"
+            return "QMP socket \(path) is busy: \(symptom). "
                 + "A QMP socket serves one client at a time; detach the other client (a test driver, "
                 + "qmp-shell, libvirt) or give QEMU a second -qmp unix:PATH,server=on,wait=off for rdmig"
         case .notQMP(let path, let firstMessage):
