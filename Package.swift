@@ -55,6 +55,13 @@ let package = Package(
             name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigQEMU",
+            dependencies: [
+                "RdmigSystem", "CRdmigShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigService",
             dependencies: [
                 "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
@@ -80,6 +87,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigQEMUTests", dependencies: ["RdmigQEMU", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigTransportTests",
