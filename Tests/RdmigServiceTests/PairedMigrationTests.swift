@@ -53,6 +53,18 @@ import Testing
         #expect(report["final-bytes"] as? Int == 0)
     }
 
+    @Test func theUserfaultfdWriteProtectDirtyLogTracksTheGuestAsWell() throws {
+        let key = try temporaryKeyFile()
+        let (destination, address) = try startDestination(key: key)
+        let source = try source(address, key: key, ["--guest-size", "128MiB", "--dirty-rate", "16MiB/s", "--working-set", "32MiB",
+                                                    "--set", "dirty-log=userfaultfd"])
+        #expect(source.wait() == 0, "source stderr:\n\(source.stderr)")
+        #expect(destination.wait() == 0)
+        let report = try source.report()
+        #expect(report["status"] as? String == "completed")
+        #expect(report["verified"] as? Bool == true)
+    }
+
     @Test func aDirtyRateBeyondTheBandwidthIsThrottledUntilItConverges() throws {
         let key = try temporaryKeyFile()
         let (destination, address) = try startDestination(key: key)
@@ -206,6 +218,14 @@ import Testing
         let address = try RdmigProcess(["dest", "--listen", "localhost"])
         #expect(address.wait() != 0)
         #expect(address.stderr.contains("localhost"), "stderr:\n\(address.stderr)")
+    }
+
+    @Test func aVFIODeviceThatDoesNotExistIsNamedAndNothingIsMigrated() throws {
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:1", "--json", "--key-file", try temporaryKeyFile(),
+                                       "--guest-size", "16MiB", "--vf", "vfio:/dev/vfio/devices/vfio-none"])
+        #expect(source.wait() == 1)
+        let report = try source.report()
+        #expect((report["error-desc"] as? String ?? "").contains("no VFIO device at /dev/vfio/devices/vfio-none"), "\(report)")
     }
 
     @Test func anUnknownConfigKeyIsRefusedWithTheKnownOnes() throws {
