@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, imported as they are; each names the Debian package that provides it.
@@ -31,7 +32,9 @@ let package = Package(
             name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
             providers: [.apt(["libhwloc-dev"])]),
         // Only what Swift cannot import (macros, variadic ioctls, cmsg arithmetic).
-        .target(name: "CRdmigShims", path: "Sources/CRdmigShims"),
+        // Optimized in every configuration: its XXH64 digests guest memory inside the
+        // downtime, and the multi-process tests run the debug build.
+        .target(name: "CRdmigShims", path: "Sources/CRdmigShims", cSettings: [.unsafeFlags(["-O2"])]),
 
         .target(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
@@ -46,6 +49,12 @@ let package = Package(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigChannels", dependencies: ["RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigQEMU",
             dependencies: [
                 "RdmigSystem", "CRdmigShims",
@@ -55,14 +64,22 @@ let package = Package(
         .target(
             name: "RdmigService",
             dependencies: [
-                "RdmigTransport", "RdmigTransportConformance", "RdmigSystem",
+                "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
+                "RdmigMemory", "RdmigSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings),
+        .target(
+            name: "RdmigMigration",
+            dependencies: [
+                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigSystem", "CRdmigShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings),
         .executableTarget(
-            name: "rdmig", dependencies: ["RdmigService"],
+            name: "rdmig", dependencies: ["RdmigService", "CRdmigShims"],
             swiftSettings: swiftSettings),
 
         .testTarget(
@@ -77,6 +94,19 @@ let package = Package(
         .testTarget(
             name: "RdmigTransportTests",
             dependencies: ["RdmigTransport", "RdmigTransportConformance", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigChannelsTests",
+            dependencies: ["RdmigChannels", "RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )

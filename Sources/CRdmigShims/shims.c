@@ -5,7 +5,12 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+
+void rdmig_line_buffer_stdout(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}
 
 int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count) {
     cpu_set_t set;

@@ -8,12 +8,21 @@
 #include <sys/types.h>
 #include <sys/eventfd.h>
 
+#include "rdmig_vfio.h"
+#include "rdmig_guest_memory.h"
+
 /// Pins the calling thread to the given CPUs. Returns 0 or an errno value.
 int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
 
 /// Writes up to `capacity` CPU numbers the calling thread may run on into `cpus`;
 /// returns how many, or -errno.
 int32_t rdmig_get_current_thread_affinity(int32_t *cpus, int32_t capacity);
+
+/// XXH64 of `length` bytes (the xxHash specification's 64-bit hash).
+uint64_t rdmig_xxh64(const void *input, size_t length, uint64_t seed);
+
+/// Makes stdout line-buffered even when it is a pipe, so progress lines reach a parent live.
+void rdmig_line_buffer_stdout(void);
 
 /// Sets the calling thread's name (at most 15 bytes are kept by Linux).
 void rdmig_set_current_thread_name(const char *name);

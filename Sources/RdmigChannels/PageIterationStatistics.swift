@@ -1,0 +1,24 @@
+/// What one pre-copy (or stop-and-copy) iteration of the page channel did.
+public struct PageIterationStatistics: Sendable, Equatable, CustomStringConvertible {
+    public var iteration: UInt32
+    /// Pages written into the peer's windows.
+    public var pagesWritten: UInt64 = 0
+    /// Pages found all zero and sent as ZERO_PAGES runs instead.
+    public var zeroPages: UInt64 = 0
+    /// Bytes written (pagesWritten × page size).
+    public var bytesWritten: UInt64 = 0
+    /// RDMA writes posted: fewer than pages when runs were coalesced.
+    public var writesPosted: UInt64 = 0
+    /// ZERO_PAGES messages sent.
+    public var zeroPageMessages: UInt64 = 0
+    /// Times the channel waited for send-queue room (writes in flight at the reservation).
+    public var sendQueueWaits: UInt64 = 0
+    /// From `beginIteration` until the last write completed.
+    public var elapsed: Duration = .zero
+
+    public init(iteration: UInt32) { self.iteration = iteration }
+
+    public var description: String {
+        "iteration \(iteration): \(pagesWritten) pages (\(bytesWritten) B) in \(writesPosted) writes, \(zeroPages) zero pages in \(zeroPageMessages) messages, \(elapsed)"
+    }
+}

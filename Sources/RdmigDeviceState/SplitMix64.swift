@@ -1,0 +1,20 @@
+/// A small deterministic generator (SplitMix64, Steele/Lea/Flood 2014): the ib-sw model
+/// must produce the same VF and the same mutations for the same seed on every run.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A value in 0..<bound (bound > 0); the modulo bias is irrelevant for a model.
+    mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    mutating func u32() -> UInt32 { UInt32(truncatingIfNeeded: next()) }
+}

@@ -1,0 +1,271 @@
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import RdmigSystem
+import RdmigTransport
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure rdmig against a baseline run in the same invocation.",
+        subcommands: [BenchTransportCommand.self, BenchTransportReceiverCommand.self])
+}
+
+/// Options both processes of the transport benchmark must agree on.
+struct TransportBenchmarkOptions: ParsableArguments {
+    @Option(help: "Transport backend: tcp or verbs (default: what the address selects).")
+    var backend: TransportBackendKind?
+
+    @Option(name: .customLong("message-size"), help: "Bytes per WRITE, e.g. 4KiB … 4MiB.")
+    var messageSize: ByteCount = .kibibytes(64)
+
+    @Option(name: .customLong("queue-depth"), help: "WRITEs kept in flight (perftest's tx_depth).")
+    var queueDepth: Int = 128
+
+    @Option(name: .customLong("signal-interval"), help: "Signal one WRITE in this many (perftest's cq_mod; capped at the queue depth).")
+    var signalInterval: Int = 100
+
+    @Option(help: "Bytes to move per run.")
+    var total: ByteCount = .gibibytes(1)
+
+    @Option(help: "Runs of each (transport and baseline), interleaved; the median is reported.")
+    var runs: Int = 3
+
+    @Option(help: "Local address both processes use.")
+    var host: String = "127.0.0.1"
+
+    func validate() throws {
+        guard messageSize.bytes >= 1, messageSize.bytes <= 1 << 30 else {
+            throw ValidationError("--message-size \(messageSize) is out of range: use 1B … 1GiB")
+        }
+        guard (1...16384).contains(queueDepth) else {
+            throw ValidationError("--queue-depth \(queueDepth) is out of range: use 1 … 16384")
+        }
+        guard signalInterval >= 1 else { throw ValidationError("--signal-interval must be at least 1") }
+        guard total.bytes >= messageSize.bytes else {
+            throw ValidationError("--total \(total) is smaller than one message of \(messageSize)")
+        }
+        guard (1...100).contains(runs) else { throw ValidationError("--runs \(runs) is out of range: use 1 … 100") }
+        guard UInt64(queueDepth) * messageSize.bytes <= 4 << 30 else {
+            throw ValidationError("--queue-depth × --message-size is \(ByteCount(UInt64(queueDepth) * messageSize.bytes)), above the 4GiB ring limit")
+        }
+    }
+
+    var parameters: TransportBenchmarkParameters {
+        TransportBenchmarkParameters(
+            messageSize: Int(messageSize.bytes), queueDepth: queueDepth,
+            totalBytes: total.bytes, signalInterval: signalInterval)
+    }
+}
+
+/// The result `--json` prints: one object, QMP-style kebab-case names, bytes and seconds.
+struct TransportBenchmarkResult: Codable {
+    var backend: String
+    var backendReason: String
+    var messageSize: Int
+    var queueDepth: Int
+    var bytes: UInt64
+    var runs: Int
+    var seconds: Double
+    var bytesPerSecond: Double
+    var baselineSeconds: Double
+    var baselineBytesPerSecond: Double
+    var ratio: Double
+    var samples: [Double]
+    var baselineSamples: [Double]
+
+    enum CodingKeys: String, CodingKey {
+        case backend
+        case backendReason = "backend-reason"
+        case messageSize = "message-size"
+        case queueDepth = "queue-depth"
+        case bytes, runs, seconds
+        case bytesPerSecond = "bytes-per-second"
+        case baselineSeconds = "baseline-seconds"
+        case baselineBytesPerSecond = "baseline-bytes-per-second"
+        case ratio
+        case samples = "bytes-per-second-samples"
+        case baselineSamples = "baseline-bytes-per-second-samples"
+    }
+}
+
+struct BenchTransportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport",
+        abstract: "Transport bandwidth: a sender and a receiver process, against a plain TCP socket pump between the same endpoints.")
+
+    @OptionGroup var options: TransportBenchmarkOptions
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func run() throws {
+        let parameters = options.parameters
+        let selection = try BackendChoice.select(host: options.host, forced: options.backend)
+        let receiver = try BenchmarkReceiverProcess.start(options: options, backend: selection.kind)
+        defer { receiver.stop() }
+
+        var samples: [Double] = []
+        var baselineSamples: [Double] = []
+        let moved = Double(parameters.bytesMoved)
+        for run in 0..<options.runs {
+            // Alternate which goes first so neither always gets the warmer caches.
+            let transportFirst = run % 2 == 1
+            for measureTransport in transportFirst ? [true, false] : [false, true] {
+                if measureTransport {
+                    let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
+                    let connection: any TransportConnection
+                    do {
+                        connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
+                    } catch {
+                        throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
+                    }
+                    defer { connection.close() }
+                    let elapsed = try TransportBenchmark.run(connection, parameters: parameters)
+                    samples.append(moved / elapsed.seconds)
+                } else {
+                    let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
+                    let elapsed = try PlainSocketPump.run(to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                    baselineSamples.append(moved / elapsed.seconds)
+                }
+            }
+        }
+        try receiver.waitForSuccess()
+
+        let rate = median(samples)
+        let baseline = median(baselineSamples)
+        let result = TransportBenchmarkResult(
+            backend: selection.kind.rawValue, backendReason: selection.reason,
+            messageSize: parameters.messageSize, queueDepth: parameters.queueDepth,
+            bytes: parameters.bytesMoved, runs: options.runs,
+            seconds: moved / rate, bytesPerSecond: rate,
+            baselineSeconds: moved / baseline, baselineBytesPerSecond: baseline,
+            ratio: rate / baseline, samples: samples, baselineSamples: baselineSamples)
+        if json {
+            print(try JSONText.encode(result))
+        } else {
+            print("""
+                backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(moved)) per run, median of \(result.runs)
+                  rdmig \(result.backend):  \(ByteCount.humanReadable(rate))/s
+                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s
+                  ratio:          \(formatFixed(result.ratio, decimals: 3))
+                """)
+        }
+    }
+}
+
+/// The receiving process (started by `bench transport`; not for direct use).
+struct BenchTransportReceiverCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport-receiver",
+        abstract: "The receiving side of `rdmig bench transport` (started by it).",
+        shouldDisplay: false)
+
+    @OptionGroup var options: TransportBenchmarkOptions
+
+    func run() throws {
+        let parameters = options.parameters
+        let selection = try BackendChoice.select(host: options.host, forced: options.backend)
+        let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
+        defer { listener.close() }
+        let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
+        defer { close(pump.descriptor) }
+        printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port)")
+
+        let pumpFailure = FailureBox()
+        let pumpThread = try SystemThread(name: "bench-pump") {
+            do {
+                for _ in 0..<options.runs {
+                    try PlainSocketPump.serve(listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                }
+            } catch {
+                pumpFailure.set("plain pump receiver: \(error)")
+            }
+        }
+        for _ in 0..<options.runs {
+            let connection = try listener.accept(timeout: .seconds(60))
+            defer { connection.close() }
+            try TransportBenchmark.serve(connection, parameters: parameters)
+        }
+        pumpThread.join()
+        if let failure = pumpFailure.value { throw RdmigCommandError(failure) }
+    }
+}
+
+/// The receiver child process and the two ports it announced.
+final class BenchmarkReceiverProcess {
+    let process: Process
+    let transportPort: UInt16
+    let pumpPort: UInt16
+    let errors: Pipe
+
+    private init(process: Process, transportPort: UInt16, pumpPort: UInt16, errors: Pipe) {
+        self.process = process
+        self.transportPort = transportPort
+        self.pumpPort = pumpPort
+        self.errors = errors
+    }
+
+    static func start(options: TransportBenchmarkOptions, backend: TransportBackendKind) throws -> BenchmarkReceiverProcess {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = [
+            "bench", "transport-receiver", "--backend", backend.rawValue,
+            "--message-size", "\(options.messageSize.bytes)", "--queue-depth", "\(options.queueDepth)",
+            "--signal-interval", "\(options.signalInterval)", "--total", "\(options.total.bytes)",
+            "--runs", "\(options.runs)", "--host", options.host,
+        ]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        // The receiver's failures are read from `errors` and reported by the sender.
+        try process.run()
+        let line = readLine(from: output.fileHandleForReading)
+        let fields = line.split(separator: " ")
+        guard fields.count == 3, fields[0] == "ready", let transportPort = UInt16(fields[1]), let pumpPort = UInt16(fields[2]) else {
+            process.waitUntilExit()
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw RdmigCommandError("the benchmark receiver did not start: \(message.isEmpty ? "printed '\(line)'" : message)")
+        }
+        return BenchmarkReceiverProcess(process: process, transportPort: transportPort, pumpPort: pumpPort, errors: errors)
+    }
+
+    func waitForSuccess() throws {
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw RdmigCommandError("the benchmark receiver failed (exit \(process.terminationStatus)): \(message)")
+        }
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate() }
+    }
+
+    private static func readLine(from handle: FileHandle) -> String {
+        var bytes: [UInt8] = []
+        while true {
+            let data = handle.readData(ofLength: 1)
+            guard let byte = data.first, byte != UInt8(ascii: "\n") else { break }
+            bytes.append(byte)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var message: String?
+    func set(_ text: String) { lock.withLock { message = text } }
+    var value: String? { lock.withLock { message } }
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return .nan }
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}

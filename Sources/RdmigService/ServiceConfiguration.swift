@@ -1,0 +1,91 @@
+import RdmigMemory
+import RdmigMigration
+import RdmigSystem
+import RdmigTransport
+
+/// Everything `conf/rdmig.toml` can set, with defaults; flags override it per invocation.
+struct ServiceConfiguration {
+    var transport = TransportSettings()
+    var memory = MemoryConfiguration()
+    var migration = MigrationConfiguration()
+    /// [auth] key-file; nil = PreSharedKey.defaultPath (created on first use).
+    var keyFile: String?
+    /// [service] peer-timeout: how long either service waits for the other.
+    var peerTimeout: Duration = .seconds(60)
+    /// [service] vf: VF state providers the source migrates (`--vf` adds to them).
+    var deviceSpecs: [String] = []
+
+    struct TransportSettings {
+        /// nil = choose by address (verbs on an RDMA device, else tcp).
+        var backend: TransportBackendKind?
+        var options = TransportOptions()
+    }
+
+    static let sections = ["transport", "memory", "migration", "auth", "service"]
+
+    /// Loads `path` (nil: defaults only) and rejects unknown sections and keys.
+    static func load(path: String?) throws -> ServiceConfiguration {
+        guard let path else { return ServiceConfiguration() }
+        return try load(file: ConfigurationFile(path: path))
+    }
+
+    static func load(file: ConfigurationFile) throws -> ServiceConfiguration {
+        var configuration = ServiceConfiguration()
+        let transport = file.section("transport")
+        if let backend = try transport.string("backend"), backend != "auto" {
+            guard let kind = TransportBackendKind(rawValue: backend) else {
+                throw ConfigurationFile.Error("\(file.path): [transport] backend = \"\(backend)\": use auto, verbs or tcp")
+            }
+            configuration.transport.backend = kind
+        }
+        if let depth = try transport.int("queue-depth") { configuration.transport.options.sendQueueDepth = depth }
+        if let depth = try transport.int("receive-depth") { configuration.transport.options.receiveQueueDepth = depth }
+        if let interval = try transport.int("signal-interval") { configuration.transport.options.signalInterval = interval }
+        if let mode = try transport.choice("completion", TransportOptions.CompletionMode.self) {
+            configuration.transport.options.completionMode = mode
+        }
+        if let timeout = try transport.duration("connect-timeout") { configuration.transport.options.connectTimeout = timeout }
+        for (key, value) in [("queue-depth", configuration.transport.options.sendQueueDepth),
+                             ("receive-depth", configuration.transport.options.receiveQueueDepth),
+                             ("signal-interval", configuration.transport.options.signalInterval)] where value < 1 || value > 65536 {
+            throw ConfigurationFile.Error("\(file.path): [transport] \(key) = \(value) is out of range: use 1 … 65536")
+        }
+
+        let memory = file.section("memory")
+        var memorySettings: [String: String] = [:]
+        for key in MemoryConfiguration.keys {
+            if let value = try memory.parsed(key, { $0 }) { memorySettings[key] = value }
+        }
+        do {
+            configuration.memory = try MemoryConfiguration(settings: memorySettings)
+        } catch {
+            throw ConfigurationFile.Error("\(file.path): [memory] \(error)")
+        }
+        let migration = file.section("migration")
+        for setting in MigrationConfiguration.settings {
+            guard let text = try migration.parsed(setting.name, { $0 }) else { continue }
+            do {
+                try configuration.migration.set(setting.name, to: text)
+            } catch {
+                throw ConfigurationFile.Error("\(file.path): [migration] \(setting.name): \(error)")
+            }
+        }
+        if let keyFile = try file.section("auth").string("key-file"), !keyFile.isEmpty { configuration.keyFile = keyFile }
+        let service = file.section("service")
+        if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
+        if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }
+        try file.rejectUnknownKeys(knownSections: sections)
+        return configuration
+    }
+}
+
+/// The backend for an address, honouring a forced choice, with the reason (for probe and logs).
+enum BackendChoice {
+    static func select(endpoint: TransportEndpoint, forced: TransportBackendKind?) -> TransportSelector.Selection {
+        TransportSelector.select(for: endpoint, forced: forced, tcp: { TCPTransport() })
+    }
+
+    static func select(host: String, forced: TransportBackendKind?) throws -> TransportSelector.Selection {
+        select(endpoint: TransportEndpoint(host: host, port: 0), forced: forced)
+    }
+}

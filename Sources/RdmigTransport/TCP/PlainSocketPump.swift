@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import RdmigSystem
+
+/// The baseline of `rdmig bench transport`: the plainest TCP sender and receiver, a `send()`
+/// loop of message-size chunks into a socket and a `recv()` loop out of it — no framing, no
+/// keys, no completions. It uses the same sockets as the tcp backend (`TCPSocket`: same
+/// buffers, TCP_NODELAY), so the ratio shows what the RDMA semantics cost on top of TCP.
+public enum PlainSocketPump {
+    /// A listening socket; port 0 picks a free one.
+    public static func listen(on endpoint: TransportEndpoint) throws(TransportError) -> (descriptor: Int32, endpoint: TransportEndpoint) {
+        let (descriptor, bound) = try TCPSocket.listen(on: endpoint)
+        return (descriptor, bound)
+    }
+
+    /// Receives `total` bytes from the next connection on `listener`, then answers one byte so
+    /// the sender's clock stops only when everything arrived.
+    public static func serve(listener: Int32, total: UInt64, messageSize: Int) throws(TransportError) {
+        let peer = TransportEndpoint(host: "plain pump sender", port: 0)
+        let connection = try TCPSocket.check("accept", peer) { accept(listener, nil, nil) }
+        defer { close(connection) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: messageSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var received: UInt64 = 0
+        while received < total {
+            let want = Int(min(UInt64(messageSize), total - received))
+            let count = recv(connection, buffer.baseAddress, want, Int32(MSG_WAITALL))
+            if count < 0, SystemCall.currentErrno() == EINTR { continue }
+            if count <= 0 {
+                throw .peerDisconnected(peer, detail: "plain pump sender stopped after \(received) of \(total) bytes")
+            }
+            received += UInt64(count)
+        }
+        var answer: UInt8 = 1
+        _ = try TCPSocket.check("send", peer) { Int32(send(connection, &answer, 1, Int32(MSG_NOSIGNAL))) }
+    }
+
+    /// Sends `total` bytes in `messageSize` sends and waits for the answer; returns the time.
+    public static func run(to endpoint: TransportEndpoint, total: UInt64, messageSize: Int, timeout: Duration = .seconds(10)) throws(TransportError) -> Duration {
+        let clock = ContinuousClock()
+        let descriptor = try TCPSocket.connect(to: endpoint, deadline: clock.now + timeout, timeout: timeout)
+        defer { close(descriptor) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: messageSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        for index in 0..<messageSize { buffer[index] = UInt8(truncatingIfNeeded: index &* 7 &+ 1) }
+        let start = clock.now
+        var sent: UInt64 = 0
+        while sent < total {
+            let want = Int(min(UInt64(messageSize), total - sent))
+            var offset = 0
+            while offset < want {
+                let count = send(descriptor, buffer.baseAddress! + offset, want - offset, Int32(MSG_NOSIGNAL))
+                if count < 0, SystemCall.currentErrno() == EINTR { continue }
+                if count <= 0 { throw TCPSocket.disconnected(endpoint, errno: SystemCall.currentErrno()) }
+                offset += count
+            }
+            sent += UInt64(want)
+        }
+        var answer: UInt8 = 0
+        while true {
+            let count = recv(descriptor, &answer, 1, 0)
+            if count < 0, SystemCall.currentErrno() == EINTR { continue }
+            if count != 1 { throw .peerDisconnected(endpoint, detail: "plain pump receiver closed before answering") }
+            break
+        }
+        return clock.now - start
+    }
+}

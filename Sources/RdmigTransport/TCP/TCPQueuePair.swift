@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import RdmigSystem
+import Synchronization
+
+/// The state one `tcp` connection shares between the application's posting and polling
+/// threads and its own sender and receiver threads: the socket, the three queues, the
+/// registrations, the doorbells, and how the connection failed.
+///
+/// Failure is decided once (the first `fail` wins, under a lock: it is the cold path). After
+/// it, both threads leave; once both are gone the polling thread is the only one touching the
+/// queues and turns everything still outstanding into error completions (`poll`), which keeps
+/// the completion ring single-producer.
+final class TCPQueuePair: @unchecked Sendable {
+    /// A last frame the sender thread puts on the wire before it leaves.
+    enum ControlFrame: Sendable {
+        case close
+        case error(TCPFrameHeader.ErrorCode, sequence: UInt64, text: String)
+    }
+
+    let fd: Int32
+    let localEndpoint: TransportEndpoint
+    let peerEndpoint: TransportEndpoint
+    let options: TransportOptions
+
+    let sendQueue: TCPSendQueue
+    let receiveQueue: TCPReceiveQueue
+    let completionQueue: TCPCompletionQueue
+    let registrations = TCPRegistrationTable()
+
+    /// Wakes the sender thread: WRs or receives posted, an ACK to send, credits arrived, failure.
+    let senderBell: Doorbell
+    /// Wakes a `waitForCompletions` in `.event` mode.
+    let completionBell: Doorbell
+    /// Wakes `close()` waiting for the I/O threads to finish their orderly goodbye.
+    let exitBell: Doorbell
+
+    let isOpen = Atomic<Bool>(true)
+    private let failureState = Mutex<(failure: TransportError?, control: ControlFrame?)>((nil, nil))
+
+    /// Receiver -> sender: the last completion-requested WR of the peer whose bytes are placed.
+    let placedSequence = Atomic<UInt64>(0)
+    /// Receiver -> sender: receives the peer has posted in total (its credits for us).
+    let peerCredits = Atomic<UInt64>(0)
+    /// Set by the receiver thread when the peer refused one of our WRs; read after it left.
+    let refusedSequence = Atomic<UInt64>(0)
+    let refusedStatus = Atomic<UInt8>(Completion.Status.flushed.rawValue)
+
+    /// A refusal's teardown gave up waiting for the peer to take the ERROR frame (diagnostics).
+    let teardownGuardExpired = Atomic<Bool>(false)
+
+    let senderExited = Atomic<Bool>(false)
+    let receiverExited = Atomic<Bool>(false)
+    private let exitedThreads = Atomic<Int>(0)
+
+    init(fd: Int32, localEndpoint: TransportEndpoint, peerEndpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) {
+        self.fd = fd
+        self.localEndpoint = localEndpoint
+        self.peerEndpoint = peerEndpoint
+        self.options = options
+        sendQueue = TCPSendQueue(depth: options.sendQueueDepth)
+        receiveQueue = TCPReceiveQueue(depth: options.receiveQueueDepth)
+        completionQueue = TCPCompletionQueue(capacity: options.sendQueueDepth + options.receiveQueueDepth)
+        do {
+            senderBell = try Doorbell()
+            completionBell = try Doorbell()
+            exitBell = try Doorbell()
+        } catch {
+            throw .system(error)
+        }
+    }
+
+    var failure: TransportError? { failureState.withLock { $0.failure } }
+
+    /// Records why the connection stops, if nothing was recorded yet, and wakes everyone.
+    /// `control` is the frame the sender thread sends before leaving. Returns whether this
+    /// call decided the failure.
+    @discardableResult
+    func fail(_ error: TransportError, control: ControlFrame?) -> Bool {
+        let first = failureState.withLock { state -> Bool in
+            guard state.failure == nil else { return false }
+            state.failure = error
+            state.control = control
+            return true
+        }
+        guard first else { return false }
+        isOpen.store(false, ordering: .sequentiallyConsistent)
+        senderBell.forceRing()
+        completionBell.forceRing()
+        return true
+    }
+
+    /// Sender thread, when leaving: the frame to send last, at most once.
+    func takeControlFrame() -> ControlFrame? {
+        failureState.withLock { state in
+            defer { state.control = nil }
+            return state.control
+        }
+    }
+
+    /// Called by each I/O thread as its last act; the last one wakes the poller so it flushes.
+    func threadExited(sender: Bool) {
+        if sender {
+            senderExited.store(true, ordering: .releasing)
+        } else {
+            receiverExited.store(true, ordering: .releasing)
+        }
+        exitBell.forceRing()
+        if exitedThreads.add(1, ordering: .acquiringAndReleasing).newValue == 2 {
+            completionBell.forceRing()
+        }
+    }
+
+    var bothThreadsExited: Bool { exitedThreads.load(ordering: .acquiring) == 2 }
+
+    // MARK: Polling (the application's polling thread only)
+
+    /// Moves finished completions into `buffer`; once both I/O threads are gone, also turns
+    /// every WR and receive still outstanding into an error completion, like a verbs QP in the
+    /// error state flushes its queues.
+    @inline(__always)
+    func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        guard buffer.count > 0 else { return 0 }
+        var count = drain(into: buffer, from: 0)
+        if count < buffer.count && !isOpen.load(ordering: .relaxed) && bothThreadsExited {
+            count += drain(into: buffer, from: count)
+            count += flush(into: buffer, from: count)
+        }
+        return count
+    }
+
+    @inline(__always)
+    private func drain(into buffer: UnsafeMutableBufferPointer<Completion>, from start: Int) -> Int {
+        var index = start
+        let sendQueue = self.sendQueue
+        let receiveQueue = self.receiveQueue
+        return completionQueue.pop(limit: buffer.count - start) { entry in
+            buffer[index] = entry.completion
+            index += 1
+            if entry.freesSendThrough != 0 {
+                sendQueue.freed.store(entry.freesSendThrough, ordering: .releasing)
+            }
+            if entry.freesReceive {
+                receiveQueue.freed.store(receiveQueue.freed.load(ordering: .relaxed) &+ 1, ordering: .releasing)
+            }
+        }
+    }
+
+    private func flush(into buffer: UnsafeMutableBufferPointer<Completion>, from start: Int) -> Int {
+        var index = start
+        let refused = refusedSequence.load(ordering: .acquiring)
+        let refusedStatus = Completion.Status(rawValue: self.refusedStatus.load(ordering: .acquiring)) ?? .flushed
+        // WRs up to `retired` were acknowledged; the unsignalled ones among them just free slots.
+        let retired = sendQueue.retired.load(ordering: .acquiring)
+        var freed = sendQueue.freed.load(ordering: .relaxed)
+        let posted = sendQueue.posted.load(ordering: .acquiring)
+        while freed < posted && index < buffer.count {
+            let sequence = freed &+ 1
+            if sequence > retired {
+                let entry = sendQueue[sequence]
+                buffer[index] = Completion(id: entry.id, kind: entry.opcode == .write ? .write : .send,
+                                           status: sequence == refused ? refusedStatus : .flushed,
+                                           byteCount: Int(entry.length))
+                index += 1
+            }
+            freed = sequence
+            sendQueue.freed.store(freed, ordering: .releasing)
+        }
+        var received = max(receiveQueue.freed.load(ordering: .relaxed), receiveQueue.consumed.load(ordering: .acquiring))
+        let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
+        while received < receivesPosted && index < buffer.count {
+            received &+= 1
+            buffer[index] = Completion(id: receiveQueue[received].id, kind: .receive, status: .flushed)
+            index += 1
+            receiveQueue.freed.store(received, ordering: .releasing)
+        }
+        return index - start
+    }
+
+    /// Whether `poll` would return something now.
+    @inline(__always)
+    var hasCompletions: Bool {
+        if !completionQueue.isEmpty { return true }
+        guard !isOpen.load(ordering: .relaxed), bothThreadsExited else { return false }
+        return sendQueue.freed.load(ordering: .relaxed) < sendQueue.posted.load(ordering: .acquiring)
+            || receiveQueue.freed.load(ordering: .relaxed) < receiveQueue.posted.load(ordering: .acquiring)
+    }
+}

@@ -1,0 +1,71 @@
+import Synchronization
+
+/// The send queue of one `tcp` connection: a fixed ring of work requests with one writer per
+/// cursor, so that posting, transmitting, acknowledging and polling never take a lock.
+///
+/// Sequences start at 1 and only grow; the entry for sequence `s` lives in slot `s & mask`.
+/// - `posted` (application thread): the last WR posted.
+/// - transmitted (sender thread, kept in the sender itself): the last WR put on the wire.
+/// - `retired` (receiver thread): the last WR the peer acknowledged as placed.
+/// - `freed` (polling thread): the last WR whose slot may be reused.
+///
+/// As in verbs providers (mlx5 advances the SQ tail in poll_cq), a slot is freed when its
+/// completion is polled, and an unsignalled WR's slot only when a later signalled WR's
+/// completion is polled. So the completion queue can never hold more send completions than
+/// the send queue has slots.
+final class TCPSendQueue: @unchecked Sendable {
+    enum Opcode: UInt8 {
+        case write
+        case send
+    }
+
+    struct Entry {
+        var id: UInt64 = 0
+        var localAddress: UInt64 = 0
+        var remoteAddress: UInt64 = 0
+        var length: UInt32 = 0
+        var remoteKey: UInt32 = 0
+        var immediate: UInt32 = 0
+        var opcode: Opcode = .write
+        var hasImmediate = false
+        var signaled = false
+
+        /// SEND and WRITE_WITH_IMM consume one of the peer's posted receives.
+        @inline(__always) var consumesReceive: Bool { opcode == .send || hasImmediate }
+    }
+
+    let depth: Int
+    private let mask: UInt64
+    private let storage: UnsafeMutablePointer<Entry>
+
+    let posted = Atomic<UInt64>(0)
+    let retired = Atomic<UInt64>(0)
+    let freed = Atomic<UInt64>(0)
+
+    init(depth: Int) {
+        precondition(depth > 0, "send queue depth must be positive")
+        self.depth = depth
+        var capacity = 1
+        while capacity < depth { capacity <<= 1 }
+        mask = UInt64(capacity - 1)
+        storage = .allocate(capacity: capacity)
+        storage.initialize(repeating: Entry(), count: capacity)
+    }
+
+    deinit { storage.deallocate() }
+
+    @inline(__always)
+    subscript(sequence: UInt64) -> Entry {
+        get { storage[Int(sequence & mask)] }
+    }
+
+    /// Application thread: appends `entry`, or returns false when `depth` WRs are outstanding.
+    @inline(__always)
+    func post(_ entry: Entry) -> Bool {
+        let sequence = posted.load(ordering: .relaxed) &+ 1
+        guard sequence &- freed.load(ordering: .acquiring) <= UInt64(depth) else { return false }
+        storage[Int(sequence & mask)] = entry
+        posted.store(sequence, ordering: .releasing)
+        return true
+    }
+}

@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import RdmigSystem
+
+/// The sender thread of one `tcp` connection: puts posted WRs on the wire in order, each as
+/// a header followed by the payload straight from the registered memory (one writev for a
+/// batch of frames), sends coalesced ACKs and receive credits, and at the end a CLOSE or ERROR.
+///
+/// SEND and WRITE_WITH_IMM wait for a receive credit (the peer advertises how many receives it
+/// has posted): this is how verbs' RNR retry with rnr_retry=7 behaves (the QP waits until a
+/// receive is posted), without the receiver having to stall its socket reads, so ACKs for the
+/// other direction keep flowing. Later WRs wait behind it, as on a verbs send queue.
+struct TCPSender {
+    /// Frames per writev; perftest posts lists of WRs, here one syscall carries up to this many.
+    static let framesPerBatch = 32
+    /// A batch stops growing here, so CLOSE/ERROR after it are not delayed for long.
+    static let bytesPerBatch = 4 << 20
+
+    private let pair: TCPQueuePair
+    private let headers: UnsafeMutableRawPointer
+    private let vectors: UnsafeMutablePointer<iovec>
+
+    init(pair: TCPQueuePair) {
+        self.pair = pair
+        headers = .allocate(byteCount: (TCPSender.framesPerBatch + 1) * TCPFrameHeader.size, alignment: 8)
+        vectors = .allocate(capacity: 2 * TCPSender.framesPerBatch)
+    }
+
+    func run() {
+        defer {
+            headers.deallocate()
+            vectors.deallocate()
+            pair.threadExited(sender: true)
+        }
+        let sendQueue = pair.sendQueue
+        let receiveQueue = pair.receiveQueue
+        var transmitted: UInt64 = 0
+        var creditsUsed: UInt64 = 0
+        var acknowledged: UInt64 = 0
+        var creditsAdvertised: UInt64 = 0
+
+        while true {
+            if !pair.isOpen.load(ordering: .acquiring) {
+                finish()
+                return
+            }
+            var frames = 0
+            var vectorCount = 0
+            var batchBytes = 0
+
+            let placed = pair.placedSequence.load(ordering: .acquiring)
+            let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
+            if placed != acknowledged || receivesPosted != creditsAdvertised {
+                let header = headers
+                TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: header)
+                vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
+                vectorCount += 1
+                frames += 1
+                batchBytes += TCPFrameHeader.size
+                acknowledged = placed
+                creditsAdvertised = receivesPosted
+            }
+
+            let posted = sendQueue.posted.load(ordering: .acquiring)
+            let credits = pair.peerCredits.load(ordering: .acquiring)
+            while transmitted < posted && frames < TCPSender.framesPerBatch && batchBytes < TCPSender.bytesPerBatch {
+                let sequence = transmitted &+ 1
+                let entry = sendQueue[sequence]
+                if entry.consumesReceive {
+                    guard creditsUsed < credits else { break }
+                    creditsUsed &+= 1
+                }
+                var flags: TCPFrameHeader.Flags = []
+                if entry.hasImmediate { flags.insert(.hasImmediate) }
+                if entry.signaled { flags.insert(.completionRequested) }
+                let header = headers + frames * TCPFrameHeader.size
+                TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
+                               address: entry.remoteAddress, length: entry.length, immediate: entry.immediate,
+                               sequence: sequence).encode(into: header)
+                vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
+                vectorCount += 1
+                if entry.length > 0 {
+                    vectors[vectorCount] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(entry.localAddress)),
+                                                 iov_len: Int(entry.length))
+                    vectorCount += 1
+                }
+                frames += 1
+                batchBytes += TCPFrameHeader.size + Int(entry.length)
+                transmitted = sequence
+            }
+
+            if vectorCount == 0 {
+                pair.senderBell.sleep(timeoutMilliseconds: -1) {
+                    if !pair.isOpen.load(ordering: .acquiring) { return true }
+                    if pair.placedSequence.load(ordering: .acquiring) != acknowledged { return true }
+                    if receiveQueue.posted.load(ordering: .acquiring) != creditsAdvertised { return true }
+                    guard sendQueue.posted.load(ordering: .acquiring) > transmitted else { return false }
+                    return !sendQueue[transmitted &+ 1].consumesReceive
+                        || creditsUsed < pair.peerCredits.load(ordering: .acquiring)
+                }
+                continue
+            }
+            if let error = transmit(vectorCount) {
+                switch error {
+                case ECONNRESET, EPIPE, ETIMEDOUT, ECONNABORTED, EHOSTUNREACH, ENETUNREACH:
+                    // The connection is gone; the receiver thread will see that too, but only
+                    // after it has read what the peer sent before, which may be the ERROR or
+                    // CLOSE that explains why. So the receiver decides the failure.
+                    break
+                default:
+                    pair.fail(.system(SystemCallError(call: "sendmsg", errno: error,
+                                                      context: "sending to \(pair.peerEndpoint)")), control: nil)
+                    shutdown(pair.fd, Int32(SHUT_RDWR))
+                }
+                return
+            }
+        }
+    }
+
+    /// Writes `count` vectors completely; returns the errno when the socket failed.
+    private func transmit(_ count: Int) -> Int32? {
+        var first = 0
+        var message = msghdr()
+        while first < count {
+            message.msg_iov = vectors + first
+            message.msg_iovlen = count - first
+            let sent = sendmsg(pair.fd, &message, Int32(MSG_NOSIGNAL))
+            if sent < 0 {
+                let error = SystemCall.currentErrno()
+                if error == EINTR { continue }
+                return error
+            }
+            var remaining = sent
+            while first < count && remaining >= vectors[first].iov_len {
+                remaining -= vectors[first].iov_len
+                first += 1
+            }
+            if remaining > 0 {
+                vectors[first].iov_base = vectors[first].iov_base! + remaining
+                vectors[first].iov_len -= remaining
+            }
+        }
+        return nil
+    }
+
+    /// Last words: the CLOSE or ERROR frame the failure asked for, then FIN.
+    private func finish() {
+        if let control = pair.takeControlFrame() {
+            switch control {
+            case .close:
+                // A last cumulative ACK first: what was placed before close() must complete
+                // successfully on the peer, as an RC responder's acks would have.
+                let placed = pair.placedSequence.load(ordering: .acquiring)
+                let receivesPosted = pair.receiveQueue.posted.load(ordering: .acquiring)
+                TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: headers)
+                TCPFrameHeader(kind: .close).encode(into: headers + TCPFrameHeader.size)
+                vectors[0] = iovec(iov_base: headers, iov_len: 2 * TCPFrameHeader.size)
+                _ = transmit(1)
+            case .error(let code, let sequence, let text):
+                var bytes = Array(text.utf8.prefix(TCPReceiver.maxErrorTextBytes))
+                TCPFrameHeader(kind: .error, key: code.rawValue, length: UInt32(bytes.count), sequence: sequence).encode(into: headers)
+                bytes.withUnsafeMutableBytes { text in
+                    vectors[0] = iovec(iov_base: headers, iov_len: TCPFrameHeader.size)
+                    vectors[1] = iovec(iov_base: text.baseAddress, iov_len: text.count)
+                    _ = transmit(text.count > 0 ? 2 : 1)
+                }
+            }
+        }
+        shutdown(pair.fd, Int32(SHUT_WR))
+    }
+}
