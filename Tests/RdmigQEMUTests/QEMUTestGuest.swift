@@ -40,13 +40,15 @@ struct QEMUTestGuest: Sendable {
         return nil
     }()
 
-    static var qemuAvailable: Bool {
+    /// Evaluated once; says why when the QEMU tests will be skipped.
+    static let qemuAvailable: Bool = {
         if qemuBinary == nil {
-            print("rdmig QEMU tests: SKIPPED: qemu-system-x86_64 is not installed (Tests/qemu-guest/install-qemu.sh installs it)")
+            let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
+            print("rdmig QEMU tests: SKIPPED: \(name) is not installed or not executable (Tests/qemu-guest/install-qemu.sh installs it)")
             return false
         }
         return true
-    }
+    }()
 
     /// Starts a guest in the background (run-guest.sh daemonizes QEMU and returns).
     static func start(name: String, memoryMiB: Int = 256, workingSetMiB: Int = 64, dirtyRate: Int = 20,
