@@ -61,6 +61,9 @@ final class FakeQMPServer: Sendable {
             try await DedicatedThread.run(name: "fake-qmp") {
                 let client = accept(listener, nil, nil)
                 guard client >= 0 else { throw ScriptError(description: "accept: errno \(errno)") }
+                // A guest started meanwhile (posix_spawn in the QEMU tests) must not inherit it:
+                // a copy in another process would keep the connection open after close().
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
                 let peer = FakeQMPPeer(fd: client)
                 defer { peer.close() }
                 try script(peer)

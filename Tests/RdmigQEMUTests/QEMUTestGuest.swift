@@ -40,13 +40,15 @@ struct QEMUTestGuest: Sendable {
         return nil
     }()
 
-    static var qemuAvailable: Bool {
+    /// Evaluated once; says why when the QEMU tests will be skipped.
+    static let qemuAvailable: Bool = {
         if qemuBinary == nil {
-            print("rdmig QEMU tests: SKIPPED: qemu-system-x86_64 is not installed (Tests/qemu-guest/install-qemu.sh installs it)")
+            let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
+            print("rdmig QEMU tests: SKIPPED: \(name) is not installed or not executable (Tests/qemu-guest/install-qemu.sh installs it)")
             return false
         }
         return true
-    }
+    }()
 
     /// Starts a guest in the background (run-guest.sh daemonizes QEMU and returns).
     static func start(name: String, memoryMiB: Int = 256, workingSetMiB: Int = 64, dirtyRate: Int = 20,
@@ -142,10 +144,16 @@ struct QEMUTestGuest: Sendable {
             posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
             posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-            let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+            // The daemonized QEMU lives on: it must hold none of this process's descriptors (a
+            // test's socket kept open in QEMU never reports its end), so the child closes every
+            // descriptor above 2 before it runs the script (posix_spawn's closefrom is not
+            // visible to Swift here).
+            let closeAll = #"for fd in /proc/$$/fd/*; do n=${fd##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; exec "$0" "$@""#
+            let command = ["/bin/bash", "-c", closeAll, executable] + arguments
+            let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
             defer { argv.forEach { free($0) } }
             var pid = pid_t()
-            let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+            let spawned = posix_spawn(&pid, "/bin/bash", &actions, nil, argv, environ)
             guard spawned == 0 else { throw SetupError(description: "posix_spawn \(executable): errno \(spawned)") }
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
