@@ -10,8 +10,6 @@ final class MigrationSession {
     let control: ControlChannel
     let role: MigrationMessage.Role
     var peerHello: MigrationMessage.Hello?
-    /// Messages that arrived while waiting for another kind (handled in order later).
-    var deferred: [MigrationMessage] = []
 
     static let features: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
     static let software = "rdmig 0.1.0"
@@ -98,24 +96,15 @@ final class MigrationSession {
     }
 
     /// The next control message; ABORT and ERROR from the peer become errors.
-    func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration?) throws(MigrationError) -> MigrationMessage {
-        if !deferred.isEmpty { return deferred.removeFirst() }
-        let message: MigrationMessage
-        do {
-            message = try control.receive(timeout: timeout)
-        } catch {
-            throw MigrationError.channel(error, phase, during: during)
+    func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage {
+        guard let message = try receiveIfAny(phase, during: during, timeout: timeout) else {
+            throw MigrationError(phase, "\(during): nothing from the peer for \(formatFixed(timeout.seconds, decimals: 1)) s")
         }
-        switch message {
-        case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)")
-        case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)")
-        default: return message
-        }
+        return message
     }
 
     /// Like `receive`, but nil when nothing arrived within `timeout`.
     func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
-        if !deferred.isEmpty { return deferred.removeFirst() }
         let message: MigrationMessage
         do {
             message = try control.receive(timeout: timeout)
