@@ -88,5 +88,8 @@ let package = Package(
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigServiceTests", dependencies: ["RdmigService", "RdmigMemory", "RdmigSystem"],
+            swiftSettings: swiftSettings),
     ]
 )

@@ -14,6 +14,8 @@
 #   BACKEND tcp or verbs                [tcp]
 #   HOST    address of both processes   [127.0.0.1]
 #   EXTRA   more `bench transport` options, e.g. "--buffers pool"
+#   RECHECK re-measure each point that misses the target this many more times [2]; the
+#           table keeps the first measurement, the re-measurements are listed under it
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,10 +23,11 @@ root=$(cd "$here/.." && pwd)
 SIZES=${SIZES:-"4KiB 16KiB 64KiB 256KiB 1MiB 4MiB"}
 DEPTHS=${DEPTHS:-"16 128"}
 TOTAL=${TOTAL:-1GiB}
-RUNS=${RUNS:-7}
+RUNS=${RUNS:-11}
 BACKEND=${BACKEND:-tcp}
 HOST=${HOST:-127.0.0.1}
 EXTRA=${EXTRA:-}
+RECHECK=${RECHECK:-2}
 
 cd "$root"
 echo "building rdmig (release)..." >&2
@@ -36,13 +39,30 @@ results="$here/results/sweep-transport.jsonl"
 : > "$results"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
+# measure SIZE DEPTH ATTEMPT: one invocation, its JSON as one line of $results; prints the
+# ratio and whether it counts against the target (>= 64 KiB and below 0.9).
+measure() {
+    echo "bench transport --message-size $1 --queue-depth $2 --total $TOTAL --runs $RUNS $EXTRA (attempt $3)" >&2
+    # shellcheck disable=SC2086 # EXTRA is a list of options
+    "$rdmig" bench transport --backend "$BACKEND" --host "$HOST" --message-size "$1" \
+        --queue-depth "$2" --total "$TOTAL" --runs "$RUNS" $EXTRA --json \
+        | python3 -c '
+import json, sys
+result = json.load(sys.stdin)
+result["attempt"] = int(sys.argv[2])
+with open(sys.argv[1], "a") as results:
+    results.write(json.dumps(result, sort_keys=True) + "\n")
+print("missed" if result["message-size"] >= 64 << 10 and result["ratio"] < 0.9 else "ok")
+' "$results" "$3"
+}
+
 for size in $SIZES; do
     for depth in $DEPTHS; do
-        echo "bench transport --message-size $size --queue-depth $depth --total $TOTAL --runs $RUNS $EXTRA" >&2
-        # shellcheck disable=SC2086 # EXTRA is a list of options
-        "$rdmig" bench transport --backend "$BACKEND" --host "$HOST" --message-size "$size" \
-            --queue-depth "$depth" --total "$TOTAL" --runs "$RUNS" $EXTRA --json \
-            | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin), sort_keys=True))' >> "$results"
+        verdict=$(measure "$size" "$depth" 1)
+        for attempt in $(seq 2 $((RECHECK + 1))); do
+            [[ $verdict == missed ]] || break
+            measure "$size" "$depth" "$attempt" > /dev/null
+        done
     done
 done
 elapsed=$(( $(date +%s) - started ))
@@ -53,7 +73,8 @@ python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$
 import datetime, json, os, platform, statistics, sys
 
 path, elapsed, load_before, load_after, total, runs, extra = sys.argv[1:8]
-points = [json.loads(line) for line in open(path)]
+measured = [json.loads(line) for line in open(path)]
+points = [p for p in measured if p.get("attempt", 1) == 1]
 
 def size(n):
     for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
@@ -90,6 +111,21 @@ print()
 applicable = sum(1 for p in points if p["message-size"] >= 64 << 10)
 if misses:
     print(f"Target missed at {len(misses)} of {applicable} points >= 64 KiB: {', '.join(misses)}.")
+    print()
+    print("Each missed point was measured again right after (same options); all its invocations:")
+    print()
+    for point in points:
+        if point["message-size"] < 64 << 10 or point["ratio"] >= 0.9:
+            continue
+        all_attempts = [p for p in measured
+                        if (p["message-size"], p["queue-depth"]) == (point["message-size"], point["queue-depth"])]
+        ratios = [p["ratio"] for p in all_attempts]
+        print(f"- {size(point['message-size'])} × {point['queue-depth']}: ratios "
+              + ", ".join(f"{r:.2f}" for r in ratios)
+              + f" (median {statistics.median(ratios):.2f}; rdmig "
+              + ", ".join(f"{p['bytes-per-second'] / (1 << 30):.2f}" for p in all_attempts)
+              + " GiB/s; pump "
+              + ", ".join(f"{p['baseline-bytes-per-second'] / (1 << 30):.2f}" for p in all_attempts) + " GiB/s)")
 else:
     print(f"Target met at all {applicable} points >= 64 KiB.")
 PY

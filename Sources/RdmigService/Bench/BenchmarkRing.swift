@@ -34,12 +34,7 @@ final class BenchmarkRing {
                 built = try BufferPool(
                     slabSize: slotSize, slabCount: slots, node: choice.node, hugePages: hugePages, nodeChoice: choice)
             } catch {
-                var message = "--buffers pool: building the \(role)'s \(ByteCount(UInt64(size)).humanReadable) ring "
-                    + "(\(slots) slots of \(ByteCount(UInt64(slotSize)))) failed: \(error)"
-                if case .memlockLimit = error {
-                    message += "; or measure without pinning: --buffers malloc"
-                }
-                throw RdmigCommandError(message)
+                throw RdmigCommandError(Self.poolFailure(error, role: role, slotSize: slotSize, slots: slots))
             }
             pool = built
             bytes = built.bytes
@@ -53,6 +48,17 @@ final class BenchmarkRing {
 
     deinit {
         if pool == nil { bytes.deallocate() }
+    }
+
+    /// "--buffers pool: building the sender's 16.00 MiB ring (256 slots of 64KiB) failed: memlock
+    /// limit 8.00 MiB is below the 16.00 MiB pool: raise LimitMEMLOCK …; or … --buffers malloc"
+    static func poolFailure(_ error: MemoryError, role: String, slotSize: Int, slots: Int) -> String {
+        var message = "--buffers pool: building the \(role)'s \(ByteCount(UInt64(slotSize * slots)).humanReadable) ring "
+            + "(\(slots) slots of \(ByteCount(UInt64(slotSize)))) failed: \(error)"
+        if case .memlockLimit = error {
+            message += "; or measure without pinning: --buffers malloc"
+        }
+        return message
     }
 
     /// malloc gets huge pages only through transparent huge pages; neither kind madvises
