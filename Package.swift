@@ -89,7 +89,7 @@ let package = Package(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["RdmigService", "RdmigMemory", "RdmigSystem"],
+            name: "RdmigServiceTests", dependencies: ["RdmigService", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )

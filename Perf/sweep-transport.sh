@@ -14,6 +14,8 @@
 #   BACKEND tcp or verbs                [tcp]
 #   HOST    address of both processes   [127.0.0.1]
 #   EXTRA   more `bench transport` options, e.g. "--buffers pool"
+#   MARKER  README section and results file name [sweep-transport]; e.g.
+#           EXTRA="--baseline-buffer ring" MARKER=sweep-transport-ring for the footprint check
 #   RECHECK re-measure each point that misses the target this many more times [2]; the
 #           table keeps the first measurement, the re-measurements are listed under it
 set -euo pipefail
@@ -28,6 +30,7 @@ BACKEND=${BACKEND:-tcp}
 HOST=${HOST:-127.0.0.1}
 EXTRA=${EXTRA:-}
 RECHECK=${RECHECK:-2}
+MARKER=${MARKER:-sweep-transport}
 
 cd "$root"
 echo "building rdmig (release)..." >&2
@@ -35,7 +38,7 @@ swift build -c release --product rdmig >&2
 rdmig="$(swift build -c release --show-bin-path)/rdmig"
 
 mkdir -p "$here/results"
-results="$here/results/sweep-transport.jsonl"
+results="$here/results/$MARKER.jsonl"
 : > "$results"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
@@ -69,7 +72,7 @@ elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" <<'PY' \
-    | python3 "$here/readme-section.py" "$here/README.md" sweep-transport
+    | python3 "$here/readme-section.py" "$here/README.md" "$MARKER"
 import datetime, json, os, platform, statistics, sys
 
 path, elapsed, load_before, load_after, total, runs, extra = sys.argv[1:8]
@@ -87,9 +90,12 @@ def rate(bytes_per_second):
 
 model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 buffers = points[0].get("buffers", "malloc") if points else "?"
+baseline = points[0].get("baseline-buffer", "message") if points else "?"
 print(f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with `Perf/sweep-transport.sh`"
       + (f" (`{extra}`)" if extra else "") + f": backend `{points[0]['backend'] if points else '?'}`, "
-      f"{total} per run, {runs} runs of each side alternately per point, medians; {buffers} buffers.  ")
+      f"{total} per run, {runs} runs of each side alternately per point, medians; {buffers} buffers; "
+      + ("pump buffer: one message per side." if baseline == "message"
+         else "pump buffer: a ring as large as the transport's (queue depth × message size) per side.") + "  ")
 print(f"Machine: {os.cpu_count()} CPUs ({model}), Linux {platform.release()}; "
       f"load average {load_before} before, {load_after} after (the machine is shared); sweep took {elapsed} s.  ")
 print("Target (issue 2): at message sizes >= 64 KiB the tcp backend moves >= 90 % of the plain pump's bytes per second.")

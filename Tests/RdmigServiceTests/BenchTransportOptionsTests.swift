@@ -43,6 +43,7 @@ struct BenchTransportOptionsTests {
         let sender = try TransportBenchmarkOptions.parse([
             "--buffers", "pool", "--node", "0", "--huge-pages", "off", "--message-size", "1MiB",
             "--queue-depth", "16", "--total", "64MiB", "--runs", "5", "--signal-interval", "4",
+            "--baseline-buffer", "ring",
         ])
         let receiver = try TransportBenchmarkOptions.parse(sender.receiverArguments)
         #expect(receiver.buffers == .pool)
@@ -50,11 +51,18 @@ struct BenchTransportOptionsTests {
         #expect(receiver.hugePages == .off)
         #expect(receiver.parameters == sender.parameters)
         #expect(receiver.runs == 5)
+        #expect(receiver.baselineBuffer == .ring)
 
         let plain = try TransportBenchmarkOptions.parse(["--message-size", "4KiB"])
         #expect(!plain.receiverArguments.contains("--node"))
         #expect(!plain.receiverArguments.contains("--huge-pages"))
         #expect(try TransportBenchmarkOptions.parse(plain.receiverArguments).buffers == .malloc)
+        #expect(try TransportBenchmarkOptions.parse(plain.receiverArguments).baselineBuffer == .message)
+    }
+
+    @Test func thePumpBufferIsOneMessageOrTheTransportsRing() {
+        #expect(BaselineBufferKind.message.bytes(messageSize: 65536, queueDepth: 128) == 65536)
+        #expect(BaselineBufferKind.ring.bytes(messageSize: 65536, queueDepth: 128) == 8 << 20)
     }
 }
 
@@ -128,7 +136,8 @@ struct BenchmarkRingTests {
             backend: "tcp", backendReason: "test", messageSize: 65536, queueDepth: 16, bytes: 1 << 30, runs: 1,
             seconds: 1, bytesPerSecond: 1, baselineSeconds: 1, baselineBytesPerSecond: 1, ratio: 1,
             samples: [1], baselineSamples: [1], buffers: .pool, bufferPageSize: 4096,
-            bufferFallbackReason: buffer.fallbackReason, senderBuffer: buffer, receiverBuffer: buffer)
+            bufferFallbackReason: buffer.fallbackReason, senderBuffer: buffer, receiverBuffer: buffer,
+            baselineBuffer: .message, baselineBufferSize: 65536)
         let object = try #require(
             try JSONSerialization.jsonObject(with: Data(JSONText.encode(result).utf8)) as? [String: Any])
         #expect(object["buffers"] as? String == "pool")
@@ -136,5 +145,6 @@ struct BenchmarkRingTests {
         #expect(object["buffer-fallback-reason"] as? String == "4 KiB pages: no 2 MiB huge pages")
         let receiver = try #require(object["receiver-buffer"] as? [String: Any])
         #expect(receiver["locked-bytes"] as? Int == 1 << 20)
+        #expect(object["baseline-buffer"] as? String == "message")
     }
 }

@@ -40,6 +40,9 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "Sender ring and receiver window: malloc (plain allocation) or pool (pinned NUMA-local BufferPool).")
     var buffers: BenchmarkBufferKind = .malloc
 
+    @Option(name: .customLong("baseline-buffer"), help: "Plain pump buffer per side: message (one message, stays in cache) or ring (queue depth × message size, the transport's footprint).")
+    var baselineBuffer: BaselineBufferKind = .message
+
     @Option(help: "With --buffers pool: NUMA node, auto or N (default auto: the RDMA device's node, or the only node).",
             transform: { text in try NodeSelection(parsing: text) })
     var node: NodeSelection?
@@ -76,6 +79,11 @@ struct TransportBenchmarkOptions: ParsableArguments {
         }
     }
 
+    /// The plain pump's buffer in this process (always a plain allocation), faulted in.
+    func makeBaselineBuffer() -> BaselineBuffer {
+        BaselineBuffer(kind: baselineBuffer, messageSize: Int(messageSize.bytes), queueDepth: queueDepth)
+    }
+
     /// The ring this process moves bytes from or into, built before any run.
     func makeRing(role: String, device: String?) throws(RdmigCommandError) -> BenchmarkRing {
         try BenchmarkRing(
@@ -89,6 +97,7 @@ struct TransportBenchmarkOptions: ParsableArguments {
             "--message-size", "\(messageSize.bytes)", "--queue-depth", "\(queueDepth)",
             "--signal-interval", "\(signalInterval)", "--total", "\(total.bytes)",
             "--runs", "\(runs)", "--host", host, "--buffers", buffers.rawValue,
+            "--baseline-buffer", baselineBuffer.rawValue,
         ]
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
@@ -123,6 +132,8 @@ struct TransportBenchmarkResult: Codable {
     var bufferFallbackReason: String?
     var senderBuffer: BenchmarkBufferReport
     var receiverBuffer: BenchmarkBufferReport
+    var baselineBuffer: BaselineBufferKind
+    var baselineBufferSize: Int
 
     enum CodingKeys: String, CodingKey {
         case buffers
@@ -130,6 +141,8 @@ struct TransportBenchmarkResult: Codable {
         case bufferFallbackReason = "buffer-fallback-reason"
         case senderBuffer = "sender-buffer"
         case receiverBuffer = "receiver-buffer"
+        case baselineBuffer = "baseline-buffer"
+        case baselineBufferSize = "baseline-buffer-size"
         case backend
         case backendReason = "backend-reason"
         case messageSize = "message-size"
@@ -160,6 +173,7 @@ struct BenchTransportCommand: ParsableCommand {
         // Before the receiver starts, so that a refused pool fails fast with its own message.
         let ring = try options.makeRing(role: "sender", device: selection.device)
         TransportBenchmark.fillSource(ring.bytes)
+        let pumpBuffer = options.makeBaselineBuffer()
         let receiver = try BenchmarkReceiverProcess.start(options: options, backend: selection.kind)
         defer { receiver.stop() }
 
@@ -183,7 +197,8 @@ struct BenchTransportCommand: ParsableCommand {
                     samples.append(moved / elapsed.seconds)
                 } else {
                     let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
-                    let elapsed = try PlainSocketPump.run(to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                    let elapsed = try PlainSocketPump.run(
+                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes)
                     baselineSamples.append(moved / elapsed.seconds)
                 }
             }
@@ -200,14 +215,15 @@ struct BenchTransportCommand: ParsableCommand {
             baselineSeconds: moved / baseline, baselineBytesPerSecond: baseline,
             ratio: rate / baseline, samples: samples, baselineSamples: baselineSamples,
             buffers: options.buffers, bufferPageSize: ring.report.pageSize, bufferFallbackReason: ring.report.fallbackReason,
-            senderBuffer: ring.report, receiverBuffer: receiver.buffer)
+            senderBuffer: ring.report, receiverBuffer: receiver.buffer,
+            baselineBuffer: options.baselineBuffer, baselineBufferSize: pumpBuffer.bytes.count)
         if json {
             print(try JSONText.encode(result))
         } else {
             print("""
                 backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(moved)) per run, median of \(result.runs)
                   rdmig \(result.backend):  \(ByteCount.humanReadable(rate))/s
-                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s
+                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s (\(options.baselineBuffer == .message ? "one" : "a ring of") \(ByteCount(UInt64(pumpBuffer.bytes.count)).humanReadable) per side)
                   ratio:          \(formatFixed(result.ratio, decimals: 3))
                   sender buffer:   \(result.senderBuffer.text)
                   receiver buffer: \(result.receiverBuffer.text)
@@ -230,6 +246,7 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
         let ring = try options.makeRing(role: "receiver", device: selection.device)
         ring.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        let pumpBuffer = options.makeBaselineBuffer()
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
         let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
@@ -240,7 +257,9 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let pumpThread = try SystemThread(name: "bench-pump") {
             do {
                 for _ in 0..<options.runs {
-                    try PlainSocketPump.serve(listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                    try PlainSocketPump.serve(
+                        listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize,
+                        buffer: pumpBuffer.bytes)
                 }
             } catch {
                 pumpFailure.set("plain pump receiver: \(error)")

@@ -65,11 +65,11 @@ final class BenchmarkRing {
     /// MADV_HUGEPAGE, so in the kernel's `madvise` mode (and `never`) both use base pages.
     static func transparentHugePagesNote(sysfs: SysfsTree = SysfsTree()) -> String {
         guard let mode = sysfs.contents("kernel/mm/transparent_hugepage/enabled").flatMap(selectedMode) else {
-            return "base pages (transparent huge pages: unknown)"
+            return "transparent huge pages: unknown"
         }
         return mode == "always"
-            ? "base page size; transparent huge pages are 'always', so parts may be backed by 2 MiB pages"
-            : "base pages (transparent huge pages '\(mode)': not used without MADV_HUGEPAGE)"
+            ? "transparent huge pages 'always': parts may be backed by 2 MiB pages"
+            : "transparent huge pages '\(mode)': not used without MADV_HUGEPAGE"
     }
 
     /// The bracketed choice of a sysfs mode file: "always [madvise] never" gives "madvise".
