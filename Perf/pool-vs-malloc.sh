@@ -14,6 +14,7 @@
 #   TOTAL   bytes per run                   [1GiB]
 #   RUNS    runs per invocation             [3]
 #   HOST    address of both processes       [127.0.0.1]
+#   REPORT_ONLY=1  rewrite the table from the last results without measuring
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,12 +26,13 @@ RUNS=${RUNS:-3}
 HOST=${HOST:-127.0.0.1}
 
 cd "$root"
+mkdir -p "$here/results"
+results="$here/results/pool-vs-malloc.jsonl"
+if [[ ${REPORT_ONLY:-0} != 1 ]]; then
 echo "building rdmig (release)..." >&2
 swift build -c release --product rdmig >&2
 rdmig="$(swift build -c release --show-bin-path)/rdmig"
 
-mkdir -p "$here/results"
-results="$here/results/pool-vs-malloc.jsonl"
 : > "$results"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
@@ -50,12 +52,15 @@ for point in $POINTS; do
 done
 elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '%s\n' "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$ROUNDS" "$(date '+%Y-%m-%d %H:%M %Z')" > "$results.meta"
+fi
+{ read -r elapsed; read -r load_before; read -r load_after; read -r TOTAL; read -r RUNS; read -r ROUNDS; read -r measured_at; } < "$results.meta"
 
-python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$ROUNDS" <<'PY' \
+python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$ROUNDS" "$measured_at" <<'PY' \
     | python3 "$here/readme-section.py" "$here/README.md" pool-vs-malloc
-import datetime, json, os, platform, statistics, sys
+import json, os, platform, statistics, sys
 
-path, elapsed, load_before, load_after, total, runs, rounds = sys.argv[1:8]
+path, elapsed, load_before, load_after, total, runs, rounds, measured_at = sys.argv[1:9]
 entries = [json.loads(line) for line in open(path)]
 
 def size(n):
@@ -74,7 +79,7 @@ for entry in entries:
         points.append(key)
 
 model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-print(f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with `Perf/pool-vs-malloc.sh`: backend `tcp`, "
+print(f"Measured {measured_at} with `Perf/pool-vs-malloc.sh`: backend `tcp`, "
       f"{rounds} rounds per point, each round one `--buffers malloc` and one `--buffers pool` invocation "
       f"(order alternating), each invocation {runs} runs of {total} against the plain pump; "
       "medians over the rounds.  ")
@@ -101,14 +106,16 @@ for message_size, depth in points:
           f"{rate(statistics.median(e['baseline-bytes-per-second'] for e in malloc))} / "
           f"{rate(statistics.median(e['baseline-bytes-per-second'] for e in pool))} |")
     sample = pool[0]["receiver-buffer"]
-    text = f"{size(message_size)} × {depth}: pool of {size(sample['size'])} per process, {size(sample['page-size'])} pages"
-    if sample.get("fallback-reason"):
-        text += f" ({sample['fallback-reason']})"
+    text = f"{size(message_size)} × {depth}: pool of {size(sample['size'])} per process, "
+    text += sample.get("fallback-reason") or f"{size(sample['page-size'])} pages"
     if sample.get("node") is not None:
         text += f", node {sample['node']} ({sample.get('node-reason', '')})"
     text += f", {size(sample['locked-bytes'])} locked"
     details.append(text)
-    details.append(f"{size(message_size)} × {depth}: malloc: {malloc[0]['receiver-buffer'].get('page-size-reason', '')}")
+    plain = malloc[0]["receiver-buffer"]
+    details.append(f"{size(message_size)} × {depth}: malloc of {size(plain['size'])} per process, "
+                   f"{size(plain['page-size'])} pages ({plain.get('page-size-reason', '')}), "
+                   f"{plain.get('node-reason', 'no node binding')}, not locked")
 print()
 print("Buffers as the benchmark reported them (receiver side; the sender's are the same):")
 print()

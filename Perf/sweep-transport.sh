@@ -16,6 +16,7 @@
 #   EXTRA   more `bench transport` options, e.g. "--buffers pool"
 #   MARKER  README section and results file name [sweep-transport]; e.g.
 #           EXTRA="--baseline-buffer ring" MARKER=sweep-transport-ring for the footprint check
+#   REPORT_ONLY=1  rewrite the table from the last results without measuring
 #   RECHECK re-measure each point that misses the target this many more times [2]; the
 #           table keeps the first measurement, the re-measurements are listed under it
 set -euo pipefail
@@ -33,12 +34,13 @@ RECHECK=${RECHECK:-2}
 MARKER=${MARKER:-sweep-transport}
 
 cd "$root"
+mkdir -p "$here/results"
+results="$here/results/$MARKER.jsonl"
+if [[ ${REPORT_ONLY:-0} != 1 ]]; then
 echo "building rdmig (release)..." >&2
 swift build -c release --product rdmig >&2
 rdmig="$(swift build -c release --show-bin-path)/rdmig"
 
-mkdir -p "$here/results"
-results="$here/results/$MARKER.jsonl"
 : > "$results"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date +%s)
@@ -70,12 +72,15 @@ for size in $SIZES; do
 done
 elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '%s\n' "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$(date '+%Y-%m-%d %H:%M %Z')" > "$results.meta"
+fi
+{ read -r elapsed; read -r load_before; read -r load_after; read -r TOTAL; read -r RUNS; read -r EXTRA; read -r measured_at; } < "$results.meta"
 
-python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" <<'PY' \
+python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$measured_at" <<'PY' \
     | python3 "$here/readme-section.py" "$here/README.md" "$MARKER"
-import datetime, json, os, platform, statistics, sys
+import json, os, platform, statistics, sys
 
-path, elapsed, load_before, load_after, total, runs, extra = sys.argv[1:8]
+path, elapsed, load_before, load_after, total, runs, extra, measured_at = sys.argv[1:9]
 measured = [json.loads(line) for line in open(path)]
 points = [p for p in measured if p.get("attempt", 1) == 1]
 
@@ -91,7 +96,7 @@ def rate(bytes_per_second):
 model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
 buffers = points[0].get("buffers", "malloc") if points else "?"
 baseline = points[0].get("baseline-buffer", "message") if points else "?"
-print(f"Measured {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with `Perf/sweep-transport.sh`"
+print(f"Measured {measured_at} with `Perf/sweep-transport.sh`"
       + (f" (`{extra}`)" if extra else "") + f": backend `{points[0]['backend'] if points else '?'}`, "
       f"{total} per run, {runs} runs of each side alternately per point, medians; {buffers} buffers; "
       + ("pump buffer: one message per side." if baseline == "message"
@@ -109,9 +114,9 @@ for point in points:
     met = point["ratio"] >= 0.9
     verdict = ("met" if met else "**missed**") if applies else "n/a"
     if applies and not met:
-        misses.append(f"{size(point['message-size'])} × {point['queue-depth']} ({point['ratio']:.2f})")
+        misses.append(f"{size(point['message-size'])} × {point['queue-depth']} ({point['ratio']:.3f})")
     print(f"| {size(point['message-size'])} | {point['queue-depth']} | {rate(point['bytes-per-second'])} | "
-          f"{rate(point['baseline-bytes-per-second'])} | {point['ratio']:.2f} | "
+          f"{rate(point['baseline-bytes-per-second'])} | {point['ratio']:.3f} | "
           f"{min(paired):.2f} – {max(paired):.2f} | {verdict} |")
 print()
 applicable = sum(1 for p in points if p["message-size"] >= 64 << 10)
@@ -127,8 +132,8 @@ if misses:
                         if (p["message-size"], p["queue-depth"]) == (point["message-size"], point["queue-depth"])]
         ratios = [p["ratio"] for p in all_attempts]
         print(f"- {size(point['message-size'])} × {point['queue-depth']}: ratios "
-              + ", ".join(f"{r:.2f}" for r in ratios)
-              + f" (median {statistics.median(ratios):.2f}; rdmig "
+              + ", ".join(f"{r:.3f}" for r in ratios)
+              + f" (median {statistics.median(ratios):.3f}; rdmig "
               + ", ".join(f"{p['bytes-per-second'] / (1 << 30):.2f}" for p in all_attempts)
               + " GiB/s; pump "
               + ", ".join(f"{p['baseline-bytes-per-second'] / (1 << 30):.2f}" for p in all_attempts) + " GiB/s)")
