@@ -223,7 +223,7 @@ struct BenchTransportCommand: ParsableCommand {
             print("""
                 backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(moved)) per run, median of \(result.runs)
                   rdmig \(result.backend):  \(ByteCount.humanReadable(rate))/s
-                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s (\(options.baselineBuffer == .message ? "one" : "a ring of") \(ByteCount(UInt64(pumpBuffer.bytes.count)).humanReadable) per side)
+                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s (\(ByteCount(UInt64(pumpBuffer.bytes.count)).humanReadable) \(options.baselineBuffer == .message ? "buffer" : "ring") per side)
                   ratio:          \(formatFixed(result.ratio, decimals: 3))
                   sender buffer:   \(result.senderBuffer.text)
                   receiver buffer: \(result.receiverBuffer.text)
