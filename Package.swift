@@ -106,7 +106,7 @@ let package = Package(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
+            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
     ]
 )
