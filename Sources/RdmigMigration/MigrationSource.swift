@@ -418,6 +418,10 @@ public final class MigrationSource {
                                    pages: pages, devices: &devices)
         }
         let runs = dirty.runs()
+        // Hash this side's copy while the pages travel: inside the downtime the guest is
+        // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
+        let touched = digester.touchedBitmap(pages: runs)
+        digester.mark(touched[...])
         let statistics: PageIterationStatistics
         do {
             try pages.beginIteration(iteration)
@@ -426,8 +430,6 @@ public final class MigrationSource {
         } catch {
             throw MigrationError.channel(error, .precopy, during: "writing iteration \(iteration)'s \(dirty.count) pages")
         }
-        let touched = digester.touchedBitmap(pages: runs)
-        digester.mark(touched[...])
         // Only non-empty segments travel, and always a last one (possibly empty) that asks the
         // destination to hash and acknowledge the iteration.
         let segment = MigrationMessage.TouchedChunks.maximumBitmapBytes
