@@ -88,5 +88,9 @@ let package = Package(
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
+        // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
+        .testTarget(
+            name: "RdmigSoftRoCETests", dependencies: ["RdmigTransportConformance"],
+            swiftSettings: swiftSettings),
     ]
 )
