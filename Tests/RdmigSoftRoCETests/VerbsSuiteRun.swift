@@ -13,11 +13,12 @@ struct VerbsSuiteRun {
     static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    /// The `rdmig` that `swift build`/`swift test` put next to the test bundle: building every
-    /// product is part of `swift test`, and a debug rdmig moves as fast as a release one over
-    /// rxe under TCG (the emulated kernel is the bottleneck, measured: see Perf/README.md).
-    /// RDMIG_SOFTROCE_RDMIG names another binary. A nested `swift build` is no option: SwiftPM
-    /// holds the build folder's lock for the whole `swift test`.
+    /// The `rdmig` that `swift build`/`swift test` put next to the test bundle (building every
+    /// product is part of `swift test`). A release build for the guest would cost CI ~2 more
+    /// minutes on 2 cores; the debug one passes the same cases and, on a quiet host, moves as
+    /// much over rxe under TCG (measured; on a busy host it is slower, see Perf/README.md), and
+    /// the ratio line names the build. RDMIG_SOFTROCE_RDMIG names another binary. A nested
+    /// `swift build` is no option: SwiftPM holds the build folder's lock for all of `swift test`.
     static func rdmigBinary() -> URL {
         if let configured = ProcessInfo.processInfo.environment["RDMIG_SOFTROCE_RDMIG"], !configured.isEmpty {
             return URL(fileURLWithPath: configured)

@@ -4,11 +4,12 @@
 # is 0 only when every step passed.
 #
 # Usage: guest-verbs-suite.sh --large-transfer SIZE --total SIZE --iterations N [--rounds N]
-#                             [--step-timeout S] [--step FILE]...
+#                             [--build LABEL] [--step-timeout S] [--step FILE]...
 #   --large-transfer  the conformance suite's large-transfer case (rxe under TCG: ~100 MB/s)
 #   --total           bytes `rdmig bench transport` moves; --iterations: ib_write_bw -n, the
 #                     same bytes in 64 KiB messages; --rounds: how many times each runs
-#                     (alternating; the medians are compared)
+#                     (alternating; the medians are compared); --build: which rdmig build this
+#                     is ("debug build", "release build"), for the ratio line
 #   --step FILE       an extra step: a file in /job/bin (verbs-suite.sh copies it there), run
 #                     with sh after the built-in steps; its exit code is its verdict
 # Out:   "== step NAME" before and "-- step NAME: PASS|FAIL ..." after each step; the
@@ -16,13 +17,14 @@
 #        "verbs-vs-ib_write_bw: rdmig X MiB/s, ib_write_bw Y MiB/s, ratio Z ..."; at the end
 #        "verbs suite in the guest: N steps passed, N failed[: names]".
 
-large_transfer=8MiB total=64MiB iterations=1024 rounds=3 step_timeout=180 extra_steps=""
+large_transfer=8MiB total=64MiB iterations=1024 rounds=3 step_timeout=180 extra_steps="" build="unknown build"
 while [ $# -gt 0 ]; do
     case "$1" in
         --large-transfer) large_transfer=$2; shift 2 ;;
         --total) total=$2; shift 2 ;;
         --iterations) iterations=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
+        --build) build=$2; shift 2 ;;
         --step-timeout) step_timeout=$2; shift 2 ;;
         --step) extra_steps="$extra_steps $2"; shift 2 ;;
         *) echo "guest-verbs-suite.sh: unknown argument '$1'"; exit 2 ;;
@@ -142,8 +144,8 @@ bandwidth_against_ib_write_bw() {
     # A shared host only ever slows the guest down, so the best round is printed as well.
     awk -v m="$(median </tmp/rdmig.rates)" -v p="$(median </tmp/pump.rates)" -v i="$(median </tmp/ib.rates)" \
         -v bm="$(sort -n /tmp/rdmig.rates | tail -1)" -v bi="$(sort -n /tmp/ib.rates | tail -1)" \
-        -v total="$total" -v rounds="$rounds" 'BEGIN {
-        printf "verbs-vs-ib_write_bw: rdmig %.1f MiB/s, ib_write_bw %.1f MiB/s, ratio %.2f (medians of %d rounds of %s in 64 KiB writes; best round each: %.1f and %.1f MiB/s, ratio %.2f)\n", m, i, m / i, rounds, total, bm, bi, bm / bi
+        -v total="$total" -v rounds="$rounds" -v build="$build" 'BEGIN {
+        printf "verbs-vs-ib_write_bw: rdmig %.1f MiB/s, ib_write_bw %.1f MiB/s, ratio %.2f (medians of %d rounds of %s in 64 KiB writes; best round each: %.1f and %.1f MiB/s, ratio %.2f; rdmig %s)\n", m, i, m / i, rounds, total, bm, bi, bm / bi, build
         printf "verbs-vs-tcp-pump: rdmig %.1f MiB/s, plain TCP pump in the guest %.1f MiB/s, ratio %.2f (medians)\n", m, p, m / p
     }'
 }

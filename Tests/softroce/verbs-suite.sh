@@ -102,7 +102,14 @@ if [ -z "$rdmig" ]; then
 fi
 [ -x "$rdmig" ] || { verdict "FAIL: no rdmig binary at $rdmig ($(elapsed))"; exit 1; }
 
-guest_args=(--large-transfer "$large_transfer" --total "$total" --iterations "$iterations" --rounds "$rounds")
+# The ratio depends on the build (a debug rdmig is slower when the host is busy): say which.
+case "$(cd "$(dirname "$rdmig")" && pwd -P)" in
+    */debug) build="debug build" ;;
+    */release) build="release build" ;;
+    *) build="build at $rdmig" ;;
+esac
+echo "rdmig softroce verbs suite: rdmig $build ($rdmig)" >&2
+guest_args=(--large-transfer "$large_transfer" --total "$total" --iterations "$iterations" --rounds "$rounds" --build "$build")
 copy_args=(--copy "$rdmig")
 for file in "${steps[@]}"; do
     guest_args+=(--step "${file##*/}")
@@ -120,7 +127,7 @@ status=0
 
 # The conformance step runs first: extra steps may print such lines too.
 conformance=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$output" | head -1 || true)
-ratio=$(sed -n 's/^verbs-vs-ib_write_bw: .*ratio \([0-9.]*\).*/\1/p' "$output" | tail -1)
+ratio=$(sed -n "s/^verbs-vs-ib_write_bw: [^(]*ratio \([0-9.]*\) (.*/\1/p" "$output" | tail -1)
 summary="conformance: ${conformance:-no result}; rdmig/ib_write_bw: ${ratio:-no result}; $(elapsed) in all"
 if [ "$status" = 0 ]; then
     verdict "PASS ($summary)"
