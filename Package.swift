@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // C libraries, imported as they are; each names the Debian package that provides it.
@@ -31,7 +32,9 @@ let package = Package(
             name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
             providers: [.apt(["libhwloc-dev"])]),
         // Only what Swift cannot import (macros, variadic ioctls, cmsg arithmetic).
-        .target(name: "CRdmigShims", path: "Sources/CRdmigShims"),
+        // Optimized in every configuration: its XXH64 digests guest memory inside the
+        // downtime, and the multi-process tests run the debug build.
+        .target(name: "CRdmigShims", path: "Sources/CRdmigShims", cSettings: [.unsafeFlags(["-O2"])]),
 
         .target(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
@@ -52,6 +55,13 @@ let package = Package(
             name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigQEMU",
+            dependencies: [
+                "RdmigSystem", "CRdmigShims",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigService",
             dependencies: [
                 "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
@@ -62,7 +72,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
-            name: "RdmigMigration", dependencies: ["RdmigSystem", "CRdmigShims"],
+            name: "RdmigMigration",
+            dependencies: [
+                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigSystem", "CRdmigShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "rdmig", dependencies: ["RdmigService", "CRdmigShims"],
@@ -73,6 +87,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigQEMUTests", dependencies: ["RdmigQEMU", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigTransportTests",
@@ -87,6 +104,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
         .testTarget(

@@ -6,7 +6,10 @@
 /// (source), ZERO_PAGES_APPLIED (destination, when the iteration had zero pages) and
 /// VF_STATE_DONE / SWITCHOVER_ACK for device state → SWITCHOVER (source, guest paused) → last
 /// pages and device state → DIGESTS (source) → READY (destination) → COMMIT (source);
-/// ABORT or ERROR from either side at any point before COMMIT.
+/// ABORT or ERROR from either side at any point before COMMIT. TOUCHED_CHUNKS (source, after
+/// each iteration) tells the destination which digest chunks changed, so both sides keep
+/// chunk digests up to date during pre-copy and only the last iteration's chunks are hashed
+/// inside the downtime; RESUMED (destination) says the guest runs there after COMMIT.
 public enum MigrationMessage: ControlMessage, Equatable {
     case hello(Hello)
     case auth(Auth)
@@ -24,6 +27,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
     case commit
     case abort(Abort)
     case error(ErrorReport)
+    case touchedChunks(TouchedChunks)
+    case resumed
 
     /// The type codes on the wire. Codes are never reused; 0 is the router's setup frame.
     public enum Kind: UInt16, CaseIterable, Sendable {
@@ -43,6 +48,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case commit = 14
         case abort = 15
         case error = 16
+        case touchedChunks = 17
+        case resumed = 18
 
         public var wireName: String {
             switch self {
@@ -62,6 +69,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
             case .commit: return "COMMIT"
             case .abort: return "ABORT"
             case .error: return "ERROR"
+            case .touchedChunks: return "TOUCHED_CHUNKS"
+            case .resumed: return "RESUMED"
             }
         }
     }
@@ -84,6 +93,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .commit: return .commit
         case .abort: return .abort
         case .error: return .error
+        case .touchedChunks: return .touchedChunks
+        case .resumed: return .resumed
         }
     }
 
@@ -106,7 +117,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .switchoverAck(let payload): try payload.encode(to: &writer)
         case .vfStateDone(let payload): try payload.encode(to: &writer)
         case .digests(let payload): try payload.encode(to: &writer)
-        case .ready, .commit: break
+        case .touchedChunks(let payload): try payload.encode(to: &writer)
+        case .ready, .commit, .resumed: break
         case .abort(let payload): try payload.encode(to: &writer)
         case .error(let payload): try payload.encode(to: &writer)
         }
@@ -131,6 +143,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .commit: return .commit
         case .abort: return .abort(try Abort(from: &reader))
         case .error: return .error(try ErrorReport(from: &reader))
+        case .touchedChunks: return .touchedChunks(try TouchedChunks(from: &reader))
+        case .resumed: return .resumed
         }
     }
 }

@@ -291,7 +291,9 @@ extension MigrationMessage {
     }
 
     /// ZERO_PAGES_APPLIED: the destination has zeroed every page ZERO_PAGES named up to and
-    /// including `iteration`. The source must have it before writing the next iteration's
+    /// including `iteration`, and hashed the chunks the iteration touched (sent for every
+    /// pre-copy iteration: the source waits for it before deciding, so neither side carries
+    /// a hashing backlog into the downtime). The source must have it before writing the next iteration's
     /// pages: a one-sided write of iteration i+1 could otherwise land before the destination
     /// zeroes the same page for iteration i, and be wiped.
     public struct ZeroPagesApplied: Hashable, Sendable, WireCodable {
@@ -423,6 +425,10 @@ extension MigrationMessage {
     public enum DigestAlgorithm: UInt8, Sendable, CaseIterable {
         case crc32c = 1
         case sha256 = 2
+        /// XXH64 over the table of per-chunk XXH64 digests of a region.
+        case xxh64ChunkTable = 3
+        /// A device provider's own digest (object and byte counts, CRC-32C, FNV-1a).
+        case deviceState = 4
     }
 
     /// One digest in DIGESTS.
@@ -517,6 +523,61 @@ extension MigrationMessage {
         public init(from reader: inout WireReader) throws(WireError) {
             code = try reader.readUInt32("code")
             message = try reader.readString("message", limit: 4096)
+        }
+    }
+}
+
+extension MigrationMessage {
+    /// TOUCHED_CHUNKS: which digest chunks of a region this iteration wrote or zeroed (one
+    /// bit per chunk from `firstChunk` on, little-endian bit order within each byte). A
+    /// region with more chunks than one bitmap holds is covered by several messages.
+    public struct TouchedChunks: Hashable, Sendable, WireCodable {
+        /// Keeps the bitmap within one control frame.
+        public static let maximumBitmapBytes = 8192
+
+        public var iteration: UInt32
+        public var regionID: UInt32
+        public var chunkSize: UInt32
+        /// The chunk bit 0 of `bitmap` stands for; a multiple of 8.
+        public var firstChunk: UInt32
+        /// The iteration's last TOUCHED_CHUNKS: the destination hashes what it marked and
+        /// answers ZERO_PAGES_APPLIED for the iteration.
+        public var isLast: Bool
+        public var bitmap: [UInt8]
+
+        public init(iteration: UInt32, regionID: UInt32, chunkSize: UInt32, firstChunk: UInt32 = 0, isLast: Bool = true, bitmap: [UInt8]) {
+            self.iteration = iteration
+            self.regionID = regionID
+            self.chunkSize = chunkSize
+            self.firstChunk = firstChunk
+            self.isLast = isLast
+            self.bitmap = bitmap
+        }
+
+        public static let minimumEncodedSize = 4 + 4 + 4 + 4 + 1 + 4
+
+        public func encode(to writer: inout WireWriter) throws(WireError) {
+            try writer.write(iteration, "iteration")
+            try writer.write(regionID, "regionID")
+            try writer.write(chunkSize, "chunkSize")
+            try writer.write(firstChunk, "firstChunk")
+            try writer.write(isLast, "isLast")
+            try writer.write(bytes: bitmap, "bitmap")
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            iteration = try reader.readUInt32("iteration")
+            regionID = try reader.readUInt32("regionID")
+            chunkSize = try reader.readUInt32("chunkSize")
+            guard chunkSize >= 64, chunkSize & (chunkSize - 1) == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "chunkSize", detail: "\(chunkSize) is not a power of two of at least 64")
+            }
+            firstChunk = try reader.readUInt32("firstChunk")
+            guard firstChunk % 8 == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "firstChunk", detail: "\(firstChunk) is not a multiple of 8")
+            }
+            isLast = try reader.readBool("isLast")
+            bitmap = try reader.readBytes("bitmap", limit: Self.maximumBitmapBytes)
         }
     }
 }

@@ -89,6 +89,9 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     /// Why the migration failed (QMP error-desc).
     public var errorDescription: String?
     public var passes: [Pass]
+    /// Where the guest runs when the service exits: "destination" after COMMIT, "source"
+    /// when the migration failed and the source resumed it (checked, not assumed).
+    public var guestLocation: String?
 
     public init(
         status: Status, totalTime: Double = 0, downtime: Double = 0, setupTime: Double = 0, iterations: Int = 0,
@@ -152,6 +155,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         case verified
         case errorDescription = "error-desc"
         case passes
+        case guestLocation = "guest-location"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -176,6 +180,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         verified = try container.decode(Bool.self, forKey: .verified)
         errorDescription = try container.decodeIfPresent(String.self, forKey: .errorDescription)
         passes = try container.decodeIfPresent([Pass].self, forKey: .passes) ?? []
+        guestLocation = try container.decodeIfPresent(String.self, forKey: .guestLocation)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -200,6 +205,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         try container.encode(verified, forKey: .verified)
         try container.encodeIfPresent(errorDescription, forKey: .errorDescription)
         if !passes.isEmpty { try container.encode(passes, forKey: .passes) }
+        try container.encodeIfPresent(guestLocation, forKey: .guestLocation)
     }
 
     /// Microsecond resolution is all a millisecond figure needs; it keeps the JSON short.
@@ -217,6 +223,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         func ms(_ value: Double) -> String { formatFixed(value, decimals: 1) + " ms" }
         line("status", status.rawValue)
         if let errorDescription { line("error", errorDescription) }
+        if let guestLocation { line("guest runs on", guestLocation) }
         line("total time", ms(totalTime))
         line("setup time", ms(setupTime))
         var downtimeText = ms(downtime)

@@ -6,7 +6,7 @@ public struct RdmigCommand: ParsableCommand {
         commandName: "rdmig",
         abstract: "RDMA-native live-migration transport for virtual machines.",
         version: rdmigVersion,
-        subcommands: [ProbeCommand.self, BenchCommand.self, SelftestCommand.self])
+        subcommands: [SourceCommand.self, DestCommand.self, ProbeCommand.self, BenchCommand.self, SelftestCommand.self, KeygenCommand.self])
 
     public init() {}
 }

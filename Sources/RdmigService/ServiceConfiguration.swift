@@ -1,4 +1,5 @@
 import RdmigMemory
+import RdmigMigration
 import RdmigSystem
 import RdmigTransport
 
@@ -6,6 +7,13 @@ import RdmigTransport
 struct ServiceConfiguration {
     var transport = TransportSettings()
     var memory = MemoryConfiguration()
+    var migration = MigrationConfiguration()
+    /// [auth] key-file; nil = PreSharedKey.defaultPath (created on first use).
+    var keyFile: String?
+    /// [service] peer-timeout: how long either service waits for the other.
+    var peerTimeout: Duration = .seconds(60)
+    /// [service] vf: VF state providers the source migrates (`--vf` adds to them).
+    var deviceSpecs: [String] = []
 
     struct TransportSettings {
         /// nil = choose by address (verbs on an RDMA device, else tcp).
@@ -13,7 +21,7 @@ struct ServiceConfiguration {
         var options = TransportOptions()
     }
 
-    static let sections = ["transport", "memory"]
+    static let sections = ["transport", "memory", "migration", "auth", "service"]
 
     /// Loads `path` (nil: defaults only) and rejects unknown sections and keys.
     static func load(path: String?) throws -> ServiceConfiguration {
@@ -53,6 +61,19 @@ struct ServiceConfiguration {
         } catch {
             throw ConfigurationFile.Error("\(file.path): [memory] \(error)")
         }
+        let migration = file.section("migration")
+        for setting in MigrationConfiguration.settings {
+            guard let text = try migration.parsed(setting.name, { $0 }) else { continue }
+            do {
+                try configuration.migration.set(setting.name, to: text)
+            } catch {
+                throw ConfigurationFile.Error("\(file.path): [migration] \(setting.name): \(error)")
+            }
+        }
+        if let keyFile = try file.section("auth").string("key-file"), !keyFile.isEmpty { configuration.keyFile = keyFile }
+        let service = file.section("service")
+        if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
+        if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }
         try file.rejectUnknownKeys(knownSections: sections)
         return configuration
     }

@@ -29,5 +29,7 @@ enum MessageSamples {
         .commit,
         .abort(.init(reason: "destination ran out of memory – giving up")),
         .error(.init(code: 42, message: "VF state checksum mismatch")),
+        .touchedChunks(.init(iteration: 3, regionID: 0, chunkSize: 4096, firstChunk: 65536, bitmap: [0b1010_0001, 0, 0xFF])),
+        .resumed,
     ]
 }

@@ -112,7 +112,7 @@ public final class ConfigurationFile {
             return result
         }
 
-        /// A string or integer parsed by `parse`, whose error text is reported with the key.
+        /// A string, number or boolean (as text) parsed by `parse`, whose error text is reported with the key.
         public func parsed<T>(_ key: String, _ parse: (String) throws -> T) throws(Error) -> T? {
             guard let value = raw(key) else { return nil }
             let text: String
@@ -120,6 +120,10 @@ public final class ConfigurationFile {
                 text = string
             } else if let int = value.int {
                 text = String(int)
+            } else if let double = value.double {
+                text = String(double)
+            } else if let bool = value.bool {
+                text = String(bool)
             } else {
                 throw wrongType(key, "a string", value)
             }

@@ -1,0 +1,352 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import RdmigChannels
+import RdmigDeviceState
+import RdmigSystem
+import RdmigTransport
+
+/// The destination service's side of one migration: authenticate the source before exposing
+/// anything, map and pin the guest's memory, export it, load VF state, verify everything
+/// against the source's digests, and resume only on COMMIT. Any failure before COMMIT
+/// discards what arrived: nothing runs here.
+public final class MigrationDestination {
+    public struct Options {
+        public var key: PreSharedKey
+        public var peerTimeout: Duration = .seconds(60)
+        /// Backing for the incoming guest memory (anonymous, memfd, file).
+        public var memoryBacking: GuestMemoryBacking = .anonymous
+        /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
+        public var maximumGuestBytes: UInt64 = 1 << 40
+        public var log: @Sendable (String) -> Void = { _ in }
+
+        public init(key: PreSharedKey) {
+            self.key = key
+        }
+    }
+
+    struct Device {
+        let id: UInt32
+        let provider: any DeviceStateProvider
+        let needsAck: Bool
+        var acknowledged = false
+    }
+
+    let options: Options
+    let clock = ContinuousClock()
+
+    /// The verified, resumed guest memory after a completed migration (nil otherwise).
+    public private(set) var memory: GuestMemory?
+
+    public init(options: Options) {
+        self.options = options
+    }
+
+    /// Serves one accepted connection to its end.
+    public func run(connection: any TransportConnection) -> MigrationReport {
+        let start = clock.now
+        var report = MigrationReport(status: .setup)
+        var session: MigrationSession?
+        do {
+            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: CompletionRouter.Configuration())
+            session = opened
+            try opened.handshake(key: options.key, timeout: options.peerTimeout)
+            options.log("authenticated the source \(connection.peerEndpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
+            try receive(session: opened, report: &report, start: start)
+        } catch {
+            let reason = error.description
+            report.status = .failed
+            report.errorDescription = reason
+            report.guestLocation = "not here (incoming guest discarded)"
+            options.log("migration failed: \(reason); the incoming guest was discarded")
+            session?.abort(reason)
+            memory = nil
+        }
+        session?.close()
+        report.totalTime = (clock.now - start).milliseconds
+        return report
+    }
+
+    private func receive(session: MigrationSession, report: inout MigrationReport, start: ContinuousClock.Instant) throws(MigrationError) {
+        let connection = session.connection
+        guard case .layout(let layout) = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout) else {
+            throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")
+        }
+        let total = layout.regions.reduce(UInt64(0)) { $0 + $1.length }
+        guard !layout.regions.isEmpty, total <= options.maximumGuestBytes else {
+            throw MigrationError(.layout, layout.regions.isEmpty ? "LAYOUT has no memory region"
+                : "the guest's \(ByteCount(total).humanReadable) exceed this destination's limit of \(ByteCount(options.maximumGuestBytes).humanReadable)")
+        }
+        let mapStart = clock.now
+        let guestMemory: GuestMemory
+        do {
+            guestMemory = try GuestMemory.map(
+                layouts: layout.regions.map { GuestMemoryRegionLayout(id: $0.id, guestPhysicalBase: $0.guestPhysicalBase, length: $0.length, pageSize: UInt64($0.pageSize)) },
+                backing: options.memoryBacking, pin: true)
+        } catch {
+            throw MigrationError(.layout, "mapping the guest's memory: \(error)")
+        }
+        options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms")
+
+        var registrations: [MemoryRegistration] = []
+        var windows: [MigrationMessage.RegionWindow] = []
+        var digesters: [UInt32: ChunkDigester] = [:]
+        for region in guestMemory.regions {
+            do {
+                let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
+                registrations.append(registration)
+                windows.append(.init(regionID: region.id, window: registration.window()))
+                let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
+                digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize)
+            } catch {
+                throw MigrationError(.layout, "exporting region \(region.id): \(error)")
+            }
+        }
+        defer { for registration in registrations { _ = try? connection.deregister(registration) } }
+
+        var devices: [Device] = []
+        for entry in layout.devices {
+            let provider: any DeviceStateProvider
+            do {
+                provider = try DeviceStateProviders.make(spec: entry.kind)
+                guard provider.streamVersion == entry.stateVersion else {
+                    throw MigrationError(.layout, "VF \(entry.kind): the source streams state version \(entry.stateVersion), this side loads \(provider.streamVersion)")
+                }
+                try provider.transition(to: .stop)
+                try provider.enterResuming()
+            } catch let error as MigrationError {
+                throw error
+            } catch {
+                throw MigrationError(.layout, "VF \(entry.kind): \(error)")
+            }
+            devices.append(Device(id: entry.id, provider: provider, needsAck: entry.needsSwitchoverAck))
+        }
+        try session.send(.windows(.init(regions: windows)), .layout)
+
+        var loader: DeviceStateLoader?
+        if !devices.isEmpty {
+            do {
+                let stream = try ByteStreamReceiver(router: session.router, channel: .deviceState,
+                                                    configuration: .init(slotCount: 8, slotSize: 256 * 1024))
+                try session.send(.streamRing(stream.ring), .layout)
+                loader = try DeviceStateLoader(stream: stream, providers: Dictionary(uniqueKeysWithValues: devices.map { ($0.id, $0.provider) }))
+            } catch let error as MigrationError {
+                throw error
+            } catch {
+                throw MigrationError(.layout, "opening the VF state stream: \(error)")
+            }
+        }
+        report.setupTime = (clock.now - start).milliseconds
+        report.status = .active
+
+        var switchoverAt: ContinuousClock.Instant?
+        var lastMessageAt = clock.now
+        while true {
+            // SWITCHOVER_ACK goes out from here, the one thread that sends on the control channel.
+            if let loader {
+                for index in devices.indices where devices[index].needsAck && !devices[index].acknowledged && loader.initialDataLoaded(tag: devices[index].id) {
+                    try session.send(.switchoverAck(.init(deviceID: devices[index].id)), .precopy)
+                    devices[index].acknowledged = true
+                }
+                if let failure = loader.failure { throw MigrationError(.precopy, "loading VF state: \(failure)") }
+            }
+            // With a VF stream the wait is short, so SWITCHOVER_ACK goes out soon after the
+            // loader has the initial state; silence is still bounded by the peer timeout.
+            guard let message = try session.receiveIfAny(.precopy, during: "receiving from the source",
+                                                         timeout: loader == nil ? options.peerTimeout : .milliseconds(20)) else {
+                if clock.now - lastMessageAt > options.peerTimeout {
+                    throw MigrationError(.precopy, "the source sent nothing for \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+                }
+                continue
+            }
+            lastMessageAt = clock.now
+            switch message {
+            case .zeroPages(let zero):
+                guard let region = try? guestMemory.region(id: zero.regionID) else {
+                    throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
+                }
+                do {
+                    let applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
+                    report.zeroPages += applied
+                } catch {
+                    throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
+                }
+            case .iterationDone(let done):
+                report.iterations = Int(done.iteration) + 1
+                report.normalPages += done.pagesWritten
+                report.transferred += done.bytesWritten
+                if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
+
+            case .touchedChunks(let touched):
+                guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
+                    throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
+                }
+                digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
+                if touched.isLast {
+                    // Hash now, while the guest still runs on the source (which waits for this
+                    // answer before deciding): a backlog would be hashed inside the downtime.
+                    _ = digester.drain()
+                    try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), .precopy)
+                }
+            case .switchover(let switchover):
+                switchoverAt = clock.now
+                report.status = .device
+                FaultInjection.stall(at: "dest-stall-at-switchover")
+                options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
+            case .vfStateDone:
+                break
+            case .digests(let digests):
+                let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
+                if !problems.isEmpty {
+                    let reason = "verification failed: " + problems.joined(separator: "; ")
+                    try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
+                    throw MigrationError(.switchover, reason)
+                }
+                report.verified = true
+                if let loader {
+                    report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
+                }
+                try session.send(.ready, .switchover)
+            case .commit:
+                guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
+                for device in devices {
+                    do {
+                        try device.provider.finishResuming(run: true)
+                    } catch {
+                        // The source has let go of the guest: say so loudly, do not pretend.
+                        options.log("VF \(device.provider.name) did not resume after COMMIT: \(error)")
+                    }
+                }
+                memory = guestMemory
+                let resumedAt = clock.now
+                try session.send(.resumed, .commit)
+                if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
+                report.status = .completed
+                report.guestLocation = "destination"
+                return
+            default:
+                throw MigrationError(.precopy, "unexpected \(message.wireName) from the source")
+            }
+        }
+    }
+
+    /// Compares this side's memory and VF state with the source's digests; [] means equal.
+    private func verify(_ digests: MigrationMessage.Digests, memory: GuestMemory, digesters: [UInt32: ChunkDigester],
+                        devices: [Device], loader: DeviceStateLoader?) -> [String] {
+        var problems: [String] = []
+        for region in memory.regions {
+            guard let entry = digests.entries.first(where: { $0.subject == .region && $0.id == region.id }) else {
+                problems.append("no digest for region \(region.id)")
+                continue
+            }
+            let local = littleEndianBytes(digesters[region.id]!.drain())
+            if entry.value != local { problems.append("region \(region.id) memory differs from the source's") }
+        }
+        if let loader {
+            loader.waitForEnd(timeout: options.peerTimeout)
+            if let failure = loader.failure { problems.append("VF state: \(failure)") }
+            for device in devices where !loader.stopCopyComplete(tag: device.id) {
+                problems.append("VF \(device.provider.name): stop-copy state incomplete")
+            }
+        }
+        for device in devices {
+            guard let entry = digests.entries.first(where: { $0.subject == .device && $0.id == device.id }) else { continue }
+            do {
+                guard let local = try device.provider.stateDigest() else { continue }
+                if entry.value != local.encoded {
+                    let remote = DeviceStateDigest(encoded: entry.value).map { "\($0)" } ?? "unreadable"
+                    problems.append("VF \(device.provider.name) state differs: source \(remote), destination \(local)")
+                }
+            } catch {
+                problems.append("VF \(device.provider.name) digest: \(error)")
+            }
+        }
+        return problems
+    }
+}
+
+/// Reads the VF state stream on its own thread and feeds the providers, so the control thread
+/// never blocks on device state.
+final class DeviceStateLoader: @unchecked Sendable {
+    private let stream: ByteStreamReceiver
+    private let condition = NSCondition()
+    private var receiver: DeviceStateReceiver
+    private var ended = false
+    private var error: String?
+    private var thread: SystemThread?
+
+    init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
+        self.stream = stream
+        receiver = DeviceStateReceiver(providers: providers)
+        thread = try SystemThread(name: "rdmig-vf-load") { [unowned self] in self.run() }
+    }
+
+    deinit {
+        stream.close()
+        thread?.join()
+    }
+
+    private func run() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let count: Int
+            do {
+                count = try stream.read(into: buffer, timeout: nil)
+            } catch {
+                finish(error: "\(error)")
+                return
+            }
+            if count == 0 {
+                finish(error: nil)
+                return
+            }
+            condition.lock()
+            do {
+                try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            } catch {
+                self.error = "\(error)"
+            }
+            let done = self.error != nil || receiver.allStopCopyComplete
+            condition.broadcast()
+            condition.unlock()
+            if done {
+                finish(error: nil)
+                return
+            }
+        }
+    }
+
+    private func finish(error: String?) {
+        condition.lock()
+        if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
+        ended = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
+    var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
+    var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
+
+    func initialDataLoaded(tag: UInt32) -> Bool {
+        condition.lock(); defer { condition.unlock() }
+        return receiver.initialDataLoaded(tag: tag)
+    }
+
+    func stopCopyComplete(tag: UInt32) -> Bool {
+        condition.lock(); defer { condition.unlock() }
+        return receiver.stopCopyComplete(tag: tag)
+    }
+
+    /// Waits until every device's stop-copy state arrived or the stream ended.
+    func waitForEnd(timeout: Duration) {
+        let deadline = Date(timeIntervalSinceNow: timeout.seconds)
+        condition.lock()
+        while !ended && !receiver.allStopCopyComplete {
+            if !condition.wait(until: deadline) { break }
+        }
+        condition.unlock()
+    }
+}

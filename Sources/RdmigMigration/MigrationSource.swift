@@ -1,0 +1,551 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import RdmigChannels
+import RdmigDeviceState
+import RdmigSystem
+import RdmigTransport
+
+/// The source service's migration: connect, authenticate, pre-copy the guest's memory and VF
+/// state while it runs, switch over when the policy says so, commit or give the guest back.
+///
+/// Exactly one running copy: until COMMIT has been delivered to the destination (its send
+/// completed, which on RC means the peer acknowledged it), every failure resumes the guest
+/// here; after that the guest belongs to the destination.
+public final class MigrationSource {
+    public struct Options {
+        public var endpoint: TransportEndpoint
+        public var backend: any TransportBackend
+        public var transportOptions: TransportOptions
+        public var migration: MigrationConfiguration
+        public var deviceSpecs: [String]
+        public var key: PreSharedKey
+        /// How long any single wait for the peer may take.
+        public var peerTimeout: Duration = .seconds(60)
+        /// ib-sw object changes per second while the guest runs (pre-copy dirties VF state).
+        public var deviceChangesPerSecond: Int = 20_000
+        public var log: @Sendable (String) -> Void = { _ in }
+        public var progress: (MigrationProgress) -> Void = { _ in }
+
+        public init(endpoint: TransportEndpoint, backend: any TransportBackend, transportOptions: TransportOptions,
+                    migration: MigrationConfiguration, deviceSpecs: [String], key: PreSharedKey) {
+            self.endpoint = endpoint
+            self.backend = backend
+            self.transportOptions = transportOptions
+            self.migration = migration
+            self.deviceSpecs = deviceSpecs
+            self.key = key
+        }
+    }
+
+    struct Device {
+        let id: UInt32
+        let provider: any DeviceStateProvider
+        var sender: DeviceStateSender
+        var mutator: IBMutatorThread?
+        var acknowledged = false
+    }
+
+    let options: Options
+    let clock = ContinuousClock()
+    private(set) public var guest: SyntheticGuest?
+    /// The newest iteration the destination has applied and hashed (ZERO_PAGES_APPLIED).
+    private var appliedThrough: UInt32?
+
+    public init(options: Options) {
+        self.options = options
+    }
+
+    /// Runs the migration to its end. The report's status is `completed` only when the
+    /// destination verified and resumed the guest.
+    public func run() -> MigrationReport {
+        let start = clock.now
+        var report = MigrationReport(status: .setup)
+        var devices: [Device] = []
+        var session: MigrationSession?
+        var paused = false
+        var committed = false
+        do {
+            let guest = try makeGuest()
+            self.guest = guest
+            try guest.start()
+            devices = try makeDevices()
+            let connection = try connect()
+            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration())
+            session = opened
+            try opened.handshake(key: options.key, timeout: options.peerTimeout)
+            options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
+            try migrate(guest: guest, devices: &devices, session: opened, report: &report, start: start,
+                        paused: &paused, committed: &committed)
+        } catch {
+            let reason = (error as? MigrationError)?.description ?? "\(error)"
+            report.status = .failed
+            report.errorDescription = reason
+            options.log("migration failed: \(reason)")
+            if !committed {
+                session?.abort(reason)
+                for device in devices { try? device.provider.abortToRunning() }
+                if let guest {
+                    if paused { guest.resume() }
+                    report.guestLocation = guestKeepsRunning(guest) ? "source (resumed)" : "source (paused: check the guest)"
+                }
+            } else {
+                report.guestLocation = "destination (committed; the destination's report has the rest)"
+            }
+        }
+        for device in devices { device.mutator?.stop() }
+        session?.close()
+        report.totalTime = (clock.now - start).milliseconds
+        return report
+    }
+
+    /// Connects, retrying a refused connection until the connect timeout: orchestrators
+    /// start `rdmig dest` and `rdmig source` together, and the destination may not listen yet.
+    private func connect() throws(MigrationError) -> any TransportConnection {
+        let deadline = clock.now + options.transportOptions.connectTimeout
+        while true {
+            do {
+                return try options.backend.connect(to: options.endpoint, options: options.transportOptions)
+            } catch {
+                if case .connectionRefused = error, clock.now < deadline {
+                    usleep(100_000)
+                    continue
+                }
+                throw MigrationError(.setup, "connecting to the destination at \(options.endpoint): \(error)")
+            }
+        }
+    }
+
+    /// A resumed synthetic guest with a dirty rate must visibly write again.
+    private func guestKeepsRunning(_ guest: SyntheticGuest) -> Bool {
+        guard !guest.isPaused, guest.isRunning else { return false }
+        guard guest.dirtyRate.bytesPerSecond > 0 else { return true }
+        let before = guest.pagesWritten
+        let deadline = clock.now + .seconds(2)
+        while clock.now < deadline {
+            if guest.pagesWritten > before { return true }
+            usleep(5_000)
+        }
+        return false
+    }
+
+    private func makeGuest() throws(MigrationError) -> SyntheticGuest {
+        do {
+            return try SyntheticGuest(configuration: options.migration.guest)
+        } catch {
+            throw MigrationError(.setup, "creating the guest: \(error)")
+        }
+    }
+
+    private func makeDevices() throws(MigrationError) -> [Device] {
+        var devices: [Device] = []
+        for (index, spec) in options.deviceSpecs.enumerated() {
+            let provider: any DeviceStateProvider
+            do {
+                provider = try DeviceStateProviders.make(spec: spec)
+            } catch {
+                throw MigrationError(.setup, "VF \(spec): \(error)")
+            }
+            var mutator: IBMutatorThread?
+            if let ib = provider as? IBSoftwareDeviceStateProvider, options.deviceChangesPerSecond > 0 {
+                do {
+                    mutator = try IBMutatorThread(provider: ib, changesPerSecond: options.deviceChangesPerSecond)
+                } catch {
+                    throw MigrationError(.setup, "starting the ib-sw VF's activity: \(error)")
+                }
+            }
+            devices.append(Device(id: UInt32(index), provider: provider, sender: DeviceStateSender(provider: provider, tag: UInt32(index)), mutator: mutator))
+        }
+        return devices
+    }
+
+    // MARK: - The protocol
+
+    private func migrate(guest: SyntheticGuest, devices: inout [Device], session: MigrationSession, report: inout MigrationReport,
+                         start: ContinuousClock.Instant, paused: inout Bool, committed: inout Bool) throws(MigrationError) {
+        let region = guest.region
+        let connection = session.connection
+
+        // LAYOUT → WINDOWS (and the VF state ring when there are devices).
+        let layout = MigrationMessage.Layout(
+            regions: [.init(id: region.id, guestPhysicalBase: region.guestPhysicalBase, length: UInt64(region.length), pageSize: UInt32(region.pageSize))],
+            devices: devices.map { .init(id: $0.id, kind: $0.provider.name, stateVersion: $0.provider.streamVersion, needsSwitchoverAck: $0.provider.requiresSwitchoverAck) })
+        try session.send(.layout(layout), .layout)
+        guard case .windows(let windows) = try session.receive(.layout, during: "waiting for WINDOWS", timeout: options.peerTimeout),
+              let window = windows.regions.first(where: { $0.regionID == region.id })?.window else {
+            throw MigrationError(.layout, "the destination's answer to LAYOUT has no window for region \(region.id)")
+        }
+        var stream: ByteStreamSender?
+        if !devices.isEmpty {
+            guard case .streamRing(let ring) = try session.receive(.layout, during: "waiting for the VF state ring", timeout: options.peerTimeout) else {
+                throw MigrationError(.layout, "the destination did not announce its VF state ring")
+            }
+            do {
+                stream = try ByteStreamSender(router: session.router, ring: ring)
+            } catch {
+                throw MigrationError(.layout, "opening the VF state stream: \(error)")
+            }
+        }
+
+        let memory = region.bytes(of: 0..<region.pageCount)
+        let registration: MemoryRegistration
+        let pages: PageChannel
+        let pageRegion: PageChannel.Region
+        do {
+            registration = try connection.register(memory, access: [.localWrite])
+            pageRegion = try PageChannel.Region(id: region.id, memory: UnsafeRawBufferPointer(memory), registration: registration, peerWindow: window, pageSize: region.pageSize)
+            pages = try PageChannel(router: session.router, control: session.control)
+        } catch {
+            throw MigrationError(.layout, "preparing the page channel: \(error)")
+        }
+        let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
+        let digester: ChunkDigester
+        do {
+            digester = try ChunkDigester(region: region, chunkSize: chunkSize)
+        } catch {
+            throw MigrationError(.setup, "starting the digest thread: \(error)")
+        }
+
+        let dirtyLog: any DirtyLog
+        do {
+            switch options.migration.dirtyLog {
+            case .synthetic: dirtyLog = guest.dirtyLog
+            case .userfaultfd: dirtyLog = try UserfaultfdDirtyLog(region: region)
+            }
+            try dirtyLog.start()
+        } catch {
+            throw MigrationError(.setup, "starting the \(options.migration.dirtyLog.rawValue) dirty log: \(error)")
+        }
+        defer { if options.migration.dirtyLog != .synthetic { dirtyLog.stop() } }
+
+        for device in devices {
+            do {
+                if device.provider.supportsPreCopy { try device.provider.enterPreCopy() }
+            } catch {
+                throw MigrationError(.setup, "VF \(device.provider.name): \(error)")
+            }
+        }
+
+        var policy = ConvergencePolicy(configuration: options.migration.convergence)
+        var encoder = ChunkRecordEncoder()
+        let recordBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkRecordHeader.size + ChunkRecordHeader.defaultMaxPayload, alignment: 64)
+        defer { recordBuffer.deallocate() }
+
+        // Iteration 0 sends everything written so far; what the guest writes from here on is
+        // in the dirty log, collected before each later iteration.
+        var discard = DirtyBitmap(pageCount: region.pageCount)
+        _ = try collect(dirtyLog, into: &discard)
+        var dirty = DirtyBitmap.full(pageCount: region.pageCount)
+        var iteration: UInt32 = 0
+        var lastDecision: ConvergenceDecision?
+        report.setupTime = (clock.now - start).milliseconds
+        report.status = .active
+        var pagesDirtiedAtStart = guest.pagesWritten
+
+        while true {
+            let passStart = clock.now
+            let statistics = try sendPages(dirty, iteration: iteration, pages: pages, region: pageRegion, session: session, digester: digester, devices: &devices)
+            var deviceBytes: UInt64 = 0
+            for index in devices.indices where devices[index].provider.supportsPreCopy {
+                deviceBytes += try sendPrecopy(&devices[index], stream: stream!, encoder: &encoder, buffer: recordBuffer)
+            }
+            report.vfStateBytes.preCopy += deviceBytes
+            report.transferred += statistics.bytesWritten + deviceBytes
+            report.normalPages += statistics.pagesWritten
+            report.zeroPages += statistics.zeroPages
+            report.iterations = Int(iteration) + 1
+
+            // Let the digest thread catch up while the guest still runs: a backlog left for
+            // the switchover would be hashed inside the downtime (seen: a 1 GiB first pass
+            // still hashing after 40 short passes made the policy throttle the guest to 99%).
+            _ = digester.drain()
+            try waitForIterationApplied(iteration, session: session, pages: pages, devices: &devices)
+            dirty = DirtyBitmap(pageCount: region.pageCount)
+            _ = try collect(dirtyLog, into: &dirty)
+            let pagesNow = guest.pagesWritten
+            var stopCopyBytes: UInt64 = 0
+            for device in devices { stopCopyBytes += (try? device.provider.stopCopySize()) ?? 0 }
+            // The policy predicts from dirty *pages*, so its bandwidth is pages handled per
+            // second: a zero page costs a scan and a marker, not nothing.
+            let pagesHandled = (statistics.pagesWritten + statistics.zeroPages) * UInt64(region.pageSize)
+            let measurement = IterationMeasurement(
+                iteration: Int(iteration), bytesSent: pagesHandled + deviceBytes, elapsed: clock.now - passStart,
+                remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize), deviceStopCopyBytes: stopCopyBytes,
+                bytesDirtied: (pagesNow - pagesDirtiedAtStart) * UInt64(region.pageSize),
+                fixedSwitchoverCost: fixedSwitchoverCost(digester: digester, remainingDirtyBytes: UInt64(dirty.count) * UInt64(region.pageSize)))
+            pagesDirtiedAtStart = pagesNow
+            let decision = policy.decide(after: measurement)
+            lastDecision = decision
+            options.log(decision.description)
+            report.passes.append(.init(iteration: Int(iteration), bytes: measurement.bytesSent, time: measurement.elapsed.milliseconds,
+                                       dirtyBytes: measurement.remainingDirtyBytes, throttle: decision.throttlePercent, decision: decision.description))
+            report.bandwidth = policy.currentBandwidth ?? report.bandwidth
+            report.dirtyRate = decision.dirtyRate
+            options.progress(MigrationProgress(
+                phase: .precopy, iteration: Int(iteration) + 1, elapsed: clock.now - start, transferred: report.transferred,
+                guestBytes: UInt64(region.length), remainingDirtyBytes: measurement.remainingDirtyBytes,
+                bandwidth: report.bandwidth, dirtyRate: decision.dirtyRate, throttlePercent: decision.throttlePercent))
+            iteration += 1
+            if iteration == 1 { FaultInjection.stall(at: "source-stall-in-precopy") }
+            switch decision.action {
+            case .continue: continue
+            case .throttle(let percent):
+                guest.setThrottle(percent: percent)
+                report.throttlePercent = percent
+                continue
+            case .fail(let reason):
+                throw MigrationError(.precopy, "did not converge: \(reason)")
+            case .switchover, .forceSwitchover:
+                break
+            }
+            // Switchover-ack: the destination must have loaded each device's initial state.
+            if devices.contains(where: { $0.provider.requiresSwitchoverAck && !$0.acknowledged }) {
+                try waitForSwitchoverAcks(&devices, session: session, pages: pages)
+            }
+            break
+        }
+
+        // Stop and copy.
+        report.status = .device
+        let pauseStart = clock.now
+        var steps = StepTimer()
+        guest.pause()
+        paused = true
+        steps.lap("pause")
+        FaultInjection.stall(at: "source-stall-after-pause")
+        for device in devices {
+            device.mutator?.stop()
+            do {
+                try device.provider.enterStopCopy()
+            } catch {
+                throw MigrationError(.switchover, "VF \(device.provider.name): \(error)")
+            }
+        }
+        var final = DirtyBitmap(pageCount: region.pageCount)
+        _ = try collect(dirtyLog, into: &final)
+        final.formUnion(dirty)
+        var deviceStopBytes: UInt64 = 0
+        for device in devices { deviceStopBytes += (try? device.provider.stopCopySize()) ?? 0 }
+        let reason: MigrationMessage.SwitchoverReason
+        if case .forceSwitchover = lastDecision?.action { reason = .forced } else { reason = .converged }
+        steps.lap("collect")
+        try session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
+                                           deviceStopCopyBytes: deviceStopBytes)), .switchover)
+        let finalStatistics = try sendPages(final, iteration: iteration, pages: pages, region: pageRegion, session: session, digester: digester, devices: &devices)
+        steps.lap("last pages")
+        var stopCopySent: UInt64 = 0
+        for index in devices.indices {
+            stopCopySent += try sendStopCopy(&devices[index], stream: stream!, encoder: &encoder, buffer: recordBuffer, session: session)
+        }
+        if let stream {
+            do {
+                try stream.flush(timeout: options.peerTimeout)
+            } catch {
+                throw MigrationError.channel(error, .switchover, during: "sending VF stop-copy state")
+            }
+        }
+        report.vfStateBytes.stopCopy = stopCopySent
+        report.transferred += finalStatistics.bytesWritten + stopCopySent
+        report.normalPages += finalStatistics.pagesWritten
+        report.zeroPages += finalStatistics.zeroPages
+        report.finalBytes = finalStatistics.bytesWritten + stopCopySent
+        report.iterations = Int(iteration) + 1
+        report.expectedDowntime = lastDecision?.prediction.map { $0.totalSeconds * 1000 }
+
+        steps.lap("VF stop-copy")
+        var entries = [MigrationMessage.Digest(subject: .region, id: region.id, algorithm: .xxh64ChunkTable, value: littleEndianBytes(digester.drain()))]
+        steps.lap("digest")
+        for device in devices {
+            do {
+                if let digest = try device.provider.stateDigest() {
+                    entries.append(.init(subject: .device, id: device.id, algorithm: .deviceState, value: digest.encoded))
+                }
+            } catch {
+                throw MigrationError(.switchover, "VF \(device.provider.name) digest: \(error)")
+            }
+        }
+        try session.send(.digests(.init(entries: entries)), .switchover)
+        try expect(session, .switchover, during: "waiting for READY (the destination verifies memory and VF state)", pages: pages, devices: &devices) {
+            if case .ready = $0 { return true } else { return false }
+        }
+        report.verified = true
+        steps.lap("verify+READY")
+
+        // COMMIT: from the moment its send completes, the guest belongs to the destination.
+        try session.send(.commit, .commit)
+        committed = true
+        for device in devices { try? device.provider.transition(to: .stop) }
+        try expect(session, .commit, during: "waiting for RESUMED", pages: pages, devices: &devices) {
+            if case .resumed = $0 { return true } else { return false }
+        }
+        report.downtime = (clock.now - pauseStart).milliseconds
+        steps.lap("COMMIT+RESUMED")
+        options.log("switchover: \(steps.description)")
+        report.downtimeLowerBound = MigrationReport.lowerBound(finalBytes: report.finalBytes, bandwidth: report.bandwidth)
+        report.status = .completed
+        report.guestLocation = "destination"
+        guest.stop()
+        _ = try? connection.deregister(registration)
+        options.progress(MigrationProgress(
+            phase: .completed, iteration: Int(iteration) + 1, elapsed: clock.now - start, transferred: report.transferred,
+            guestBytes: UInt64(region.length), bandwidth: report.bandwidth, dirtyRate: report.dirtyRate,
+            throttlePercent: report.throttlePercent))
+    }
+
+    /// What switchover costs besides moving the bytes, measured as it goes: both sides hash
+    /// the last pages (and whatever the digest thread has not caught up with) before the
+    /// destination can say READY, plus the SWITCHOVER, DIGESTS/READY and COMMIT/RESUMED
+    /// round trips. The destination hashes the same bytes at about the same rate, partly in
+    /// parallel with this side, so its share is counted once more.
+    private func fixedSwitchoverCost(digester: ChunkDigester, remainingDirtyBytes: UInt64) -> Duration {
+        let hashing = digester.predictedDrainTime(extraBytes: remainingDirtyBytes)
+        return hashing * 2 + .milliseconds(2)
+    }
+
+    private func collect(_ log: any DirtyLog, into bitmap: inout DirtyBitmap) throws(MigrationError) -> Int {
+        do {
+            return try log.collectAndClear(into: &bitmap)
+        } catch {
+            throw MigrationError(.precopy, "collecting the dirty log: \(error)")
+        }
+    }
+
+    /// One iteration of pages: the zero-page gate, the writes, ITERATION_DONE, TOUCHED_CHUNKS.
+    private func sendPages(_ dirty: DirtyBitmap, iteration: UInt32, pages: PageChannel, region: PageChannel.Region,
+                           session: MigrationSession, digester: ChunkDigester, devices: inout [Device]) throws(MigrationError) -> PageIterationStatistics {
+        while pages.awaitsZeroPagesApplied {
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for ZERO_PAGES_APPLIED", timeout: options.peerTimeout),
+                                   pages: pages, devices: &devices)
+        }
+        let runs = dirty.runs()
+        let statistics: PageIterationStatistics
+        do {
+            try pages.beginIteration(iteration)
+            try pages.write(runs.lazy.map { PageRun(firstPage: UInt64($0.lowerBound), count: UInt64($0.count)) }, of: region)
+            statistics = try pages.endIteration(timeout: options.peerTimeout)
+        } catch {
+            throw MigrationError.channel(error, .precopy, during: "writing iteration \(iteration)'s \(dirty.count) pages")
+        }
+        let touched = digester.touchedBitmap(pages: runs)
+        digester.mark(touched[...])
+        // Only non-empty segments travel, and always a last one (possibly empty) that asks the
+        // destination to hash and acknowledge the iteration.
+        let segment = MigrationMessage.TouchedChunks.maximumBitmapBytes
+        let starts = Array(stride(from: 0, to: touched.count, by: segment))
+        for start in starts {
+            let bytes = touched[start..<min(start + segment, touched.count)]
+            let isLast = start == starts.last
+            guard isLast || bytes.contains(where: { $0 != 0 }) else { continue }
+            try session.send(.touchedChunks(.init(iteration: iteration, regionID: region.id, chunkSize: UInt32(digester.chunkSize),
+                                                  firstChunk: UInt32(start * 8), isLast: isLast, bitmap: Array(bytes))), .precopy)
+        }
+        return statistics
+    }
+
+    /// Pre-copy VF state: what the device has pending now, bounded so a busy device cannot
+    /// keep one iteration going forever.
+    private func sendPrecopy(_ device: inout Device, stream: ByteStreamSender, encoder: inout ChunkRecordEncoder,
+                             buffer: UnsafeMutableRawBufferPointer) throws(MigrationError) -> UInt64 {
+        let budget: UInt64
+        do {
+            let info = try device.provider.precopyInfo()
+            budget = info.initialBytes + info.dirtyBytes + 1
+        } catch {
+            throw MigrationError(.precopy, "VF \(device.provider.name): \(error)")
+        }
+        let before = device.sender.precopyBytes
+        var wrote = false
+        while device.sender.precopyBytes - before < budget {
+            let length: Int?
+            do {
+                length = try device.sender.nextPrecopyRecord(encoder: &encoder, into: buffer)
+            } catch {
+                throw MigrationError(.precopy, "VF \(device.provider.name) pre-copy: \(error)")
+            }
+            guard let length else { break }
+            do {
+                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+            } catch {
+                throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
+            }
+            wrote = true
+        }
+        // A partly filled slot would otherwise wait for more state: the destination needs the
+        // initial bytes now, to acknowledge them before switchover.
+        if wrote {
+            do {
+                try stream.flush(timeout: options.peerTimeout)
+            } catch {
+                throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
+            }
+        }
+        return device.sender.precopyBytes - before
+    }
+
+    private func sendStopCopy(_ device: inout Device, stream: ByteStreamSender, encoder: inout ChunkRecordEncoder,
+                              buffer: UnsafeMutableRawBufferPointer, session: MigrationSession) throws(MigrationError) -> UInt64 {
+        var records: UInt64 = 0
+        while true {
+            let length: Int?
+            do {
+                length = try device.sender.nextStopCopyRecord(encoder: &encoder, into: buffer)
+            } catch {
+                throw MigrationError(.switchover, "VF \(device.provider.name) stop-copy: \(error)")
+            }
+            guard let length else { break }
+            records += 1
+            do {
+                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+            } catch {
+                throw MigrationError.channel(error, .switchover, during: "streaming VF \(device.provider.name) stop-copy state")
+            }
+        }
+        try session.send(.vfStateDone(.init(deviceID: device.id, phase: .stopCopy, bytes: device.sender.stopCopyBytes, records: records, checksum: 0)), .switchover)
+        return device.sender.stopCopyBytes
+    }
+
+    /// The destination applied the iteration's zero pages and hashed its chunks.
+    private func waitForIterationApplied(_ iteration: UInt32, session: MigrationSession, pages: PageChannel, devices: inout [Device]) throws(MigrationError) {
+        while appliedThrough.map({ $0 < iteration }) ?? true {
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for the destination to apply iteration \(iteration)", timeout: options.peerTimeout),
+                                   pages: pages, devices: &devices)
+        }
+    }
+
+    private func waitForSwitchoverAcks(_ devices: inout [Device], session: MigrationSession, pages: PageChannel) throws(MigrationError) {
+        while devices.contains(where: { $0.provider.requiresSwitchoverAck && !$0.acknowledged }) {
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for SWITCHOVER_ACK", timeout: options.peerTimeout),
+                                   pages: pages, devices: &devices)
+        }
+    }
+
+    /// Messages the destination sends on its own: ZERO_PAGES_APPLIED and SWITCHOVER_ACK.
+    private func handleAsynchronous(_ message: MigrationMessage, pages: PageChannel, devices: inout [Device]) throws(MigrationError) {
+        switch message {
+        case .zeroPagesApplied(let applied):
+            pages.zeroPagesApplied(through: applied.iteration)
+            appliedThrough = max(appliedThrough ?? 0, applied.iteration)
+        case .switchoverAck(let ack):
+            guard let index = devices.firstIndex(where: { $0.id == ack.deviceID }) else {
+                throw MigrationError(.precopy, "SWITCHOVER_ACK for unknown device \(ack.deviceID)")
+            }
+            devices[index].acknowledged = true
+        default:
+            throw MigrationError(.precopy, "unexpected \(message.wireName) from the destination")
+        }
+    }
+
+    /// Waits for the message `matches` accepts, handling asynchronous ones on the way.
+    private func expect(_ session: MigrationSession, _ phase: MigrationError.Phase, during: String, pages: PageChannel,
+                        devices: inout [Device], _ matches: (MigrationMessage) -> Bool) throws(MigrationError) {
+        while true {
+            let message = try session.receive(phase, during: during, timeout: options.peerTimeout)
+            if matches(message) { return }
+            try handleAsynchronous(message, pages: pages, devices: &devices)
+        }
+    }
+}
+
+func littleEndianBytes(_ value: UInt64) -> [UInt8] {
+    withUnsafeBytes(of: value.littleEndian) { Array($0) }
+}

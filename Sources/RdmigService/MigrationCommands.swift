@@ -1,0 +1,237 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RdmigMigration
+import RdmigSystem
+import RdmigTransport
+
+/// Options `rdmig source` and `rdmig dest` share.
+struct ServiceOptions: ParsableArguments {
+    @Option(help: "Config file (TOML; see conf/rdmig.toml). Default: $RDMIG_CONFIG, else built-in defaults.")
+    var config: String?
+
+    @Option(name: .customLong("key-file"), help: "Pre-shared key file (default: [auth] key-file, $RDMIG_KEY_FILE, or ~/.config/rdmig/psk, created on first use).")
+    var keyFile: String?
+
+    @Option(help: "Transport backend: tcp or verbs (default: verbs when the address is on an RDMA device).")
+    var backend: TransportBackendKind?
+
+    @Option(name: .customLong("peer-timeout"), help: "Longest wait for the peer, e.g. 60s.")
+    var peerTimeout: String?
+
+    @Option(name: .customLong("connect-timeout"), help: "How long connecting may take, refused attempts retried (source), e.g. 10s.")
+    var connectTimeout: String?
+
+    @Flag(help: "Print the final report as one JSON object on stdout.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log every policy decision and protocol step to stderr.")
+    var verbose = false
+
+    func load() throws -> ServiceConfiguration {
+        var configuration = try ServiceConfiguration.load(path: config ?? ConfigurationFile.defaultPath)
+        if let peerTimeout {
+            do {
+                configuration.peerTimeout = try DurationParser.parse(peerTimeout)
+            } catch {
+                throw ValidationError("--peer-timeout: \(error)")
+            }
+        }
+        if let connectTimeout {
+            do {
+                configuration.transport.options.connectTimeout = try DurationParser.parse(connectTimeout)
+            } catch {
+                throw ValidationError("--connect-timeout: \(error)")
+            }
+        }
+        if let keyFile { configuration.keyFile = keyFile }
+        if let backend { configuration.transport.backend = backend }
+        return configuration
+    }
+
+    /// The explicit key, or the per-user default created on first use (a paired launch on
+    /// one machine then shares it without any setup).
+    func key(_ configuration: ServiceConfiguration, log: Logger) throws -> PreSharedKey {
+        if let path = configuration.keyFile { return try PreSharedKey.load(path: path) }
+        let (key, created) = try PreSharedKey.loadOrCreateDefault()
+        if created { log.notice("created a new pre-shared key at \(key.path): copy it to the other host (mode 600)") }
+        return key
+    }
+
+    func logger(_ label: String) -> Logger {
+        var logger = Logger(label: label) { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = verbose ? .info : .notice
+        return logger
+    }
+
+    func emit(_ report: MigrationReport, role: String) throws {
+        if json {
+            print(try JSONText.encode(report))
+        } else {
+            FileHandle.standardError.write(Data("rdmig \(role):\n\(report.text)\n".utf8))
+        }
+    }
+}
+
+struct SourceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "source",
+        abstract: "Migrate a guest to a listening `rdmig dest` (exits 0 only when the migration completed).")
+
+    @Option(help: "Destination address, HOST:PORT (IPv6: [ADDR]:PORT).")
+    var connect: TransportEndpoint
+
+    @Option(name: .customLong("guest-size"), help: "Synthetic guest memory, e.g. 1GiB.")
+    var guestSize: String?
+
+    @Option(name: .customLong("dirty-rate"), help: "Bytes per second the guest dirties, e.g. 256MiB/s (0 = idle).")
+    var dirtyRate: String?
+
+    @Option(name: .customLong("working-set"), help: "Memory the guest writes to, e.g. 256MiB (default: all).")
+    var workingSet: String?
+
+    @Option(help: "Write pattern: uniform, hot-cold or sequential.")
+    var pattern: String?
+
+    @Option(name: .customLong("vf"), help: "VF state provider, repeatable: ib-sw[:qps=N,...] or vfio:PATH.")
+    var vf: [String] = []
+
+    @Option(name: .customLong("downtime-limit"), help: "Switch over when the predicted downtime is at most this, e.g. 50ms.")
+    var downtimeLimit: String?
+
+    @Option(name: .customLong("max-iterations"), help: "Pre-copy passes before on-no-convergence applies.")
+    var maxIterations: String?
+
+    @Option(name: .customLong("on-no-convergence"), help: "throttle, force or fail.")
+    var onNoConvergence: String?
+
+    @Option(name: .customLong("set"), help: "Any [migration] setting as NAME=VALUE (repeatable), e.g. --set writers=2.")
+    var settings: [String] = []
+
+    @OptionGroup var service: ServiceOptions
+
+    func run() throws {
+        var configuration = try service.load()
+        let flagSettings: [(String, String?)] = [
+            ("guest-size", guestSize), ("dirty-rate", dirtyRate), ("working-set", workingSet), ("pattern", pattern),
+            ("downtime-limit", downtimeLimit), ("max-iterations", maxIterations), ("on-no-convergence", onNoConvergence),
+        ]
+        var pairs = flagSettings.compactMap { name, value in value.map { (name, $0) } }
+        for setting in settings {
+            guard let equals = setting.firstIndex(of: "=") else {
+                throw ValidationError("--set \(setting): write NAME=VALUE, e.g. --set writers=2")
+            }
+            pairs.append((String(setting[..<equals]), String(setting[setting.index(after: equals)...])))
+        }
+        for (name, value) in pairs {
+            do {
+                try configuration.migration.set(name, to: value)
+            } catch {
+                throw ValidationError("--\(name) \(value): \(error)")
+            }
+        }
+        do {
+            try configuration.migration.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let log = service.logger("rdmig.source")
+        let key = try service.key(configuration, log: log)
+        let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
+        log.info("transport \(selection.kind): \(selection.reason)")
+
+        var options = MigrationSource.Options(
+            endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
+            migration: configuration.migration, deviceSpecs: configuration.deviceSpecs + vf, key: key)
+        options.peerTimeout = configuration.peerTimeout
+        let logger = log
+        options.log = { logger.info("\($0)") }
+        let progress = ProgressReporter(fileDescriptor: 2)
+        if !service.json || isatty(2) != 0 { options.progress = { progress.update($0) } }
+        let report = MigrationSource(options: options).run()
+        progress.finish()
+        try service.emit(report, role: "source")
+        if report.status != .completed {
+            log.error("migration failed: \(report.errorDescription ?? "unknown"); the guest runs on \(report.guestLocation ?? "the source")")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct DestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dest",
+        abstract: "Receive a guest from `rdmig source` (one migration per launch unless --keep-serving).")
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0 picks one and prints it).")
+    var listen: TransportEndpoint
+
+    @Flag(name: .customLong("keep-serving"), help: "Serve one migration after another until stopped.")
+    var keepServing = false
+
+    @Option(name: .customLong("memory-backing"), help: "Incoming guest memory: anonymous, memfd, memfd:NAME or file:PATH.")
+    var memoryBacking: String?
+
+    @OptionGroup var service: ServiceOptions
+
+    func run() throws {
+        let configuration = try service.load()
+        let log = service.logger("rdmig.dest")
+        let key = try service.key(configuration, log: log)
+        var options = MigrationDestination.Options(key: key)
+        options.peerTimeout = configuration.peerTimeout
+        if let memoryBacking {
+            do {
+                options.memoryBacking = try GuestMemoryBacking(parsing: memoryBacking)
+            } catch {
+                throw ValidationError("--memory-backing \(memoryBacking): \(error)")
+            }
+        }
+        let logger = log
+        options.log = { logger.info("\($0)") }
+        let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
+        let listener: any TransportListener
+        do {
+            listener = try selection.backend.listen(on: listen, options: configuration.transport.options)
+        } catch {
+            throw RdmigCommandError("cannot listen on \(listen): \(error)")
+        }
+        defer { listener.close() }
+        // Scripts wait for this line (and read the port from it when they asked for port 0).
+        FileHandle.standardError.write(Data("rdmig dest: listening on \(listener.localEndpoint) (\(selection.kind): \(selection.reason))\n".utf8))
+        var failures = 0
+        repeat {
+            let connection: any TransportConnection
+            do {
+                connection = try listener.accept(timeout: nil)
+            } catch {
+                throw RdmigCommandError("accepting a migration: \(error)")
+            }
+            let destination = MigrationDestination(options: options)
+            let report = destination.run(connection: connection)
+            try service.emit(report, role: "dest")
+            if report.status != .completed {
+                failures += 1
+                log.error("migration from \(connection.peerEndpoint) failed: \(report.errorDescription ?? "unknown"); nothing runs here")
+            }
+        } while keepServing
+        if failures > 0 { throw ExitCode(1) }
+    }
+}
+
+struct KeygenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keygen",
+        abstract: "Write a new pre-shared key (32 random bytes, hex, mode 600) for a source/destination pair.")
+
+    @Argument(help: "Where to write it (default: $RDMIG_KEY_FILE or ~/.config/rdmig/psk).")
+    var path: String?
+
+    @Flag(help: "Replace an existing key.")
+    var force = false
+
+    func run() throws {
+        let key = try PreSharedKey.generate(path: path ?? PreSharedKey.defaultPath, overwrite: force)
+        print("wrote a new pre-shared key to \(key.path): copy it to the other host with the same mode (600)")
+    }
+}

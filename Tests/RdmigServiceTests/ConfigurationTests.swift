@@ -1,0 +1,68 @@
+import Foundation
+import RdmigMigration
+import RdmigSystem
+import RdmigTransport
+import Testing
+@testable import RdmigService
+
+@Suite struct ConfigurationFiles {
+    static var shippedConfig: String {
+        // Tests/RdmigServiceTests/ConfigurationTests.swift -> the package root.
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("conf/rdmig.toml").path
+    }
+
+    @Test func theShippedConfigDocumentsEveryKeyWithItsDefault() throws {
+        let file = try ConfigurationFile(path: Self.shippedConfig)
+        let loaded = try ServiceConfiguration.load(file: file)
+        let defaults = ServiceConfiguration()
+        #expect(loaded.transport.backend == nil)
+        #expect(loaded.transport.options == defaults.transport.options)
+        #expect(loaded.memory == defaults.memory)
+        #expect(loaded.migration == defaults.migration)
+        #expect(loaded.keyFile == nil)
+        #expect(loaded.peerTimeout == defaults.peerTimeout)
+        #expect(loaded.deviceSpecs.isEmpty)
+        // Every [migration] setting the code knows is in the file (so none is undocumented).
+        let text = try String(contentsOfFile: Self.shippedConfig, encoding: .utf8)
+        for setting in MigrationConfiguration.settings {
+            #expect(text.contains("\n\(setting.name) = "), "conf/rdmig.toml lacks [migration] \(setting.name)")
+        }
+    }
+
+    @Test func valuesOverrideDefaults() throws {
+        let file = try ConfigurationFile(text: """
+            [transport]
+            backend = "tcp"
+            queue-depth = 256
+            [migration]
+            downtime-limit = "20ms"
+            hot-fraction = 0.3
+            [service]
+            vf = ["ib-sw:qps=10"]
+            """, path: "test.toml")
+        let loaded = try ServiceConfiguration.load(file: file)
+        #expect(loaded.transport.backend == .tcp)
+        #expect(loaded.transport.options.sendQueueDepth == 256)
+        #expect(loaded.migration.convergence.downtimeLimit == .milliseconds(20))
+        #expect(loaded.migration.guest.hotFraction == 0.3)
+        #expect(loaded.deviceSpecs == ["ib-sw:qps=10"])
+    }
+
+    @Test func badValuesNameFileSectionAndKey() {
+        func error(_ text: String) -> String {
+            do {
+                _ = try ServiceConfiguration.load(file: try ConfigurationFile(text: text, path: "bad.toml"))
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(error("[transport]\nbackend = \"infiniband\"\n").contains("bad.toml: [transport] backend = \"infiniband\": use auto, verbs or tcp"))
+        #expect(error("[transport]\nqueue-depth = \"deep\"\n").contains("[transport] queue-depth = "))
+        #expect(error("[migration]\ndowntime-limit = \"soon\"\n").contains("bad.toml: [migration] downtime-limit"))
+        #expect(error("[memry]\nnode = \"0\"\n").contains("unknown section [memry]"))
+        #expect(error("queue-depth = 5\n").contains("must be inside a section"))
+        #expect(error("[transport\n").contains("bad.toml:1"))
+    }
+}
