@@ -108,5 +108,9 @@ let package = Package(
         .testTarget(
             name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
+        // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
+        .testTarget(
+            name: "RdmigSoftRoCETests", dependencies: ["RdmigTransportConformance"],
+            swiftSettings: swiftSettings),
     ]
 )

@@ -1,0 +1,50 @@
+import Testing
+
+/// The parsing the Soft-RoCE test relies on, against output shaped like a real run's.
+@Suite struct VerbsSuiteOutputTests {
+    static let passingRun = """
+        rdmig softroce guest: rxe0 ACTIVE on eth0 10.0.2.15 mtu 9000, 3.10 s after boot
+        == step conformance
+        transport conformance: backend verbs on 10.0.2.15 (verbs forced by configuration)
+        PASS connectAndAcceptGiveAConnectedPair (231 ms)
+        SKIP ipv6LoopbackWorks: the environment's host 10.0.2.15 is not IPv4 loopback
+        PASS largeTransferArrivesByteForByte (313 ms)
+        2 passed, 0 failed, 1 skipped
+        -- step conformance: PASS (4.0 s)
+        == step bandwidth
+        round 1: rdmig 82.320 MiB/s (plain TCP pump 28.417 MiB/s), ib_write_bw 48.55 MiB/s
+        verbs-vs-ib_write_bw: rdmig 82.3 MiB/s, ib_write_bw 43.2 MiB/s, ratio 1.90 (medians of 3 rounds of 64MiB in 64 KiB writes; best round each: 99.2 and 48.6 MiB/s, ratio 2.04)
+        -- step bandwidth: PASS (20.5 s)
+        == step extra.sh
+        PASS someOtherCase (1 ms)
+        1 passed, 0 failed, 0 skipped
+        -- step extra.sh: FAIL (exit 1, 0.2 s)
+        verbs suite in the guest: 2 steps passed, 1 failed: extra.sh
+        rdmig softroce verbs suite: FAIL: verbs suite in the guest: 2 steps passed, 1 failed: extra.sh (conformance: 2 passed, 0 failed, 1 skipped; rdmig/ib_write_bw: 1.90; 33 s in all)
+        """
+
+    @Test func conformanceTotalsComeFromTheConformanceStepNotFromLaterSteps() {
+        let output = VerbsSuiteOutput(Self.passingRun)
+        #expect(output.conformanceTotals == .init(passed: 2, failed: 0, skipped: 1))
+        #expect(output.conformanceCases == [
+            "connectAndAcceptGiveAConnectedPair": .pass,
+            "ipv6LoopbackWorks": .skip,
+            "largeTransferArrivesByteForByte": .pass,
+        ])
+    }
+
+    @Test func ratioLineAndStepVerdictsAreRead() {
+        let output = VerbsSuiteOutput(Self.passingRun)
+        #expect(output.bandwidth == .init(rdmig: 82.3, ibWriteBW: 43.2, ratio: 1.90))
+        #expect(output.steps == ["conformance": .pass, "bandwidth": .pass, "extra.sh": .fail])
+        #expect(output.verdict?.verdict == .fail)
+    }
+
+    @Test func aSkipCarriesItsReason() {
+        let output = VerbsSuiteOutput("rdmig softroce verbs suite: SKIP: QEMU cannot start here: qemu-system-x86_64 is not installed\n")
+        #expect(output.verdict?.verdict == .skip)
+        #expect(output.verdict?.detail == "QEMU cannot start here: qemu-system-x86_64 is not installed")
+        #expect(output.conformanceTotals == nil)
+        #expect(output.bandwidth == nil)
+    }
+}
