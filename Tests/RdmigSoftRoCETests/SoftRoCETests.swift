@@ -5,12 +5,13 @@ import RdmigTransportConformance
 /// rdmig's verbs backend on a real verbs device: Soft-RoCE (`rdma_rxe`) inside a QEMU guest
 /// booting Debian's stock kernel (Tests/softroce). One boot runs the transport conformance suite
 /// against `verbs` through rdma_cm on the guest's IP, then `rdmig bench transport --backend
-/// verbs` against `ib_write_bw` on the same rxe0. Skipped only where QEMU cannot start at all
+/// verbs` against `ib_write_bw` on the same rxe0, then a paired native migration (`rdmig dest`
+/// + `rdmig source`, both on verbs) that must complete and verify. Skipped only where QEMU cannot start at all
 /// (no QEMU, or no Debian packages to build the guest image from), and the skip says why;
 /// with RDMIG_SOFTROCE_REQUIRED=1 that is a failure instead.
 @Suite struct SoftRoCETests {
     @Test(.timeLimit(.minutes(10)))
-    func verbsBackendPassesConformanceAndIsMeasuredAgainstIbWriteBwOnRxe() throws {
+    func verbsBackendPassesConformanceIsMeasuredAgainstIbWriteBwAndMigratesAGuestOnRxe() throws {
         let rdmig = VerbsSuiteRun.rdmigBinary()
         try #require(
             FileManager.default.isExecutableFile(atPath: rdmig.path),
@@ -43,6 +44,8 @@ import RdmigTransportConformance
 
         let bandwidth = try #require(run.output.bandwidth, "no verbs-vs-ib_write_bw line in the guest's output")
         #expect(bandwidth.rdmig > 0 && bandwidth.ibWriteBW > 0 && bandwidth.ratio > 0)
-        #expect(run.output.steps == ["conformance": .pass, "bandwidth": .pass])
+        let migration = try #require(run.output.migration, "no 'migration over rxe: completed, verified' line in the guest's output")
+        #expect(migration.iterations > 0 && migration.downtime > 0 && migration.totalTime > migration.downtime)
+        #expect(run.output.steps == ["conformance": .pass, "bandwidth": .pass, "migration": .pass])
     }
 }

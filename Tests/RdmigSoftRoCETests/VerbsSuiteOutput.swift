@@ -1,5 +1,6 @@
 /// What `Tests/softroce/verbs-suite.sh` printed, read back: the conformance verdicts from inside
-/// the guest, the bandwidth ratio to `ib_write_bw`, each step's verdict and the final verdict.
+/// the guest, the bandwidth ratio to `ib_write_bw`, the migration over rxe, each step's verdict
+/// and the final verdict.
 struct VerbsSuiteOutput {
     struct ConformanceTotals: Equatable {
         var passed: Int
@@ -12,6 +13,15 @@ struct VerbsSuiteOutput {
         var rdmig: Double
         var ibWriteBW: Double
         var ratio: Double
+    }
+
+    /// The migration step's result line (the guest prints it only when both sides exited 0
+    /// and both reports say completed and verified).
+    struct Migration: Equatable {
+        /// Milliseconds, from the source's report.
+        var downtime: Double
+        var totalTime: Double
+        var iterations: Int
     }
 
     enum Verdict: String {
@@ -61,6 +71,16 @@ struct VerbsSuiteOutput {
             if let match = line.prefixMatch(of: /verbs-vs-ib_write_bw: rdmig ([0-9.]+) MiB\/s, ib_write_bw ([0-9.]+) MiB\/s, ratio ([0-9.]+)/),
                let rdmig = Double(match.1), let ibWriteBW = Double(match.2), let ratio = Double(match.3) {
                 return Bandwidth(rdmig: rdmig, ibWriteBW: ibWriteBW, ratio: ratio)
+            }
+        }
+        return nil
+    }
+
+    var migration: Migration? {
+        for line in lines {
+            if let match = line.prefixMatch(of: /migration over rxe: completed, verified, downtime ([0-9.]+) ms, total ([0-9.]+) ms, (\d+) iterations/),
+               let downtime = Double(match.1), let totalTime = Double(match.2), let iterations = Int(match.3) {
+                return Migration(downtime: downtime, totalTime: totalTime, iterations: iterations)
             }
         }
         return nil

@@ -15,12 +15,15 @@ import Testing
         round 1: rdmig 82.320 MiB/s (plain TCP pump 28.417 MiB/s), ib_write_bw 48.55 MiB/s
         verbs-vs-ib_write_bw: rdmig 82.3 MiB/s, ib_write_bw 43.2 MiB/s, ratio 1.90 (medians of 3 rounds of 64MiB in 64 KiB writes; best round each: 99.2 and 48.6 MiB/s, ratio 2.04)
         -- step bandwidth: PASS (20.5 s)
+        == step migration
+        migration over rxe: completed, verified, downtime 101.9 ms, total 14980 ms, 24 iterations (setup 5441 ms, 93.5 MiB sent; 128 MiB guest, 16 MiB/s dirtied, ib-sw VF; rdmig debug build)
+        -- step migration: PASS (16.1 s)
         == step extra.sh
         PASS someOtherCase (1 ms)
         1 passed, 0 failed, 0 skipped
         -- step extra.sh: FAIL (exit 1, 0.2 s)
-        verbs suite in the guest: 2 steps passed, 1 failed: extra.sh
-        rdmig softroce verbs suite: FAIL: verbs suite in the guest: 2 steps passed, 1 failed: extra.sh (conformance: 2 passed, 0 failed, 1 skipped; rdmig/ib_write_bw: 1.90; 33 s in all)
+        verbs suite in the guest: 3 steps passed, 1 failed: extra.sh
+        rdmig softroce verbs suite: FAIL: verbs suite in the guest: 3 steps passed, 1 failed: extra.sh (conformance: 2 passed, 0 failed, 1 skipped; rdmig/ib_write_bw: 1.90; 33 s in all)
         """
 
     @Test func conformanceTotalsComeFromTheConformanceStepNotFromLaterSteps() {
@@ -36,8 +39,15 @@ import Testing
     @Test func ratioLineAndStepVerdictsAreRead() {
         let output = VerbsSuiteOutput(Self.passingRun)
         #expect(output.bandwidth == .init(rdmig: 82.3, ibWriteBW: 43.2, ratio: 1.90))
-        #expect(output.steps == ["conformance": .pass, "bandwidth": .pass, "extra.sh": .fail])
+        #expect(output.steps == ["conformance": .pass, "bandwidth": .pass, "migration": .pass, "extra.sh": .fail])
         #expect(output.verdict?.verdict == .fail)
+    }
+
+    @Test func migrationLineIsReadOnlyWhenCompletedAndVerified() {
+        #expect(VerbsSuiteOutput(Self.passingRun).migration == .init(downtime: 101.9, totalTime: 14980, iterations: 24))
+        let failed = "rdmig source: exit 1, status failed, verified false; its report and log:\n-- step migration: FAIL (exit 1, 9.0 s)\n"
+        #expect(VerbsSuiteOutput(failed).migration == nil)
+        #expect(VerbsSuiteOutput(failed).steps == ["migration": .fail])
     }
 
     @Test func aSkipCarriesItsReason() {
@@ -46,5 +56,6 @@ import Testing
         #expect(output.verdict?.detail == "QEMU cannot start here: qemu-system-x86_64 is not installed")
         #expect(output.conformanceTotals == nil)
         #expect(output.bandwidth == nil)
+        #expect(output.migration == nil)
     }
 }

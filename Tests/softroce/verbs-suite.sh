@@ -2,7 +2,9 @@
 # rdmig's verbs backend on a real verbs device: boots the Soft-RoCE guest once (run.sh) and runs
 # there, in order, the transport conformance suite against `verbs` through rdma_cm on the
 # guest's IP, then `rdmig bench transport --backend verbs` and `ib_write_bw -R` on the same rxe0
-# with the same message size (64 KiB) and bytes, and prints their ratio. Issue 7.
+# with the same message size (64 KiB) and bytes, and prints their ratio, then a paired native
+# migration over rxe0 (`rdmig dest` + `rdmig source --backend verbs`, a 128 MiB synthetic guest
+# with an ib-sw VF) that must end completed and verified on both sides. Issue 7.
 #
 # Usage: verbs-suite.sh [--rdmig PATH] [--large-transfer SIZE] [--total SIZE] [--rounds N]
 #                       [--step FILE]... [--copy FILE]... [--timeout S] [--keep]
@@ -21,6 +23,7 @@
 #   --keep             keep run.sh's run folder (console.log, output.log) even on success
 # Env:   as run.sh (RDMIG_CACHE, RDMIG_QEMU, RDMIG_QEMU_ACCEL)
 # Out:   stdout: the guest's output (steps, conformance PASS/FAIL/SKIP lines, the ratio line),
+#        the migration line "migration over rxe: completed, verified, downtime X ms, ...",
 #        then one verdict line "rdmig softroce verbs suite: PASS|FAIL|SKIP ...".
 #        stderr: the image build's and run.sh's progress.
 # Exit:  0 every step passed; 1 a step failed (or rdmig could not be built); 77 skipped: QEMU
@@ -128,7 +131,8 @@ status=0
 # The conformance step runs first: extra steps may print such lines too.
 conformance=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$output" | head -1 || true)
 ratio=$(sed -n "s/^verbs-vs-ib_write_bw: [^(]*ratio \([0-9.]*\) (.*/\1/p" "$output" | tail -1)
-summary="conformance: ${conformance:-no result}; rdmig/ib_write_bw: ${ratio:-no result}; $(elapsed) in all"
+migration=$(sed -n 's/^migration over rxe: \(completed, verified, downtime [0-9.]* ms\).*/\1/p' "$output" | tail -1)
+summary="conformance: ${conformance:-no result}; rdmig/ib_write_bw: ${ratio:-no result}; migration: ${migration:-not completed}; $(elapsed) in all"
 if [ "$status" = 0 ]; then
     verdict "PASS ($summary)"
     exit 0
