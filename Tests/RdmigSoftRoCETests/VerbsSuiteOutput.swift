@@ -50,12 +50,15 @@ struct VerbsSuiteOutput {
 
     /// Case name to verdict, from the conformance step's "PASS name (N ms)", "FAIL name: why"
     /// and "SKIP name: why" lines.
-    var conformanceCases: [String: Verdict] {
+    var conformanceCases: [String: Verdict] { conformanceCases(inStep: "conformance") }
+
+    /// The same for any step that runs the conformance suite (e.g. "conformance-busy-poll").
+    func conformanceCases(inStep step: String) -> [String: Verdict] {
         var verdicts: [String: Verdict] = [:]
         var inConformance = false
         for line in lines {
             if line.hasPrefix("== step ") {
-                inConformance = line == "== step conformance"
+                inConformance = line == "== step \(step)"
                 continue
             }
             guard inConformance,

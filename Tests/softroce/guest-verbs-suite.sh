@@ -1,6 +1,7 @@
 # Runs inside the Soft-RoCE guest (busybox sh), started by verbs-suite.sh through run.sh: the
 # steps that check rdmig's verbs backend on a real verbs device (rxe0), all in one boot:
-# conformance, bandwidth against ib_write_bw, a paired migration over rxe.
+# conformance (completion channel, then busy-poll), bandwidth against ib_write_bw, a paired
+# migration over rxe.
 # Every step runs even when an earlier one failed, so one run shows everything; the exit code
 # is 0 only when every step passed.
 #
@@ -62,9 +63,15 @@ step() {
     fi
 }
 
-# The transport conformance suite from the rdmig binary, through rdma_cm on the guest's IP.
+# The transport conformance suite from the rdmig binary, through rdma_cm on the guest's IP:
+# once waiting on completion channels (the default), once busy-polling the CQs (both peers'
+# pollers spin on the guest's 2 vCPUs, beside rxe's own kernel work).
 conformance() {
     timeout "$step_timeout" rdmig selftest transport --backend verbs --host "$ip" --large-transfer "$large_transfer"
+}
+conformance_busy_poll() {
+    timeout "$step_timeout" rdmig selftest transport --backend verbs --host "$ip" --large-transfer "$large_transfer" \
+        --completion busy-poll
 }
 
 # One `rdmig bench transport --runs 1` (verbs, 64 KiB WRITEs); sets rdmig_rate and pump_rate
@@ -208,6 +215,7 @@ migration() {
 
 echo "verbs suite in the guest: $device on $ip, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs"
 step conformance conformance
+step conformance-busy-poll conformance_busy_poll
 step bandwidth bandwidth_against_ib_write_bw
 step migration migration
 for extra in $extra_steps; do
