@@ -184,6 +184,12 @@ public final class MigrationDestination {
                 }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
                 if touched.isLast {
+                    let drainStart = clock.now
+                    defer {
+                        if switchoverAt != nil {
+                            options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
+                        }
+                    }
                     // Hash now, while the guest still runs on the source (which waits for this
                     // answer before deciding): a backlog would be hashed inside the downtime.
                     _ = digester.drain()
@@ -197,7 +203,9 @@ public final class MigrationDestination {
             case .vfStateDone:
                 break
             case .digests(let digests):
+                let verifyStart = clock.now
                 let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
+                options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
                 if !problems.isEmpty {
                     let reason = "verification failed: " + problems.joined(separator: "; ")
                     try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
