@@ -19,6 +19,8 @@ public final class MigrationDestination {
         public var memoryBacking: GuestMemoryBacking = .anonymous
         /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
         public var maximumGuestBytes: UInt64 = 1 << 40
+        /// CPUs for the completion poller.
+        public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
 
         public init(key: PreSharedKey) {
@@ -49,7 +51,9 @@ public final class MigrationDestination {
         var report = MigrationReport(status: .setup)
         var session: MigrationSession?
         do {
-            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: CompletionRouter.Configuration())
+            var routerConfiguration = CompletionRouter.Configuration()
+            routerConfiguration.pollerCPUs = options.pollerCPUs
+            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: routerConfiguration)
             session = opened
             try opened.handshake(key: options.key, timeout: options.peerTimeout)
             options.log("authenticated the source \(connection.peerEndpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")

@@ -24,6 +24,9 @@ public final class MigrationSource {
         public var peerTimeout: Duration = .seconds(60)
         /// ib-sw object changes per second while the guest runs (pre-copy dirties VF state).
         public var deviceChangesPerSecond: Int = 20_000
+        /// CPUs for the completion poller (the transport's own threads take
+        /// `transportOptions.threadCPUs`).
+        public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
         public var progress: (MigrationProgress) -> Void = { _ in }
 
@@ -71,7 +74,9 @@ public final class MigrationSource {
             try guest.start()
             devices = try makeDevices()
             let connection = try connect()
-            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration())
+            var routerConfiguration = CompletionRouter.Configuration()
+            routerConfiguration.pollerCPUs = options.pollerCPUs
+            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: routerConfiguration)
             session = opened
             try opened.handshake(key: options.key, timeout: options.peerTimeout)
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
