@@ -30,12 +30,15 @@ struct SelftestTransportCommand: ParsableCommand {
     @Option(help: "How the backend waits for completions: event (completion channel, the default) or busy-poll.")
     var completion: TransportOptions.CompletionMode = .event
 
+    @Option(name: .customLong("ipv6-host"), help: "IPv6 address for the IPv6 case (default ::1 next to 127.0.0.1; for verbs an address on the RDMA netdev, e.g. fe80::1%eth0).")
+    var ipv6Host: String?
+
     @Option(name: .customLong("case"), help: "Run only these cases (repeatable).")
     var cases: [String] = []
 
     func run() throws {
         let selection = BackendChoice.select(endpoint: TransportEndpoint(host: host, port: 0), forced: backend)
-        var environment = ConformanceEnvironment(backend: selection.backend, host: host)
+        var environment = ConformanceEnvironment(backend: selection.backend, host: host, ipv6Host: ipv6Host)
         environment.largeTransferBytes = Int(largeTransfer.bytes)
         environment.options.completionMode = completion
         let chosen = cases.isEmpty ? TransportConformance.cases : try cases.map { name in

@@ -7,7 +7,7 @@ import Testing
         == step conformance
         transport conformance: backend verbs on 10.0.2.15 (verbs forced by configuration)
         PASS connectAndAcceptGiveAConnectedPair (231 ms)
-        SKIP ipv6LoopbackWorks: the environment's host 10.0.2.15 is not IPv4 loopback
+        SKIP ipv6ConnectionWorks: the environment's host 10.0.2.15 is not IPv4 loopback
         PASS largeTransferArrivesByteForByte (313 ms)
         2 passed, 0 failed, 1 skipped
         -- step conformance: PASS (4.0 s)
@@ -37,7 +37,7 @@ import Testing
         #expect(output.conformanceTotals == .init(passed: 2, failed: 0, skipped: 1))
         #expect(output.conformanceCases == [
             "connectAndAcceptGiveAConnectedPair": .pass,
-            "ipv6LoopbackWorks": .skip,
+            "ipv6ConnectionWorks": .skip,
             "largeTransferArrivesByteForByte": .pass,
         ])
         #expect(output.conformanceCases(inStep: "conformance-busy-poll") == [

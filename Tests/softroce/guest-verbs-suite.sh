@@ -36,6 +36,19 @@ while [ $# -gt 0 ]; do
 done
 ip=$RDMIG_GUEST_IP
 device=$RDMIG_RDMA_DEVICE
+# The IPv6 conformance case needs an IPv6 address on the RDMA netdev: eth0's link-local one,
+# with its zone (rdma_cm cannot use ::1). The kernel adds it when the link comes up, after
+# duplicate address detection, so wait for it briefly.
+ipv6=""
+for _ in $(seq 1 50); do
+    line=$(ip -6 addr show dev eth0 scope link 2>/dev/null | grep inet6 | head -1)
+    case "$line" in
+        *tentative*|"") sleep 0.1 ;;
+        *) ipv6=$(echo "$line" | sed 's/.*inet6 \([^/]*\)\/.*/\1/'); break ;;
+    esac
+done
+ipv6_option=""
+[ -n "$ipv6" ] && ipv6_option="--ipv6-host $ipv6%eth0"
 
 passed=0 failed=0 failed_names=""
 uptime_now() { cut -d' ' -f1 /proc/uptime; }
@@ -67,11 +80,11 @@ step() {
 # once waiting on completion channels (the default), once busy-polling the CQs (both peers'
 # pollers spin on the guest's 2 vCPUs, beside rxe's own kernel work).
 conformance() {
-    timeout "$step_timeout" rdmig selftest transport --backend verbs --host "$ip" --large-transfer "$large_transfer"
+    timeout "$step_timeout" rdmig selftest transport --backend verbs --host "$ip" --large-transfer "$large_transfer" $ipv6_option
 }
 conformance_busy_poll() {
     timeout "$step_timeout" rdmig selftest transport --backend verbs --host "$ip" --large-transfer "$large_transfer" \
-        --completion busy-poll
+        --completion busy-poll $ipv6_option
 }
 
 # One `rdmig bench transport --runs 1` (verbs, 64 KiB WRITEs); sets rdmig_rate and pump_rate
