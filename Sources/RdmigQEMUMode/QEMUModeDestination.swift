@@ -155,8 +155,8 @@ public final class QEMUModeDestination: @unchecked Sendable {
         let relay = ChannelIncomingRelay(receiver: streamReceiver, idleTimeout: options.peerTimeout)
         let canceller = TaskCanceller()
         let pump = ControlPump(session: session) { [logger] failure in
+            guard canceller.cancel() else { return }
             logger.warning("\(failure): abandoning the incoming QEMU migration")
-            canceller.cancel()
         }
         self.pump = pump
         try pump.start()
@@ -177,7 +177,7 @@ public final class QEMUModeDestination: @unchecked Sendable {
         let task = Task { try await driver.receive() }
         canceller.attach { task.cancel() }
         let result = await task.result
-        verification?.cancel()
+        canceller.finish()
         switch result {
         case .success(let destination):
             report.qemu = .init(destination.info)
@@ -200,7 +200,7 @@ public final class QEMUModeDestination: @unchecked Sendable {
             report.guestLocation = "destination (running)"
         case .failure(let error):
             var description = "\(error)"
-            if let peer = pump.peerFailure { description += " (\(peer))" }
+            if let peer = pump.peerFailure { description += " (the source: \(peer))" }
             report.error = description
             if let qemuError = error as? QEMUMigrationError {
                 let state = qemuError.guestState ?? ""

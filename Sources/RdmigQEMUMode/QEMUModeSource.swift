@@ -234,8 +234,8 @@ public final class QEMUModeSource: @unchecked Sendable {
         // cancels the driver's task, which stops QEMU's migration and resumes the guest here.
         let canceller = TaskCanceller()
         let pump = ControlPump(session: session) { [logger] failure in
+            guard canceller.cancel() else { return }
             logger.warning("\(failure): abandoning the QEMU migration")
-            canceller.cancel()
         }
         self.pump = pump
         try pump.start()
@@ -243,6 +243,7 @@ public final class QEMUModeSource: @unchecked Sendable {
         canceller.attach { task.cancel() }
 
         let result: Result<QEMUSourceReport, any Error> = await task.result
+        canceller.finish()
         switch result {
         case .success(let source):
             fill(&report, from: source)
@@ -360,7 +361,12 @@ public final class QEMUModeSource: @unchecked Sendable {
             throw error
         }
         var description = "\(qemuError)"
-        if let peerFailure { description += " (\(peerFailure))" }
+        if let peerFailure, case .cancelled = qemuError.reason {
+            // The cancellation was this side's answer to the peer's failure: say that first.
+            description = "the destination failed (\(peerFailure)), so QEMU's migration was cancelled; guest: \(qemuError.guestState ?? "state unknown")"
+        } else if let peerFailure {
+            description += " (the destination: \(peerFailure))"
+        }
         report.error = description
         if case .relayFailedAfterCompletion = qemuError.reason {
             pump?.abort("the source's relay failed after its QEMU completed: \(qemuError)")
