@@ -6,17 +6,22 @@
 # QEMU's total-time and downtime, and of the downtime from the source's STOP event to the
 # destination's RESUME event (both seen on the script's own QMP sockets, so measured the same
 # way for both paths), into Perf/README.md between the markers below.
-#   Perf/qemu-vs-rdmig.sh [RUNS]     (default 3; ~10 s per migration under TCG)
+#   Perf/qemu-vs-rdmig.sh [RUNS]     (default 3; ~5-10 s per migration under TCG)
+#   Perf/qemu-vs-rdmig.sh --table-from FILE   (the table again from a run's record lines on stderr)
 # Env: RATES="0 50 200" (MB/s), MEMORY=1024, WS=256 (MiB), MAX_BANDWIDTH (bytes/s, default
 # 10 GiB/s: QEMU's 128 MiB/s default throttles), DOWNTIME_LIMIT (ms, default 50: rdmig's).
 # Every migration is checked: completed, destination running, its heartbeats errors=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+results=$(mktemp)
+if [ "${1:-}" = "--table-from" ]; then
+    grep '^{"path"' "$2" >"$results"
+    runs=$(python3 -c 'import json,sys; print(max(json.loads(l)["run"] for l in open(sys.argv[1])) + 1)' "$results")
+else
 runs=${1:-3}
 swift build -c release --product rdmig >/dev/null
 Tests/qemu-guest/install-qemu.sh >/dev/null
 Tests/qemu-guest/build-image.sh >/dev/null
-results=$(mktemp)
 RUNS=$runs RESULTS=$results RDMIG=.build/release/rdmig python3 - <<'PY'
 import json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, "Tests/qemu-guest")
@@ -106,10 +111,9 @@ def through_rdmig(src, dst):
     if report.get("status") != "completed":
         raise RuntimeError(f"rdmig: {report.get('error')}")
     qemu = report["qemu"]
-    return {"total-time": qemu["totalTimeMilliseconds"], "downtime": qemu["downtimeMilliseconds"],
-            "ram": {"transferred": qemu.get("transferredBytes", 0)}, "rdmig-wall": report["wallTimeMilliseconds"]}
+    return {"total-time": qemu["total-time-milliseconds"], "downtime": qemu["downtime-milliseconds"],
+            "ram": {"transferred": qemu.get("transferred-bytes", 0)}, "rdmig-wall": report["wall-time-milliseconds"]}
 
-records = []
 for run in range(runs):
     for rate in rates:
         # Interleaved: direct and rdmig alternate within each rate and run, first one then the other.
@@ -138,16 +142,15 @@ for run in range(runs):
             finally:
                 stop(src); stop(dst)
             print(json.dumps(record), file=sys.stderr, flush=True)
-            records.append(record)
-
-with open(os.environ["RESULTS"], "w") as out:
-    json.dump(records, out)
+            with open(os.environ["RESULTS"], "a") as out:
+                print(json.dumps(record), file=out)
 PY
+fi
 
 machine="$(nproc) cores, Linux $(uname -r), QEMU $(Tests/qemu-guest/install-qemu.sh --env | sed -n 's/.*RDMIG_QEMU_VERSION=\([^ ]*\).*/\1/p') under TCG"
 table=$(RESULTS=$results MACHINE="$machine" RUNS=$runs python3 - <<'PY'
 import json, os, statistics
-records = json.load(open(os.environ["RESULTS"]))
+records = [json.loads(line) for line in open(os.environ["RESULTS"]) if line.strip()]
 def median(values):
     return statistics.median(values) if values else float("nan")
 print(f"Measured {__import__('datetime').date.today()} on {os.environ['MACHINE']}: 1 GiB guest, 256 MiB working set, "

@@ -71,7 +71,12 @@ public final class QEMUModeDestination: @unchecked Sendable {
         do {
             try await DedicatedThread.run(name: "rdmig-setup") { try self.setUp(connection: connection) }
             try await receive(report: &report, outcome: &outcome)
-            try pump?.send(.qemuOutcome(outcome), .commit)
+            do {
+                try pump?.send(.qemuOutcome(outcome), .commit)
+            } catch {
+                // The guest runs here whatever the source hears: the migration completed.
+                report.notes.append("could not tell the source the guest runs here: \(error)")
+            }
         } catch {
             report.status = .failed
             report.error = report.error ?? "\(error)"

@@ -312,9 +312,9 @@ public final class QEMUModeSource: @unchecked Sendable {
 
     /// The destination's last word. It resumes the guest before answering, so the wait
     /// covers its load, hook, `cont` and RESUME.
-    private func awaitOutcome() async throws -> MigrationMessage.QEMUOutcome {
+    private func awaitOutcome(timeout: Duration? = nil) async throws -> MigrationMessage.QEMUOutcome {
         guard let pump else { preconditionFailure("no control pump") }
-        let timeout = options.peerTimeout
+        let timeout = timeout ?? options.peerTimeout
         let message = try await blocking("rdmig-outcome") {
             try pump.expect("QEMU_OUTCOME (the destination's result)", timeout: timeout) {
                 if case .qemuOutcome = $0 { return true } else { return false }
@@ -369,8 +369,10 @@ public final class QEMUModeSource: @unchecked Sendable {
         }
         report.error = description
         if case .relayFailedAfterCompletion = qemuError.reason {
-            pump?.abort("the source's relay failed after its QEMU completed: \(qemuError)")
-            let outcome = try? await awaitOutcome()
+            // No ABORT: the destination may hold the whole stream and be about to run the
+            // guest. Its verdict decides; a truncated stream makes it give up after its idle
+            // timeout, so wait longer than that.
+            let outcome = try? await awaitOutcome(timeout: options.peerTimeout * 2 + .seconds(30))
             switch outcome?.guest {
             case .resumed?:
                 // The destination had the whole stream and runs the guest: that is a

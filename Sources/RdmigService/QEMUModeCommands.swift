@@ -81,10 +81,41 @@ enum QEMUModeCommands {
 
     static func emit(_ report: QEMUModeReport, role: String, service: ServiceOptions) throws {
         if service.json {
-            print(try JSONText.encode(report))
+            print(try QEMUModeCommands.json(report))
         } else {
             FileHandle.standardError.write(Data("rdmig \(role) (QEMU mode):\n\(report.text)\n".utf8))
         }
+    }
+}
+
+extension QEMUModeCommands {
+    /// The report as one JSON object with kebab-case keys, like native mode's QMP-style names
+    /// (`total-time-milliseconds`, `downtime-milliseconds`, `bytes-per-second`, ...).
+    static func json(_ report: QEMUModeReport) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .custom { path in
+            KebabKey(camelCase: path.last!.stringValue)
+        }
+        return String(decoding: try encoder.encode(report), as: UTF8.self)
+    }
+}
+
+private struct KebabKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+    init(camelCase: String) {
+        var text = ""
+        for character in camelCase {
+            if character.isUppercase {
+                text += "-" + character.lowercased()
+            } else {
+                text.append(character)
+            }
+        }
+        stringValue = text
     }
 }
 

@@ -106,17 +106,17 @@ struct QEMUModeTests {
         #expect(qemu?["status"] as? String == "completed")
         // max-bandwidth came from the probe, not QEMU's 128 MiB/s default.
         let probe = run.source["probe"] as? [String: Any]
-        let probeRate = (probe?["bytesPerSecond"] as? NSNumber)?.uint64Value ?? 0
+        let probeRate = (probe?["bytes-per-second"] as? NSNumber)?.uint64Value ?? 0
         #expect(probeRate > 0)
-        #expect((run.source["maxBandwidthBytesPerSecond"] as? NSNumber)?.uint64Value == probeRate)
+        #expect((run.source["max-bandwidth-bytes-per-second"] as? NSNumber)?.uint64Value == probeRate)
         // Both relays carried exactly what QEMU sent.
         let relayBytes = ((run.source["relay"] as? [String: Any])?["bytes"] as? NSNumber)?.uint64Value
         let peerBytes = ((run.destination["relay"] as? [String: Any])?["bytes"] as? NSNumber)?.uint64Value
         #expect(relayBytes != nil && relayBytes == peerBytes)
-        let downtime = (run.source["downtimeMilliseconds"] as? NSNumber)?.doubleValue
+        let downtime = (run.source["downtime-milliseconds"] as? NSNumber)?.doubleValue
         #expect(downtime.map { $0 > 0 && $0 < 10_000 } == true, "STOP-to-RESUME downtime \(String(describing: downtime))")
-        print("rdmig QEMU-mode test plain: total-time \(qemu?["totalTimeMilliseconds"] ?? "?") ms, QEMU downtime "
-            + "\(qemu?["downtimeMilliseconds"] ?? "?") ms, STOP-to-RESUME \(downtime.map { formatFixed($0, decimals: 1) } ?? "?") ms")
+        print("rdmig QEMU-mode test plain: total-time \(qemu?["total-time-milliseconds"] ?? "?") ms, QEMU downtime "
+            + "\(qemu?["downtime-milliseconds"] ?? "?") ms, STOP-to-RESUME \(downtime.map { formatFixed($0, decimals: 1) } ?? "?") ms")
         try await expectGuestRunsOnDestination(pair)
     }
 
@@ -128,10 +128,10 @@ struct QEMUModeTests {
         #expect(run.destinationExit == 0, "rdmig dest exited \(run.destinationExit):\n\(run.destinationStderr)")
         #expect(run.source["status"] as? String == "completed")
         // The pre-switchover hook ran, and the destination loaded the state and checked its digest.
-        #expect(run.source["preSwitchoverHookMilliseconds"] != nil)
-        #expect(run.destination["vfStateVerified"] as? Bool == true)
-        let sent = (run.source["vfStateBytes"] as? NSNumber)?.uint64Value ?? 0
-        let loaded = (run.destination["vfStateBytes"] as? NSNumber)?.uint64Value ?? 0
+        #expect(run.source["pre-switchover-hook-milliseconds"] != nil)
+        #expect(run.destination["vf-state-verified"] as? Bool == true)
+        let sent = (run.source["vf-state-bytes"] as? NSNumber)?.uint64Value ?? 0
+        let loaded = (run.destination["vf-state-bytes"] as? NSNumber)?.uint64Value ?? 0
         #expect(sent > 0 && sent == loaded, "VF state sent \(sent) B, loaded \(loaded) B")
         try await expectGuestRunsOnDestination(pair)
     }
