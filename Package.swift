@@ -113,7 +113,8 @@ let package = Package(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigQEMUModeTests", dependencies: ["rdmig", "RdmigQEMU", "RdmigSystem"],
+            name: "RdmigQEMUModeTests",
+            dependencies: ["rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
