@@ -117,7 +117,11 @@ let package = Package(
             dependencies: ["rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigTransport", "RdmigSystem"],
+            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
+        .testTarget(
+            name: "RdmigSoftRoCETests", dependencies: ["RdmigTransportConformance"],
             swiftSettings: swiftSettings),
     ]
 )

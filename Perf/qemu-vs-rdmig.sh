@@ -5,7 +5,8 @@
 # each, with the same raised max-bandwidth and the same downtime-limit. Records medians of
 # QEMU's total-time and downtime, and of the downtime from the source's STOP event to the
 # destination's RESUME event (both seen on the script's own QMP sockets, so measured the same
-# way for both paths), into Perf/README.md between the markers below.
+# way for both paths), into Perf/README.md between the markers below; the records (one JSON
+# line per migration) go to Perf/results/qemu-vs-rdmig.jsonl.
 #   Perf/qemu-vs-rdmig.sh [RUNS]     (default 3; ~5-10 s per migration under TCG)
 #   Perf/qemu-vs-rdmig.sh --table-from FILE   (the table again from a run's record lines on stderr)
 # Env: RATES="0 50 200" (MB/s), MEMORY=1024, WS=256 (MiB), MAX_BANDWIDTH (bytes/s, default
@@ -145,6 +146,7 @@ for run in range(runs):
             with open(os.environ["RESULTS"], "a") as out:
                 print(json.dumps(record), file=out)
 PY
+cp "$results" Perf/results/qemu-vs-rdmig.jsonl
 fi
 
 machine="$(nproc) cores, Linux $(uname -r), QEMU $(Tests/qemu-guest/install-qemu.sh --env | sed -n 's/.*RDMIG_QEMU_VERSION=\([^ ]*\).*/\1/p') under TCG"

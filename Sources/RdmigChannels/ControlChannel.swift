@@ -23,6 +23,9 @@ public final class ControlChannel: @unchecked Sendable {
         public var sendSlots: Int = 8
         /// Default timeout of `send` when the caller gives none.
         public var sendTimeout: Duration = .seconds(30)
+        /// How long `close` waits for this side's sent messages (and its close signal) to
+        /// complete before it gives up on them.
+        public var closeTimeout: Duration = .seconds(5)
 
         public init() {}
     }
@@ -180,14 +183,48 @@ public final class ControlChannel: @unchecked Sendable {
     // MARK: - Closing
 
     /// Closes both halves and tells the peer, whose sends then fail with `.peerClosed`.
+    ///
+    /// Orderly: it first waits (up to `closeTimeout`, less if the connection fails) until every
+    /// message this side sent has completed, then until its close signal has. Tearing down a
+    /// connection drops work requests still queued: a queue pair moved to the error state
+    /// (rdma_disconnect) flushes its send queue (IBTA 10.7.3.1), and the TCP backend, emulating
+    /// that, stops at its CLOSE frame. A message posted just before the close, such as the
+    /// destination's last word RESUMED, was lost that way under load. An RC SEND completes
+    /// only once the peer acknowledged it, so after these waits the peer has the messages.
     public func close() {
-        sender.withLock { $0.closed = true }
+        let deadline = ContinuousClock.now + configuration.closeTimeout
+        sender.withLock { state in
+            state.closed = true
+            while !state.account.isIdle {
+                do {
+                    let completion = try sendInbox.pop() ?? router.wait(
+                        on: sendInbox, until: deadline, timeout: configuration.closeTimeout,
+                        operation: "closing the control channel: waiting for sent messages to complete")
+                    try handleSendSide(completion, &state)
+                } catch {
+                    break
+                }
+            }
+        }
         receiver.withLock { state in
             guard !state.closed else { return }
             state.closed = true
-            if state.account.hasRoom {
-                try? router.postSignal(account: &state.account, from: .controlReceiver, to: .control,
-                                       counter: 0, flag: true)
+            guard state.account.hasRoom,
+                  (try? router.postSignal(account: &state.account, from: .controlReceiver, to: .control,
+                                          counter: 0, flag: true)) != nil else { return }
+            while !state.account.isIdle {
+                guard let completion = receiveInbox.pop() ?? (try? router.wait(
+                    on: receiveInbox, until: deadline, timeout: configuration.closeTimeout,
+                    operation: "closing the control channel: waiting for the close signal to complete")) else { break }
+                switch completion.kind {
+                case .write:
+                    state.account.complete(sequence: WorkRequestID.sequence(of: completion.id))
+                case .receive:
+                    // A message arriving while closing is not read; its buffer goes back.
+                    router.repostReceive(slot: Int(WorkRequestID.sequence(of: completion.id)))
+                default:
+                    break
+                }
             }
         }
         router.unregister(.controlReceiver)

@@ -23,6 +23,12 @@ public final class ChunkDigester: @unchecked Sendable {
     private var busy = false
     private var stopping = false
     private var thread: SystemThread?
+    /// The region's digest, updated as chunks are rehashed: the sum of each chunk's
+    /// contribution (a hash of its index and digest), so `drain()` needs no pass over the
+    /// whole table inside the downtime (an XXH64 over a 4 GiB region's 8 MiB table took
+    /// ~0.7 ms per side). A sum is no defence against a forger — the peer is authenticated —
+    /// but any lost or torn page changes it except with probability 2^-64.
+    private var combined: UInt64 = 0
     private var inProgressBytes: UInt64 = 0
     private var hashedBytes: UInt64 = 0
     private var hashingTime: Duration = .zero
@@ -86,13 +92,21 @@ public final class ChunkDigester: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Waits until every marked chunk has been hashed; returns the digest of the table.
+    /// Waits until every marked chunk has been hashed; returns the region's digest.
     public func drain() -> UInt64 {
         condition.lock()
         while pendingCount > 0 || busy { condition.wait() }
-        let digest = hashes.withUnsafeBytes { XXHash64.hash($0) }
+        let digest = combined
         condition.unlock()
         return digest
+    }
+
+    /// A never-hashed chunk (digest 0) contributes nothing, so the sum starts at 0.
+    @inline(__always)
+    static func contribution(chunk: Int, hash: UInt64) -> UInt64 {
+        guard hash != 0 else { return 0 }
+        var pair = (UInt64(chunk).littleEndian, hash.littleEndian)
+        return withUnsafeBytes(of: &pair) { XXHash64.hash($0) }
     }
 
     /// Bytes queued and not hashed yet, and the hashing rate seen so far (bytes per second):
@@ -141,18 +155,40 @@ public final class ChunkDigester: @unchecked Sendable {
             condition.unlock()
 
             let started = clock.now
-            var computed: [(Int, UInt64)] = []
-            computed.reserveCapacity(chunks.count)
-            for chunk in chunks {
-                let start = chunk * chunkSize
-                let length = min(chunkSize, region.length - start)
-                computed.append((chunk, XXHash64.hash(UnsafeRawPointer(region.pagePointer(start / region.pageSize)), count: length)))
+            var results = [UInt64](repeating: 0, count: chunks.count)
+            let baseAddress = UInt(bitPattern: region.pagePointer(0))
+            let length = region.length
+            let size = chunkSize
+            // Large batches are split across the CPUs: the last iteration's pages are hashed
+            // inside the downtime, where nothing else needs them (measured on 2 cores: 10 MiB
+            // took 2-6 ms on one thread).
+            let workers = chunks.count >= 256 ? min(ProcessInfo.processInfo.activeProcessorCount, 4) : 1
+            chunks.withUnsafeBufferPointer { chunkList in
+                results.withUnsafeMutableBufferPointer { output in
+                    let output = UnsafeSendablePointer(pointer: output.baseAddress!)
+                    let input = UnsafeSendablePointer(pointer: UnsafeMutablePointer(mutating: chunkList.baseAddress!))
+                    let count = chunkList.count
+                    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                        var index = worker * count / workers
+                        let end = (worker + 1) * count / workers
+                        while index < end {
+                            let start = input.pointer[index] * size
+                            let page = UnsafeRawPointer(bitPattern: baseAddress + UInt(start))!
+                            output.pointer[index] = XXHash64.hash(page, count: min(size, length - start))
+                            index += 1
+                        }
+                    }
+                }
             }
+            let computed = zip(chunks, results)
 
             let elapsed = clock.now - started
             condition.lock()
-            for (chunk, hash) in computed { hashes[chunk] = hash }
-            hashedBytes += UInt64(computed.count * chunkSize)
+            for (chunk, hash) in computed {
+                combined = combined &- Self.contribution(chunk: chunk, hash: hashes[chunk]) &+ Self.contribution(chunk: chunk, hash: hash)
+                hashes[chunk] = hash
+            }
+            hashedBytes += UInt64(chunks.count * chunkSize)
             hashingTime += elapsed
             inProgressBytes = 0
             busy = false

@@ -19,6 +19,8 @@ public final class MigrationDestination {
         public var memoryBacking: GuestMemoryBacking = .anonymous
         /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
         public var maximumGuestBytes: UInt64 = 1 << 40
+        /// CPUs for the completion poller.
+        public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
 
         public init(key: PreSharedKey) {
@@ -49,7 +51,9 @@ public final class MigrationDestination {
         var report = MigrationReport(status: .setup)
         var session: MigrationSession?
         do {
-            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: CompletionRouter.Configuration())
+            var routerConfiguration = CompletionRouter.Configuration()
+            routerConfiguration.pollerCPUs = options.pollerCPUs
+            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: routerConfiguration)
             session = opened
             try opened.handshake(key: options.key, timeout: options.peerTimeout)
             options.log("authenticated the source \(connection.peerEndpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
@@ -184,6 +188,12 @@ public final class MigrationDestination {
                 }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
                 if touched.isLast {
+                    let drainStart = clock.now
+                    defer {
+                        if switchoverAt != nil {
+                            options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
+                        }
+                    }
                     // Hash now, while the guest still runs on the source (which waits for this
                     // answer before deciding): a backlog would be hashed inside the downtime.
                     _ = digester.drain()
@@ -197,7 +207,9 @@ public final class MigrationDestination {
             case .vfStateDone:
                 break
             case .digests(let digests):
+                let verifyStart = clock.now
                 let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
+                options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
                 if !problems.isEmpty {
                     let reason = "verification failed: " + problems.joined(separator: "; ")
                     try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))

@@ -13,8 +13,6 @@ package final class MigrationSession {
     /// What this side announces; `qemuStream` marks QEMU mode, which a native peer refuses.
     package let features: MigrationMessage.Features
     package var peerHello: MigrationMessage.Hello?
-    /// Messages that arrived while waiting for another kind (handled in order later).
-    var deferred: [MigrationMessage] = []
 
     package static let nativeFeatures: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
     package static let qemuModeFeatures: MigrationMessage.Features = [.qemuStream, .deviceState, .digests]
@@ -112,24 +110,15 @@ package final class MigrationSession {
     }
 
     /// The next control message; ABORT and ERROR from the peer become errors.
-    package func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration?) throws(MigrationError) -> MigrationMessage {
-        if !deferred.isEmpty { return deferred.removeFirst() }
-        let message: MigrationMessage
-        do {
-            message = try control.receive(timeout: timeout)
-        } catch {
-            throw MigrationError.channel(error, phase, during: during)
+    package func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage {
+        guard let message = try receiveIfAny(phase, during: during, timeout: timeout) else {
+            throw MigrationError(phase, "\(during): nothing from the peer for \(formatFixed(timeout.seconds, decimals: 1)) s")
         }
-        switch message {
-        case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)")
-        case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)")
-        default: return message
-        }
+        return message
     }
 
     /// Like `receive`, but nil when nothing arrived within `timeout`.
     package func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
-        if !deferred.isEmpty { return deferred.removeFirst() }
         let message: MigrationMessage
         do {
             message = try control.receive(timeout: timeout)

@@ -24,6 +24,9 @@ public final class MigrationSource {
         public var peerTimeout: Duration = .seconds(60)
         /// ib-sw object changes per second while the guest runs (pre-copy dirties VF state).
         public var deviceChangesPerSecond: Int = 20_000
+        /// CPUs for the completion poller (the transport's own threads take
+        /// `transportOptions.threadCPUs`).
+        public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
         public var progress: (MigrationProgress) -> Void = { _ in }
 
@@ -71,7 +74,9 @@ public final class MigrationSource {
             try guest.start()
             devices = try makeDevices()
             let connection = try connect()
-            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration())
+            var routerConfiguration = CompletionRouter.Configuration()
+            routerConfiguration.pollerCPUs = options.pollerCPUs
+            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: routerConfiguration)
             session = opened
             try opened.handshake(key: options.key, timeout: options.peerTimeout)
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
@@ -314,7 +319,9 @@ public final class MigrationSource {
         steps.lap("pause")
         FaultInjection.stall(at: "source-stall-after-pause")
         for device in devices {
-            device.mutator?.stop()
+            // The device stops changing with STOP_COPY (its steps are refused under the
+            // provider's lock); its activity thread is joined after the downtime, since
+            // joining waits out its sleep (up to a batch interval, ~3 ms, seen in the laps).
             do {
                 try device.provider.enterStopCopy()
             } catch {
@@ -418,6 +425,10 @@ public final class MigrationSource {
                                    pages: pages, devices: &devices)
         }
         let runs = dirty.runs()
+        // Hash this side's copy while the pages travel: inside the downtime the guest is
+        // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
+        let touched = digester.touchedBitmap(pages: runs)
+        digester.mark(touched[...])
         let statistics: PageIterationStatistics
         do {
             try pages.beginIteration(iteration)
@@ -426,8 +437,6 @@ public final class MigrationSource {
         } catch {
             throw MigrationError.channel(error, .precopy, during: "writing iteration \(iteration)'s \(dirty.count) pages")
         }
-        let touched = digester.touchedBitmap(pages: runs)
-        digester.mark(touched[...])
         // Only non-empty segments travel, and always a last one (possibly empty) that asks the
         // destination to hash and acknowledge the iteration.
         let segment = MigrationMessage.TouchedChunks.maximumBitmapBytes

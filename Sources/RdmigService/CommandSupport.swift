@@ -27,6 +27,8 @@ extension ByteRate: ExpressibleByArgument {
 
 extension TransportBackendKind: ExpressibleByArgument {}
 
+extension TransportOptions.CompletionMode: ExpressibleByArgument {}
+
 extension TransportEndpoint: ExpressibleByArgument {
     public init?(argument: String) {
         guard let value = try? TransportEndpoint(parsing: argument) else { return nil }

@@ -155,11 +155,15 @@ struct SourceCommand: ParsableCommand {
         let key = try service.key(configuration, log: log)
         let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
         log.info("transport \(selection.kind): \(selection.reason)")
+        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
+        log.info("\(placement.description)")
+        configuration.transport.options.threadCPUs = placement.cpus
 
         var options = MigrationSource.Options(
             endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
             migration: configuration.migration, deviceSpecs: configuration.deviceSpecs + vf, key: key)
         options.peerTimeout = configuration.peerTimeout
+        options.pollerCPUs = placement.cpus
         let logger = log
         options.log = { logger.info("\($0)") }
         let progress = ProgressReporter(fileDescriptor: 2)
@@ -215,9 +219,14 @@ struct DestCommand: ParsableCommand {
         let logger = log
         options.log = { logger.info("\($0)") }
         let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
+        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
+        log.info("\(placement.description)")
+        options.pollerCPUs = placement.cpus
+        var transportOptions = configuration.transport.options
+        transportOptions.threadCPUs = placement.cpus
         let listener: any TransportListener
         do {
-            listener = try selection.backend.listen(on: listen, options: configuration.transport.options)
+            listener = try selection.backend.listen(on: listen, options: transportOptions)
         } catch {
             throw RdmigCommandError("cannot listen on \(listen): \(error)")
         }

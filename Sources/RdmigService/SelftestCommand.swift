@@ -27,6 +27,9 @@ struct SelftestTransportCommand: ParsableCommand {
     @Option(name: .customLong("large-transfer"), help: "Size of the large-transfer case.")
     var largeTransfer: ByteCount = .mebibytes(64)
 
+    @Option(help: "How the backend waits for completions: event (completion channel, the default) or busy-poll.")
+    var completion: TransportOptions.CompletionMode = .event
+
     @Option(name: .customLong("case"), help: "Run only these cases (repeatable).")
     var cases: [String] = []
 
@@ -34,13 +37,14 @@ struct SelftestTransportCommand: ParsableCommand {
         let selection = BackendChoice.select(endpoint: TransportEndpoint(host: host, port: 0), forced: backend)
         var environment = ConformanceEnvironment(backend: selection.backend, host: host)
         environment.largeTransferBytes = Int(largeTransfer.bytes)
+        environment.options.completionMode = completion
         let chosen = cases.isEmpty ? TransportConformance.cases : try cases.map { name in
             guard let found = TransportConformance.case(named: name) else {
                 throw ValidationError("no conformance case '\(name)': cases are \(TransportConformance.cases.map(\.name).joined(separator: ", "))")
             }
             return found
         }
-        print("transport conformance: backend \(backend) on \(host) (\(selection.reason))")
+        print("transport conformance: backend \(backend) on \(host), completion \(completion.rawValue) (\(selection.reason))")
         var passed = 0, failed = 0, skipped = 0
         for conformanceCase in chosen {
             let clock = ContinuousClock()

@@ -89,3 +89,23 @@ enum BackendChoice {
         select(endpoint: TransportEndpoint(host: host, port: 0), forced: forced)
     }
 }
+
+/// Where the hot-path threads (transport I/O and completion polling) run: the CPUs of the
+/// NUMA node of the device serving `endpoint` (or `[memory] thread-cpus`), as `rdmig probe`
+/// reports. Returns the CPUs and a line for the log.
+enum HotPathPlacement {
+    static func choose(memory: MemoryConfiguration, selection: TransportSelector.Selection) throws -> (cpus: [Int32], description: String) {
+        let topology = MachineTopology.discover()
+        let device = selection.device.flatMap { topology.locality(of: $0) != nil ? $0 : nil }
+        do {
+            let node = try topology.chooseNode(memory.node, device: device)
+            let placement = try ThreadPlacement.choose(memory.threadCPUs, node: node, topology: topology)
+            var text = "hot-path threads on CPUs \(CPUList.format(placement.cpus)) (\(placement.reason))"
+            if let warning = placement.warning { text += "; \(warning)" }
+            return (placement.cpus, text)
+        } catch {
+            throw RdmigCommandError("[memory] placement: \(error)")
+        }
+    }
+}
+

@@ -133,6 +133,10 @@ else
     ldconfig -r "$root"
     echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
     echo "root:x:0:" >"$root/etc/group"
+    # No package here ships /etc/hosts (netbase would) or nsswitch.conf: without them glibc
+    # cannot resolve `localhost`, and its built-in default tries DNS first (there is none).
+    [ -f "$root/etc/hosts" ] || printf '%s\n' "127.0.0.1 localhost" "::1 localhost ip6-localhost ip6-loopback" >"$root/etc/hosts"
+    [ -f "$root/etc/nsswitch.conf" ] || printf '%s\n' "passwd: files" "group: files" "hosts: files" >"$root/etc/nsswitch.conf"
     install -m 0755 "$here/guest-init.sh" "$root/init"
 
     # Every shared library an ELF file in the image asks for must be in the image.

@@ -62,8 +62,14 @@ eval "$("$here/build-image.sh")"
 root=$RDMIG_SOFTROCE_ROOT
 
 mkdir -p "$(rdmig_cache_dir)/softroce/runs"
-# Failed runs keep their folders for a look; only the ten newest are kept.
-ls -dt "$(rdmig_cache_dir)"/softroce/runs/run.* 2>/dev/null | tail -n +10 | xargs -r rm -rf
+# Failed runs keep their folders for a look; only the ten newest are kept. The glob is expanded
+# by the shell first: `ls run.*` on an empty folder fails, and under pipefail that ended the run.
+shopt -s nullglob
+old_runs=("$(rdmig_cache_dir)"/softroce/runs/run.*)
+shopt -u nullglob
+if ((${#old_runs[@]} > 9)); then
+    ls -dt "${old_runs[@]}" | tail -n +10 | xargs -r -d '\n' rm -rf
+fi
 run=$(mktemp -d "$(rdmig_cache_dir)/softroce/runs/run.XXXXXX")
 stage=$run/stage
 mkdir -p "$stage/job/bin" "$stage/job/lib"

@@ -3,6 +3,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import RdmigMemory
 import RdmigSystem
 import RdmigTransport
 
@@ -36,6 +37,20 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "Local address both processes use.")
     var host: String = "127.0.0.1"
 
+    @Option(help: "Sender ring and receiver window: malloc (plain allocation) or pool (pinned NUMA-local BufferPool).")
+    var buffers: BenchmarkBufferKind = .malloc
+
+    @Option(name: .customLong("baseline-buffer"), help: "Plain pump buffer per side: message (one message, stays in cache) or ring (queue depth × message size, the transport's footprint).")
+    var baselineBuffer: BaselineBufferKind = .message
+
+    @Option(help: "With --buffers pool: NUMA node, auto or N (default auto: the RDMA device's node, or the only node).",
+            transform: { text in try NodeSelection(parsing: text) })
+    var node: NodeSelection?
+
+    @Option(name: .customLong("huge-pages"), help: "With --buffers pool: auto, off, 2M or 1G (default auto; falls back to 4 KiB pages and says why).",
+            transform: { text in try HugePagePolicy(parsing: text) })
+    var hugePages: HugePagePolicy?
+
     func validate() throws {
         guard messageSize.bytes >= 1, messageSize.bytes <= 1 << 30 else {
             throw ValidationError("--message-size \(messageSize) is out of range: use 1B … 1GiB")
@@ -51,6 +66,42 @@ struct TransportBenchmarkOptions: ParsableArguments {
         guard UInt64(queueDepth) * messageSize.bytes <= 4 << 30 else {
             throw ValidationError("--queue-depth × --message-size is \(ByteCount(UInt64(queueDepth) * messageSize.bytes)), above the 4GiB ring limit")
         }
+        switch buffers {
+        case .malloc:
+            if node != nil || hugePages != nil {
+                throw ValidationError("--node and --huge-pages apply to --buffers pool only")
+            }
+        case .pool:
+            // BufferPool's smallest slab; one slab per write in flight.
+            guard messageSize.bytes >= 64 else {
+                throw ValidationError("--buffers pool needs --message-size of at least 64B (one pool slab per message)")
+            }
+        }
+    }
+
+    /// The plain pump's buffer in this process (always a plain allocation), faulted in.
+    func makeBaselineBuffer() -> BaselineBuffer {
+        BaselineBuffer(kind: baselineBuffer, messageSize: Int(messageSize.bytes), queueDepth: queueDepth)
+    }
+
+    /// The ring this process moves bytes from or into, built before any run.
+    func makeRing(role: String, device: String?) throws(RdmigCommandError) -> BenchmarkRing {
+        try BenchmarkRing(
+            kind: buffers, slotSize: Int(messageSize.bytes), slots: queueDepth, node: node ?? .auto,
+            hugePages: hugePages ?? .auto, device: device, role: role)
+    }
+
+    /// The options again, as the receiver process is started with them.
+    var receiverArguments: [String] {
+        var arguments = [
+            "--message-size", "\(messageSize.bytes)", "--queue-depth", "\(queueDepth)",
+            "--signal-interval", "\(signalInterval)", "--total", "\(total.bytes)",
+            "--runs", "\(runs)", "--host", host, "--buffers", buffers.rawValue,
+            "--baseline-buffer", baselineBuffer.rawValue,
+        ]
+        if let node { arguments += ["--node", node.description] }
+        if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
+        return arguments
     }
 
     var parameters: TransportBenchmarkParameters {
@@ -75,8 +126,23 @@ struct TransportBenchmarkResult: Codable {
     var ratio: Double
     var samples: [Double]
     var baselineSamples: [Double]
+    var buffers: BenchmarkBufferKind
+    /// The sender's page size (the receiver's is in `receiverBuffer`).
+    var bufferPageSize: UInt64
+    var bufferFallbackReason: String?
+    var senderBuffer: BenchmarkBufferReport
+    var receiverBuffer: BenchmarkBufferReport
+    var baselineBuffer: BaselineBufferKind
+    var baselineBufferSize: Int
 
     enum CodingKeys: String, CodingKey {
+        case buffers
+        case bufferPageSize = "buffer-page-size"
+        case bufferFallbackReason = "buffer-fallback-reason"
+        case senderBuffer = "sender-buffer"
+        case receiverBuffer = "receiver-buffer"
+        case baselineBuffer = "baseline-buffer"
+        case baselineBufferSize = "baseline-buffer-size"
         case backend
         case backendReason = "backend-reason"
         case messageSize = "message-size"
@@ -104,6 +170,10 @@ struct BenchTransportCommand: ParsableCommand {
     func run() throws {
         let parameters = options.parameters
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
+        // Before the receiver starts, so that a refused pool fails fast with its own message.
+        let ring = try options.makeRing(role: "sender", device: selection.device)
+        TransportBenchmark.fillSource(ring.bytes)
+        let pumpBuffer = options.makeBaselineBuffer()
         let receiver = try BenchmarkReceiverProcess.start(options: options, backend: selection.kind)
         defer { receiver.stop() }
 
@@ -123,11 +193,12 @@ struct BenchTransportCommand: ParsableCommand {
                         throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
                     }
                     defer { connection.close() }
-                    let elapsed = try TransportBenchmark.run(connection, parameters: parameters)
+                    let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
                     samples.append(moved / elapsed.seconds)
                 } else {
                     let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
-                    let elapsed = try PlainSocketPump.run(to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                    let elapsed = try PlainSocketPump.run(
+                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes)
                     baselineSamples.append(moved / elapsed.seconds)
                 }
             }
@@ -142,15 +213,20 @@ struct BenchTransportCommand: ParsableCommand {
             bytes: parameters.bytesMoved, runs: options.runs,
             seconds: moved / rate, bytesPerSecond: rate,
             baselineSeconds: moved / baseline, baselineBytesPerSecond: baseline,
-            ratio: rate / baseline, samples: samples, baselineSamples: baselineSamples)
+            ratio: rate / baseline, samples: samples, baselineSamples: baselineSamples,
+            buffers: options.buffers, bufferPageSize: ring.report.pageSize, bufferFallbackReason: ring.report.fallbackReason,
+            senderBuffer: ring.report, receiverBuffer: receiver.buffer,
+            baselineBuffer: options.baselineBuffer, baselineBufferSize: pumpBuffer.bytes.count)
         if json {
             print(try JSONText.encode(result))
         } else {
             print("""
                 backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(moved)) per run, median of \(result.runs)
                   rdmig \(result.backend):  \(ByteCount.humanReadable(rate))/s
-                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s
+                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s (\(ByteCount(UInt64(pumpBuffer.bytes.count)).humanReadable) \(options.baselineBuffer == .message ? "buffer" : "ring") per side)
                   ratio:          \(formatFixed(result.ratio, decimals: 3))
+                  sender buffer:   \(result.senderBuffer.text)
+                  receiver buffer: \(result.receiverBuffer.text)
                 """)
         }
     }
@@ -168,17 +244,22 @@ struct BenchTransportReceiverCommand: ParsableCommand {
     func run() throws {
         let parameters = options.parameters
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
+        let ring = try options.makeRing(role: "receiver", device: selection.device)
+        ring.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        let pumpBuffer = options.makeBaselineBuffer()
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
         let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
         defer { close(pump.descriptor) }
-        printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port)")
+        printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port) \(try JSONText.encode(ring.report, pretty: false))")
 
         let pumpFailure = FailureBox()
         let pumpThread = try SystemThread(name: "bench-pump") {
             do {
                 for _ in 0..<options.runs {
-                    try PlainSocketPump.serve(listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize)
+                    try PlainSocketPump.serve(
+                        listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize,
+                        buffer: pumpBuffer.bytes)
                 }
             } catch {
                 pumpFailure.set("plain pump receiver: \(error)")
@@ -187,36 +268,33 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         for _ in 0..<options.runs {
             let connection = try listener.accept(timeout: .seconds(60))
             defer { connection.close() }
-            try TransportBenchmark.serve(connection, parameters: parameters)
+            try TransportBenchmark.serve(connection, parameters: parameters, ring: ring.bytes)
         }
         pumpThread.join()
         if let failure = pumpFailure.value { throw RdmigCommandError(failure) }
     }
 }
 
-/// The receiver child process and the two ports it announced.
+/// The receiver child process, the two ports it announced and the buffer it built.
 final class BenchmarkReceiverProcess {
     let process: Process
     let transportPort: UInt16
     let pumpPort: UInt16
+    let buffer: BenchmarkBufferReport
     let errors: Pipe
 
-    private init(process: Process, transportPort: UInt16, pumpPort: UInt16, errors: Pipe) {
+    private init(process: Process, transportPort: UInt16, pumpPort: UInt16, buffer: BenchmarkBufferReport, errors: Pipe) {
         self.process = process
         self.transportPort = transportPort
         self.pumpPort = pumpPort
+        self.buffer = buffer
         self.errors = errors
     }
 
     static func start(options: TransportBenchmarkOptions, backend: TransportBackendKind) throws -> BenchmarkReceiverProcess {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = [
-            "bench", "transport-receiver", "--backend", backend.rawValue,
-            "--message-size", "\(options.messageSize.bytes)", "--queue-depth", "\(options.queueDepth)",
-            "--signal-interval", "\(options.signalInterval)", "--total", "\(options.total.bytes)",
-            "--runs", "\(options.runs)", "--host", options.host,
-        ]
+        process.arguments = ["bench", "transport-receiver", "--backend", backend.rawValue] + options.receiverArguments
         let output = Pipe()
         let errors = Pipe()
         process.standardOutput = output
@@ -224,13 +302,17 @@ final class BenchmarkReceiverProcess {
         // The receiver's failures are read from `errors` and reported by the sender.
         try process.run()
         let line = readLine(from: output.fileHandleForReading)
-        let fields = line.split(separator: " ")
-        guard fields.count == 3, fields[0] == "ready", let transportPort = UInt16(fields[1]), let pumpPort = UInt16(fields[2]) else {
+        // "ready TRANSPORT-PORT PUMP-PORT {buffer report as one line of JSON}"
+        let fields = line.split(separator: " ", maxSplits: 3)
+        guard fields.count == 4, fields[0] == "ready", let transportPort = UInt16(fields[1]), let pumpPort = UInt16(fields[2]),
+              let buffer = try? JSONDecoder().decode(BenchmarkBufferReport.self, from: Data(fields[3].utf8))
+        else {
             process.waitUntilExit()
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             throw RdmigCommandError("the benchmark receiver did not start: \(message.isEmpty ? "printed '\(line)'" : message)")
         }
-        return BenchmarkReceiverProcess(process: process, transportPort: transportPort, pumpPort: pumpPort, errors: errors)
+        return BenchmarkReceiverProcess(
+            process: process, transportPort: transportPort, pumpPort: pumpPort, buffer: buffer, errors: errors)
     }
 
     func waitForSuccess() throws {

@@ -82,16 +82,21 @@ public enum TransportBenchmark {
     static let controlSendID: UInt64 = (1 << 62) + 2
     static let completionTimeout: Duration = .seconds(30)
 
-    /// Receiver: exports a ring window, tells the sender, waits for the final immediate,
-    /// answers "done". Returns the bytes the sender reported in the immediate's run.
-    public static func serve(_ connection: any TransportConnection, parameters: TransportBenchmarkParameters) throws(TransportBenchmarkError) {
-        let ring = UnsafeMutableRawBufferPointer.allocate(byteCount: parameters.ringBytes, alignment: 4096)
+    /// Fills the sender's ring with a pattern (every page written, so faulted in).
+    public static func fillSource(_ ring: UnsafeMutableRawBufferPointer) {
+        for index in 0..<ring.count { ring[index] = UInt8(truncatingIfNeeded: index &* 7 &+ 1) }
+    }
+
+    /// Receiver: exports `ring` (at least `parameters.ringBytes`, owned by the caller and
+    /// reused across runs) as the window, tells the sender, waits for the final immediate,
+    /// answers "done" with the byte count.
+    public static func serve(
+        _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer
+    ) throws(TransportBenchmarkError) {
+        precondition(ring.count >= parameters.ringBytes, "benchmark window smaller than the ring")
+        let ring = UnsafeMutableRawBufferPointer(rebasing: ring[0..<parameters.ringBytes])
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
-        defer {
-            ring.deallocate()
-            control.deallocate()
-        }
-        ring.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { control.deallocate() }
         let window: MemoryRegistration
         let controlRegistration: MemoryRegistration
         do {
@@ -116,16 +121,16 @@ public enum TransportBenchmark {
         _ = try? connection.deregister(window)
     }
 
-    /// Sender: keeps the queue full of writes until `totalBytes` moved; returns the seconds from
-    /// the first post to the receiver's answer.
-    public static func run(_ connection: any TransportConnection, parameters: TransportBenchmarkParameters) throws(TransportBenchmarkError) -> Duration {
-        let ring = UnsafeMutableRawBufferPointer.allocate(byteCount: parameters.ringBytes, alignment: 4096)
+    /// Sender: keeps the queue full of writes from `ring` (at least `parameters.ringBytes`,
+    /// owned by the caller, filled once, reused across runs) until `totalBytes` moved; returns
+    /// the time from the first post to the receiver's answer.
+    public static func run(
+        _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer
+    ) throws(TransportBenchmarkError) -> Duration {
+        precondition(ring.count >= parameters.ringBytes, "benchmark source smaller than the ring")
+        let ring = UnsafeMutableRawBufferPointer(rebasing: ring[0..<parameters.ringBytes])
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
-        defer {
-            ring.deallocate()
-            control.deallocate()
-        }
-        for index in 0..<ring.count { ring[index] = UInt8(truncatingIfNeeded: index &* 7 &+ 1) }
+        defer { control.deallocate() }
         let source: MemoryRegistration
         let controlRegistration: MemoryRegistration
         do {

@@ -7,6 +7,10 @@ import RdmigSystem
 /// loop of message-size chunks into a socket and a `recv()` loop out of it — no framing, no
 /// keys, no completions. It uses the same sockets as the tcp backend (`TCPSocket`: same
 /// buffers, TCP_NODELAY), so the ratio shows what the RDMA semantics cost on top of TCP.
+///
+/// Each side moves bytes from or into a caller-owned buffer, message-size slot after slot,
+/// wrapping around: a buffer of one message stays in the CPU caches; a buffer as large as
+/// the transport benchmark's ring moves the same memory footprint as the transport does.
 public enum PlainSocketPump {
     /// A listening socket; port 0 picks a free one.
     public static func listen(on endpoint: TransportEndpoint) throws(TransportError) -> (descriptor: Int32, endpoint: TransportEndpoint) {
@@ -14,43 +18,58 @@ public enum PlainSocketPump {
         return (descriptor, bound)
     }
 
-    /// Receives `total` bytes from the next connection on `listener`, then answers one byte so
-    /// the sender's clock stops only when everything arrived.
-    public static func serve(listener: Int32, total: UInt64, messageSize: Int) throws(TransportError) {
+    /// Receives `total` bytes from the next connection on `listener` into `buffer` (at least
+    /// one message), then answers one byte so the sender's clock stops only when everything arrived.
+    public static func serve(
+        listener: Int32, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer
+    ) throws(TransportError) {
+        precondition(buffer.count >= messageSize, "plain pump buffer smaller than one message")
         let peer = TransportEndpoint(host: "plain pump sender", port: 0)
         let connection = try TCPSocket.check("accept", peer) { accept(listener, nil, nil) }
         defer { close(connection) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: messageSize, alignment: 4096)
-        defer { buffer.deallocate() }
+        let slots = buffer.count / messageSize
         var received: UInt64 = 0
+        var slot = 0
+        var inSlot = 0
         while received < total {
-            let want = Int(min(UInt64(messageSize), total - received))
-            let count = recv(connection, buffer.baseAddress, want, Int32(MSG_WAITALL))
+            let want = Int(min(UInt64(messageSize - inSlot), total - received))
+            let count = recv(connection, buffer.baseAddress! + slot * messageSize + inSlot, want, Int32(MSG_WAITALL))
             if count < 0, SystemCall.currentErrno() == EINTR { continue }
             if count <= 0 {
                 throw .peerDisconnected(peer, detail: "plain pump sender stopped after \(received) of \(total) bytes")
             }
             received += UInt64(count)
+            inSlot += count
+            if inSlot == messageSize {
+                inSlot = 0
+                slot = slot + 1 == slots ? 0 : slot + 1
+            }
         }
         var answer: UInt8 = 1
         _ = try TCPSocket.check("send", peer) { Int32(send(connection, &answer, 1, Int32(MSG_NOSIGNAL))) }
     }
 
-    /// Sends `total` bytes in `messageSize` sends and waits for the answer; returns the time.
-    public static func run(to endpoint: TransportEndpoint, total: UInt64, messageSize: Int, timeout: Duration = .seconds(10)) throws(TransportError) -> Duration {
+    /// Sends `total` bytes in `messageSize` sends from `buffer` (at least one message, filled
+    /// by the caller) and waits for the answer; returns the time.
+    public static func run(
+        to endpoint: TransportEndpoint, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration = .seconds(10)
+    ) throws(TransportError) -> Duration {
+        precondition(buffer.count >= messageSize, "plain pump buffer smaller than one message")
         let clock = ContinuousClock()
         let descriptor = try TCPSocket.connect(to: endpoint, deadline: clock.now + timeout, timeout: timeout)
         defer { close(descriptor) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: messageSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        for index in 0..<messageSize { buffer[index] = UInt8(truncatingIfNeeded: index &* 7 &+ 1) }
+        let slots = buffer.count / messageSize
         let start = clock.now
         var sent: UInt64 = 0
+        var slot = 0
         while sent < total {
             let want = Int(min(UInt64(messageSize), total - sent))
+            let message = buffer.baseAddress! + slot * messageSize
+            slot = slot + 1 == slots ? 0 : slot + 1
             var offset = 0
             while offset < want {
-                let count = send(descriptor, buffer.baseAddress! + offset, want - offset, Int32(MSG_NOSIGNAL))
+                let count = send(descriptor, message + offset, want - offset, Int32(MSG_NOSIGNAL))
                 if count < 0, SystemCall.currentErrno() == EINTR { continue }
                 if count <= 0 { throw TCPSocket.disconnected(endpoint, errno: SystemCall.currentErrno()) }
                 offset += count
