@@ -80,6 +80,7 @@ public final class QEMUModeSource: @unchecked Sendable {
     private var pump: ControlPump?
     private var devices: [Device] = []
     private var deviceStream: ByteStreamSender?
+    private var streamSender: ByteStreamSender?
     private var vfStateBytes: UInt64 = 0
 
     public init(options: Options) {
@@ -168,8 +169,6 @@ public final class QEMUModeSource: @unchecked Sendable {
         streamSender = try channel { () throws(ChannelError) in try ByteStreamSender(router: opened.router, ring: rings[.qemuStream]!) }
         return (options.maxBandwidth == nil ? probe : nil, rate)
     }
-
-    private var streamSender: ByteStreamSender?
 
     private func channel<Value>(_ body: () throws(ChannelError) -> Value) throws(MigrationError) -> Value {
         do {
