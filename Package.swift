@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // rdmig: an RDMA-native live-migration transport for virtual machines.
 // Layers (see README.md): C modules -> RdmigSystem -> RdmigMemory / RdmigTransport ->
-// RdmigChannels -> RdmigMigration / RdmigQEMU -> RdmigService -> the `rdmig` executable.
+// RdmigChannels -> RdmigMigration / RdmigQEMU -> RdmigQEMUMode -> RdmigService -> the `rdmig` executable.
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -62,9 +62,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .target(
+            name: "RdmigQEMUMode",
+            dependencies: [
+                "RdmigQEMU", "RdmigMigration", "RdmigChannels", "RdmigDeviceState", "RdmigTransport", "RdmigSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
             name: "RdmigService",
             dependencies: [
-                "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
+                "RdmigQEMUMode", "RdmigQEMU", "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
                 "RdmigMemory", "RdmigSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -104,6 +111,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigQEMUModeTests",
+            dependencies: ["rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],

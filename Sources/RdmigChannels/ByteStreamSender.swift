@@ -36,6 +36,8 @@ public final class ByteStreamSender: @unchecked Sendable {
     public var slotsSent: UInt64 { sequence }
     /// How often a write had to wait for the receiver's credit (a slow reader).
     public private(set) var creditWaits: Int = 0
+    /// Time spent in those waits (the clock is read only when a write has to wait).
+    public private(set) var creditWaitTime: Duration = .zero
     /// Default timeout for waits when the caller gives none.
     public var timeout: Duration = .seconds(30)
 
@@ -166,7 +168,9 @@ public final class ByteStreamSender: @unchecked Sendable {
         if sequence < limit { return }
         creditWaits += 1
         let wait = timeout ?? self.timeout
-        let deadline = ContinuousClock.now + wait
+        let started = ContinuousClock.now
+        let deadline = started + wait
+        defer { creditWaitTime += ContinuousClock.now - started }
         while sequence >= limit {
             try handle(router.wait(on: inbox, until: deadline, timeout: wait,
                                    operation: "writing \(ring.channel): waiting for the receiver to free a slot (is it reading?)"))

@@ -4,7 +4,7 @@
 /// immediate tagged `k` is routed to the local half of channel `k`.
 ///
 /// 0 and 1 are the router's and the control channel's; 2-127 are free for the layers above
-/// (`pages`, `deviceState` and `qemuStream` are the ones rdmig uses). Ids with the top bit
+/// (`pages`, `deviceState`, `qemuStream` and `bandwidthProbe` are the ones rdmig uses). Ids with the top bit
 /// set are the router's internal halves and cannot be registered by callers.
 public struct ChannelID: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: UInt8
@@ -16,6 +16,8 @@ public struct ChannelID: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let pages = ChannelID(2)
     public static let deviceState = ChannelID(3)
     public static let qemuStream = ChannelID(4)
+    /// QEMU mode's timed burst that measures the transport before QEMU's max-bandwidth is set.
+    public static let bandwidthProbe = ChannelID(5)
 
     /// The half of the control channel that receives (its work requests are its credit grants).
     static let controlReceiver = ChannelID(0x81)
@@ -28,6 +30,7 @@ public struct ChannelID: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .pages: return "page channel"
         case .deviceState: return "device-state stream"
         case .qemuStream: return "QEMU stream"
+        case .bandwidthProbe: return "bandwidth probe"
         default: return "channel \(rawValue)"
         }
     }

@@ -10,6 +10,12 @@
 /// each iteration) tells the destination which digest chunks changed, so both sides keep
 /// chunk digests up to date during pre-copy and only the last iteration's chunks are hashed
 /// inside the downtime; RESUMED (destination) says the guest runs there after COMMIT.
+///
+/// QEMU mode (HELLO with `qemuStream` on both sides) relays QEMU's own stream instead of
+/// pages: LAYOUT with no regions (its devices are the VF state providers) → STREAM_RING for
+/// the bandwidth probe, the QEMU stream and, with devices, the VF state → at QEMU's
+/// pre-switchover: VF state, VF_STATE_DONE, DIGESTS (source) → READY (destination) →
+/// QEMU_OUTCOME (destination): whether the guest runs there, with QEMU's event stamps.
 public enum MigrationMessage: ControlMessage, Equatable {
     case hello(Hello)
     case auth(Auth)
@@ -29,6 +35,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
     case error(ErrorReport)
     case touchedChunks(TouchedChunks)
     case resumed
+    case qemuOutcome(QEMUOutcome)
 
     /// The type codes on the wire. Codes are never reused; 0 is the router's setup frame.
     public enum Kind: UInt16, CaseIterable, Sendable {
@@ -50,6 +57,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case error = 16
         case touchedChunks = 17
         case resumed = 18
+        case qemuOutcome = 19
 
         public var wireName: String {
             switch self {
@@ -71,6 +79,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
             case .error: return "ERROR"
             case .touchedChunks: return "TOUCHED_CHUNKS"
             case .resumed: return "RESUMED"
+            case .qemuOutcome: return "QEMU_OUTCOME"
             }
         }
     }
@@ -95,6 +104,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .error: return .error
         case .touchedChunks: return .touchedChunks
         case .resumed: return .resumed
+        case .qemuOutcome: return .qemuOutcome
         }
     }
 
@@ -121,6 +131,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .ready, .commit, .resumed: break
         case .abort(let payload): try payload.encode(to: &writer)
         case .error(let payload): try payload.encode(to: &writer)
+        case .qemuOutcome(let payload): try payload.encode(to: &writer)
         }
     }
 
@@ -145,6 +156,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .error: return .error(try ErrorReport(from: &reader))
         case .touchedChunks: return .touchedChunks(try TouchedChunks(from: &reader))
         case .resumed: return .resumed
+        case .qemuOutcome: return .qemuOutcome(try QEMUOutcome(from: &reader))
         }
     }
 }

@@ -280,7 +280,7 @@ public final class MigrationDestination {
 
 /// Reads the VF state stream on its own thread and feeds the providers, so the control thread
 /// never blocks on device state.
-final class DeviceStateLoader: @unchecked Sendable {
+package final class DeviceStateLoader: @unchecked Sendable {
     private let stream: ByteStreamReceiver
     private let condition = NSCondition()
     private var receiver: DeviceStateReceiver
@@ -288,7 +288,7 @@ final class DeviceStateLoader: @unchecked Sendable {
     private var error: String?
     private var thread: SystemThread?
 
-    init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
+    package init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
         self.stream = stream
         receiver = DeviceStateReceiver(providers: providers)
         thread = try SystemThread(name: "rdmig-vf-load") { [unowned self] in self.run() }
@@ -338,22 +338,22 @@ final class DeviceStateLoader: @unchecked Sendable {
         condition.unlock()
     }
 
-    var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
-    var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
-    var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
+    package var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
+    package var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
+    package var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
 
-    func initialDataLoaded(tag: UInt32) -> Bool {
+    package func initialDataLoaded(tag: UInt32) -> Bool {
         condition.lock(); defer { condition.unlock() }
         return receiver.initialDataLoaded(tag: tag)
     }
 
-    func stopCopyComplete(tag: UInt32) -> Bool {
+    package func stopCopyComplete(tag: UInt32) -> Bool {
         condition.lock(); defer { condition.unlock() }
         return receiver.stopCopyComplete(tag: tag)
     }
 
     /// Waits until every device's stop-copy state arrived or the stream ended.
-    func waitForEnd(timeout: Duration) {
+    package func waitForEnd(timeout: Duration) {
         let deadline = Date(timeIntervalSinceNow: timeout.seconds)
         condition.lock()
         while !ended && !receiver.allStopCopyComplete {

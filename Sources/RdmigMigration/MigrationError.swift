@@ -19,7 +19,7 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
     public var description: String { "\(phase.rawValue): \(detail)" }
 
     /// A channel failure, with the peer's vanishing said plainly.
-    static func channel(_ error: ChannelError, _ phase: Phase, during: String) -> MigrationError {
+    package static func channel(_ error: ChannelError, _ phase: Phase, during: String) -> MigrationError {
         MigrationError(phase, "\(during): \(error)")
     }
 }

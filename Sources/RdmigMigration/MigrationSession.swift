@@ -4,19 +4,25 @@ import RdmigSystem
 import RdmigTransport
 
 /// What both services share: the channels on one connection and the HELLO/AUTH handshake.
-final class MigrationSession {
-    let connection: any TransportConnection
-    let router: CompletionRouter
-    let control: ControlChannel
-    let role: MigrationMessage.Role
-    var peerHello: MigrationMessage.Hello?
+/// `package`: QEMU mode (RdmigQEMUMode) runs the same handshake.
+package final class MigrationSession {
+    package let connection: any TransportConnection
+    package let router: CompletionRouter
+    package let control: ControlChannel
+    package let role: MigrationMessage.Role
+    /// What this side announces; `qemuStream` marks QEMU mode, which a native peer refuses.
+    package let features: MigrationMessage.Features
+    package var peerHello: MigrationMessage.Hello?
 
-    static let features: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
-    static let software = "rdmig 0.1.0"
+    package static let nativeFeatures: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
+    package static let qemuModeFeatures: MigrationMessage.Features = [.qemuStream, .deviceState, .digests]
+    package static let software = "rdmig 0.1.0"
 
-    init(connection: any TransportConnection, role: MigrationMessage.Role, routerConfiguration: CompletionRouter.Configuration) throws(MigrationError) {
+    package init(connection: any TransportConnection, role: MigrationMessage.Role, routerConfiguration: CompletionRouter.Configuration,
+                 features: MigrationMessage.Features = MigrationSession.nativeFeatures) throws(MigrationError) {
         self.connection = connection
         self.role = role
+        self.features = features
         do {
             router = try CompletionRouter(connection: connection, configuration: routerConfiguration)
         } catch {
@@ -30,7 +36,7 @@ final class MigrationSession {
         }
     }
 
-    func close() {
+    package func close() {
         control.close()
         router.close()
         connection.close()
@@ -38,9 +44,9 @@ final class MigrationSession {
 
     /// HELLO both ways, then AUTH both ways. The destination checks the source's MAC before
     /// it answers with its own, and before anything is exported.
-    func handshake(key: PreSharedKey, timeout: Duration) throws(MigrationError) {
+    package func handshake(key: PreSharedKey, timeout: Duration) throws(MigrationError) {
         let nonce = PeerAuthentication.freshNonce()
-        var hello = MigrationMessage.Hello(role: role, features: Self.features, nonce: nonce, software: Self.software)
+        var hello = MigrationMessage.Hello(role: role, features: features, nonce: nonce, software: Self.software)
         if let version = FaultInjection.helloVersion {
             FileHandle.standardError.write(Data("rdmig fault: announcing protocol v\(version)\n".utf8))
             hello.protocolVersion = version
@@ -69,6 +75,14 @@ final class MigrationSession {
         guard peer.role == expectedPeerRole else {
             throw MigrationError(.authentication, "the peer is also a \(peer.role == .source ? "source" : "destination"): start `rdmig dest` on one side and `rdmig source` on the other")
         }
+        // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
+        let peerQEMU = peer.features.contains(.qemuStream)
+        if peerQEMU != features.contains(.qemuStream) {
+            let peerName = peer.role == .source ? "source" : "destination"
+            throw MigrationError(.authentication, peerQEMU
+                ? "the \(peerName) runs in QEMU mode (--qemu-qmp) and this side in native mode: give both sides --qemu-qmp, or neither"
+                : "the \(peerName) runs in native mode and this side in QEMU mode (--qemu-qmp): give both sides --qemu-qmp, or neither")
+        }
         peerHello = peer
         let sourceNonce = role == .source ? nonce : peer.nonce
         let destinationNonce = role == .source ? peer.nonce : nonce
@@ -96,7 +110,7 @@ final class MigrationSession {
     }
 
     /// The next control message; ABORT and ERROR from the peer become errors.
-    func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage {
+    package func receive(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage {
         guard let message = try receiveIfAny(phase, during: during, timeout: timeout) else {
             throw MigrationError(phase, "\(during): nothing from the peer for \(formatFixed(timeout.seconds, decimals: 1)) s")
         }
@@ -104,7 +118,7 @@ final class MigrationSession {
     }
 
     /// Like `receive`, but nil when nothing arrived within `timeout`.
-    func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
+    package func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
         let message: MigrationMessage
         do {
             message = try control.receive(timeout: timeout)
@@ -119,7 +133,7 @@ final class MigrationSession {
         }
     }
 
-    func send(_ message: MigrationMessage, _ phase: MigrationError.Phase) throws(MigrationError) {
+    package func send(_ message: MigrationMessage, _ phase: MigrationError.Phase) throws(MigrationError) {
         do {
             try control.send(message)
         } catch {
@@ -128,7 +142,7 @@ final class MigrationSession {
     }
 
     /// Best effort: tells the peer why this side gives up (it may already be gone).
-    func abort(_ reason: String) {
+    package func abort(_ reason: String) {
         try? control.send(MigrationMessage.abort(.init(reason: reason)), timeout: .seconds(1))
     }
 }

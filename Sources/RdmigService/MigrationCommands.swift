@@ -81,6 +81,12 @@ struct SourceCommand: ParsableCommand {
     @Option(help: "Destination address, HOST:PORT (IPv6: [ADDR]:PORT).")
     var connect: TransportEndpoint
 
+    @Option(name: .customLong("qemu-qmp"), help: "QEMU mode: migrate the QEMU behind this QMP socket (give it a second -qmp for rdmig) instead of a synthetic guest.")
+    var qemuQMP: String?
+
+    @Option(name: .customLong("max-bandwidth"), help: "QEMU mode: QEMU's max-bandwidth, e.g. 10GiB/s (default: measured over the transport before migrating).")
+    var maxBandwidth: ByteRate?
+
     @Option(name: .customLong("guest-size"), help: "Synthetic guest memory, e.g. 1GiB.")
     var guestSize: String?
 
@@ -135,6 +141,16 @@ struct SourceCommand: ParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        if let qemuQMP {
+            let guestFlags = [("--guest-size", guestSize), ("--dirty-rate", dirtyRate), ("--working-set", workingSet), ("--pattern", pattern)]
+            if let (flag, _) = guestFlags.first(where: { $0.1 != nil }) {
+                throw ValidationError("\(flag) describes the synthetic guest; with --qemu-qmp the guest is QEMU's")
+            }
+            try QEMUModeCommands.runSource(qmpPath: qemuQMP, connect: connect, devices: configuration.deviceSpecs + vf,
+                                           maxBandwidth: maxBandwidth, configuration: configuration, service: service)
+            return
+        }
+        if maxBandwidth != nil { throw ValidationError("--max-bandwidth is QEMU's parameter: use it with --qemu-qmp") }
         let log = service.logger("rdmig.source")
         let key = try service.key(configuration, log: log)
         let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
@@ -176,10 +192,19 @@ struct DestCommand: ParsableCommand {
     @Option(name: .customLong("memory-backing"), help: "Incoming guest memory: anonymous, memfd, memfd:NAME or file:PATH.")
     var memoryBacking: String?
 
+    @Option(name: .customLong("qemu-qmp"), help: "QEMU mode: feed the stream to the QEMU behind this QMP socket (started with -incoming defer -S).")
+    var qemuQMP: String?
+
     @OptionGroup var service: ServiceOptions
 
     func run() throws {
         let configuration = try service.load()
+        if let qemuQMP {
+            if keepServing { throw ValidationError("--keep-serving: a QEMU started with -incoming takes one migration") }
+            if memoryBacking != nil { throw ValidationError("--memory-backing: with --qemu-qmp QEMU owns the guest memory") }
+            try QEMUModeCommands.runDestination(qmpPath: qemuQMP, listen: listen, configuration: configuration, service: service)
+            return
+        }
         let log = service.logger("rdmig.dest")
         let key = try service.key(configuration, log: log)
         var options = MigrationDestination.Options(key: key)

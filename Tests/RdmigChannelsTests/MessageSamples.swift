@@ -31,5 +31,7 @@ enum MessageSamples {
         .error(.init(code: 42, message: "VF state checksum mismatch")),
         .touchedChunks(.init(iteration: 3, regionID: 0, chunkSize: 4096, firstChunk: 65536, bitmap: [0b1010_0001, 0, 0xFF])),
         .resumed,
+        .qemuOutcome(.init(guest: .loadedNotResumed, completedMicroseconds: 1_764_165_000_123_456, resumeMicroseconds: 0,
+                           relayBytes: 5 << 30, relayMicroseconds: 3_000_001, detail: "cont failed – guest paused")),
     ]
 }

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# QEMU's direct `tcp:` migration against the same migration through rdmig's QEMU mode
+# (issue 6): the self-checking test guest (Tests/qemu-guest) with 1 GiB RAM and a 256 MiB
+# working set dirtied at 0, 50 and 200 MB/s; the two paths interleaved run by run, RUNS runs
+# each, with the same raised max-bandwidth and the same downtime-limit. Records medians of
+# QEMU's total-time and downtime, and of the downtime from the source's STOP event to the
+# destination's RESUME event (both seen on the script's own QMP sockets, so measured the same
+# way for both paths), into Perf/README.md between the markers below; the records (one JSON
+# line per migration) go to Perf/results/qemu-vs-rdmig.jsonl.
+#   Perf/qemu-vs-rdmig.sh [RUNS]     (default 3; ~5-10 s per migration under TCG)
+#   Perf/qemu-vs-rdmig.sh --table-from FILE   (the table again from a run's record lines on stderr)
+# Env: RATES="0 50 200" (MB/s), MEMORY=1024, WS=256 (MiB), MAX_BANDWIDTH (bytes/s, default
+# 10 GiB/s: QEMU's 128 MiB/s default throttles), DOWNTIME_LIMIT (ms, default 50: rdmig's).
+# Every migration is checked: completed, destination running, its heartbeats errors=0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+results=$(mktemp)
+if [ "${1:-}" = "--table-from" ]; then
+    grep '^{"path"' "$2" >"$results"
+    runs=$(python3 -c 'import json,sys; print(max(json.loads(l)["run"] for l in open(sys.argv[1])) + 1)' "$results")
+else
+runs=${1:-3}
+swift build -c release --product rdmig >/dev/null
+Tests/qemu-guest/install-qemu.sh >/dev/null
+Tests/qemu-guest/build-image.sh >/dev/null
+RUNS=$runs RESULTS=$results RDMIG=.build/release/rdmig python3 - <<'PY'
+import json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+sys.path.insert(0, "Tests/qemu-guest")
+from qmp import QMP
+
+runs = int(os.environ["RUNS"])
+rates = [float(r) for r in os.environ.get("RATES", "0 50 200").split()]
+memory = int(os.environ.get("MEMORY", "1024"))
+ws = int(os.environ.get("WS", "256"))
+max_bandwidth = int(os.environ.get("MAX_BANDWIDTH", str(10 << 30)))
+downtime_limit = int(os.environ.get("DOWNTIME_LIMIT", "50"))
+rdmig = os.environ["RDMIG"]
+key = os.path.join(tempfile.mkdtemp(), "psk")
+subprocess.run([rdmig, "keygen", key], check=True, capture_output=True)
+HEARTBEAT = re.compile(r"rdmig-guest: heartbeat n=(\d+) written=(\d+) errors=(\d+)")
+
+def beats(path):
+    try:
+        return [tuple(map(int, m.groups())) for m in HEARTBEAT.finditer(open(path, errors="replace").read())]
+    except FileNotFoundError:
+        return []
+
+def wait_beats(path, count, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = beats(path)
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"{count} heartbeats in {path} within {timeout} s")
+
+def start(name, rate, incoming):
+    command = ["Tests/qemu-guest/run-guest.sh", "--name", name, "--memory", str(memory), "--ws", str(ws),
+               "--rate", str(rate), "--hb", "500"] + (["--incoming"] if incoming else [])
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+def stamp(event):
+    return event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
+
+def stop(guest):
+    try:
+        os.kill(int(guest["RDMIG_PID"]), 9)
+    except ProcessLookupError:
+        pass
+    shutil.rmtree(guest["RDMIG_RUN_DIR"], ignore_errors=True)
+
+def direct(src, dst, sq, dq):
+    port = socket.socket(); port.bind(("127.0.0.1", 0)); number = port.getsockname()[1]; port.close()
+    caps = [{"capability": "events", "state": True}]
+    dq.command("migrate-set-capabilities", {"capabilities": caps})
+    dq.command("migrate-incoming", {"uri": f"tcp:127.0.0.1:{number}"})
+    sq.command("migrate-set-capabilities", {"capabilities": caps})
+    sq.command("migrate-set-parameters", {"max-bandwidth": max_bandwidth, "downtime-limit": downtime_limit})
+    sq.command("migrate", {"uri": f"tcp:127.0.0.1:{number}"})
+    deadline = time.monotonic() + 120
+    while True:
+        info = sq.command("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if info.get("status") != "completed":
+        raise RuntimeError(f"direct migration {info.get('status')}: {info.get('error-desc', '')}")
+    # Wait for the destination's own `completed` before cont, as rdmig does.
+    dq.wait_event("MIGRATION", 60, lambda e: e["data"]["status"] == "completed")
+    dq.command("cont")
+    return info
+
+def through_rdmig(src, dst):
+    errors = tempfile.NamedTemporaryFile(delete=False)
+    dest = subprocess.Popen([rdmig, "dest", "--qemu-qmp", dst["RDMIG_QMP2"], "--listen", "127.0.0.1:0", "--key-file", key,
+                             "--json"], stdout=subprocess.DEVNULL, stderr=errors)
+    port = None
+    for _ in range(300):
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", open(errors.name).read())
+        if match:
+            port = match.group(1); break
+        time.sleep(0.05)
+    if port is None:
+        dest.kill()
+        raise RuntimeError("rdmig dest did not listen: " + open(errors.name).read())
+    source = subprocess.run([rdmig, "source", "--qemu-qmp", src["RDMIG_QMP2"], "--connect", f"127.0.0.1:{port}",
+                             "--key-file", key, "--json", "--max-bandwidth", str(max_bandwidth),
+                             "--downtime-limit", f"{downtime_limit}ms"], capture_output=True, text=True, timeout=180)
+    dest.wait(timeout=60)
+    report = json.loads(source.stdout)
+    if report.get("status") != "completed":
+        raise RuntimeError(f"rdmig: {report.get('error')}")
+    qemu = report["qemu"]
+    return {"total-time": qemu["total-time-milliseconds"], "downtime": qemu["downtime-milliseconds"],
+            "ram": {"transferred": qemu.get("transferred-bytes", 0)}, "rdmig-wall": report["wall-time-milliseconds"]}
+
+for run in range(runs):
+    for rate in rates:
+        # Interleaved: direct and rdmig alternate within each rate and run, first one then the other.
+        order = ["direct", "rdmig"] if run % 2 == 0 else ["rdmig", "direct"]
+        for path in order:
+            name = f"qvr{os.getpid()}-{path}-{int(rate)}-{run}"
+            src = start(name + "-src", rate, False)
+            dst = start(name + "-dst", rate, True)
+            record = {"path": path, "rate": rate, "run": run}
+            try:
+                wait_beats(src["RDMIG_SERIAL"], 2, 120)
+                with QMP(src["RDMIG_QMP"]) as sq, QMP(dst["RDMIG_QMP"]) as dq:
+                    info = direct(src, dst, sq, dq) if path == "direct" else through_rdmig(src, dst)
+                    stop_event = sq.wait_event("STOP", 30)
+                    resume_event = dq.wait_event("RESUME", 30)
+                    status = dq.command("query-status")["status"]
+                last_source = beats(src["RDMIG_SERIAL"])[-1]
+                after = wait_beats(dst["RDMIG_SERIAL"], 2, 60)
+                ok = status == "running" and all(b[2] == 0 for b in after) and after[0][0] > last_source[0]
+                record.update(status="completed" if ok else f"check failed: {status} {after[-1]}",
+                              total=info["total-time"], downtime=info["downtime"],
+                              stop_resume=(stamp(resume_event) - stamp(stop_event)) * 1000,
+                              transferred=info.get("ram", {}).get("transferred", 0))
+            except Exception as error:
+                record.update(status=f"failed: {error}")
+            finally:
+                stop(src); stop(dst)
+            print(json.dumps(record), file=sys.stderr, flush=True)
+            with open(os.environ["RESULTS"], "a") as out:
+                print(json.dumps(record), file=out)
+PY
+cp "$results" Perf/results/qemu-vs-rdmig.jsonl
+fi
+
+machine="$(nproc) cores, Linux $(uname -r), QEMU $(Tests/qemu-guest/install-qemu.sh --env | sed -n 's/.*RDMIG_QEMU_VERSION=\([^ ]*\).*/\1/p') under TCG"
+table=$(RESULTS=$results MACHINE="$machine" RUNS=$runs python3 - <<'PY'
+import json, os, statistics
+records = [json.loads(line) for line in open(os.environ["RESULTS"]) if line.strip()]
+def median(values):
+    return statistics.median(values) if values else float("nan")
+print(f"Measured {__import__('datetime').date.today()} on {os.environ['MACHINE']}: 1 GiB guest, 256 MiB working set, "
+      f"max-bandwidth 10 GiB/s and downtime-limit 50 ms on both paths, direct and rdmig interleaved, "
+      f"median of {os.environ['RUNS']} runs each (rdmig: release build, tcp backend over loopback). "
+      "total/downtime: QEMU's own query-migrate figures; STOP→RESUME: source STOP to destination RESUME event.")
+print()
+print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | rdmig / direct total |")
+print("|---|---|---|---|---|---|---|")
+for rate in sorted({r["rate"] for r in records}):
+    medians = {}
+    for path in ("direct", "rdmig"):
+        group = [r for r in records if r["rate"] == rate and r["path"] == path]
+        good = [r for r in group if r["status"] == "completed"]
+        medians[path] = median([r["total"] for r in good])
+        ratio = ""
+        if path == "rdmig" and good and medians.get("direct") == medians.get("direct"):
+            ratio = f"{medians['rdmig'] / medians['direct']:.2f}"
+        print(f"| {rate:g} MB/s | {'QEMU tcp:' if path == 'direct' else 'rdmig'} | {len(good)}/{len(group)} | "
+              f"{median([r['total'] for r in good]):.0f} ms | {median([r['downtime'] for r in good]):.0f} ms | "
+              f"{median([r['stop_resume'] for r in good]):.1f} ms | {ratio} |")
+PY
+)
+python3 - "$table" <<'PY'
+import re, sys
+path = "Perf/README.md"
+text = open(path).read()
+block = "<!-- qemu-vs-rdmig:begin -->\n" + sys.argv[1] + "\n<!-- qemu-vs-rdmig:end -->"
+if "<!-- qemu-vs-rdmig:begin -->" in text:
+    text = re.sub(r"<!-- qemu-vs-rdmig:begin -->.*?<!-- qemu-vs-rdmig:end -->", lambda _: block, text, flags=re.S)
+else:
+    text = text.rstrip("\n") + "\n\n## QEMU direct tcp: vs rdmig QEMU mode (Perf/qemu-vs-rdmig.sh)\n\n" + block + "\n"
+open(path, "w").write(text)
+PY
+echo "$table"

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Foundation
+import Logging
+import RdmigMigration
+import RdmigQEMU
+import RdmigQEMUMode
+import RdmigSystem
+import RdmigTransport
+
+/// `rdmig source --qemu-qmp` and `rdmig dest --qemu-qmp`: the QEMU-mode halves of the two
+/// service commands (see QEMUModeSource / QEMUModeDestination).
+enum QEMUModeCommands {
+    static func runSource(qmpPath: String, connect: TransportEndpoint, devices: [String], maxBandwidth: ByteRate?,
+                          configuration: ServiceConfiguration, service: ServiceOptions) throws {
+        let log = service.logger("rdmig.source")
+        let key = try service.key(configuration, log: log)
+        let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
+        log.info("transport \(selection.kind): \(selection.reason)")
+        var options = QEMUModeSource.Options(
+            qmpPath: qmpPath, endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
+            deviceSpecs: devices, key: key)
+        options.peerTimeout = configuration.peerTimeout
+        options.downtimeLimit = configuration.migration.convergence.downtimeLimit
+        options.maxBandwidth = maxBandwidth
+        options.logger = log
+        let source = QEMUModeSource(options: options)
+        let report = waitForAsync { await source.run() }
+        try emit(report, role: "source", service: service)
+        if report.status != .completed {
+            log.error("QEMU migration failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
+            throw ExitCode(1)
+        }
+    }
+
+    static func runDestination(qmpPath: String, listen: TransportEndpoint, configuration: ServiceConfiguration,
+                               service: ServiceOptions) throws {
+        let log = service.logger("rdmig.dest")
+        let key = try service.key(configuration, log: log)
+        let qmp: QMPClient
+        do {
+            qmp = try waitForAsync { () async throws -> QMPClient in
+                let client = try await QMPClient.connect(to: qmpPath, logger: log)
+                do {
+                    _ = try await QEMUModeDestination.checkReady(client)
+                } catch {
+                    client.close()
+                    throw error
+                }
+                return client
+            }
+        } catch {
+            throw RdmigCommandError("destination QEMU at \(qmpPath): \(error)")
+        }
+        defer { qmp.close() }
+        var options = QEMUModeDestination.Options(key: key)
+        options.peerTimeout = configuration.peerTimeout
+        options.logger = log
+        let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
+        let listener: any TransportListener
+        do {
+            listener = try selection.backend.listen(on: listen, options: configuration.transport.options)
+        } catch {
+            throw RdmigCommandError("cannot listen on \(listen): \(error)")
+        }
+        defer { listener.close() }
+        FileHandle.standardError.write(Data("rdmig dest: listening on \(listener.localEndpoint) (\(selection.kind): \(selection.reason)); QEMU \(qmp.version.number) at \(qmpPath)\n".utf8))
+        let connection: any TransportConnection
+        do {
+            connection = try listener.accept(timeout: nil)
+        } catch {
+            throw RdmigCommandError("accepting a migration: \(error)")
+        }
+        let destination = QEMUModeDestination(options: options, qmp: qmp)
+        let report = waitForAsync { await destination.run(connection: connection) }
+        try emit(report, role: "dest", service: service)
+        if report.status != .completed {
+            log.error("QEMU migration from \(connection.peerEndpoint) failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
+            throw ExitCode(1)
+        }
+    }
+
+    static func emit(_ report: QEMUModeReport, role: String, service: ServiceOptions) throws {
+        if service.json {
+            print(try QEMUModeCommands.json(report))
+        } else {
+            FileHandle.standardError.write(Data("rdmig \(role) (QEMU mode):\n\(report.text)\n".utf8))
+        }
+    }
+}
+
+extension QEMUModeCommands {
+    /// The report as one JSON object with kebab-case keys, like native mode's QMP-style names
+    /// (`total-time-milliseconds`, `downtime-milliseconds`, `bytes-per-second`, ...).
+    static func json(_ report: QEMUModeReport) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .custom { path in
+            KebabKey(camelCase: path.last!.stringValue)
+        }
+        return String(decoding: try encoder.encode(report), as: UTF8.self)
+    }
+}
+
+private struct KebabKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+    init(camelCase: String) {
+        var text = ""
+        for character in camelCase {
+            if character.isUppercase {
+                text += "-" + character.lowercased()
+            } else {
+                text.append(character)
+            }
+        }
+        stringValue = text
+    }
+}
+
+/// ArgumentParser's commands are synchronous; QEMU mode's drivers are async. The command's
+/// thread waits while the work runs on the concurrency pool.
+func waitForAsync<Value: Sendable>(_ body: @escaping @Sendable () async -> Value) -> Value {
+    let box = AsyncResultBox<Value>()
+    Task {
+        box.set(await body())
+    }
+    return box.wait()
+}
+
+func waitForAsync<Value: Sendable>(_ body: @escaping @Sendable () async throws -> Value) throws -> Value {
+    let result: Result<Value, any Error> = waitForAsync { () async -> Result<Value, any Error> in
+        do {
+            return .success(try await body())
+        } catch {
+            return .failure(error)
+        }
+    }
+    return try result.get()
+}
+
+private final class AsyncResultBox<Value: Sendable>: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var value: Value?
+
+    func set(_ value: Value) {
+        condition.lock()
+        self.value = value
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait() -> Value {
+        condition.lock()
+        defer { condition.unlock() }
+        while value == nil { condition.wait() }
+        return value!
+    }
+}

@@ -1,0 +1,140 @@
+// A copy of Tests/RdmigServiceTests/RdmigProcess.swift (test targets cannot share files).
+import Foundation
+import Testing
+
+/// A real `rdmig` process started by a test: its stderr is collected line by line so a test
+/// can wait for "listening on …" or a fault's stall announcement, and its stdout (the JSON
+/// report) is read at exit.
+final class RdmigProcess: @unchecked Sendable {
+    let process = Process()
+    private let output = Pipe()
+    private let errors = Pipe()
+    private let lock = NSCondition()
+    private var errorText = ""
+    private var outputData = Data()
+    private var errorsClosed = false
+
+    /// The `rdmig` next to the test bundle (SwiftPM builds it for this test target).
+    static var executable: URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // The runner may be the .xctest bundle itself or a binary inside it.
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("rdmig").path), directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("rdmig")
+    }
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = RdmigProcess.executable
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment
+        merged.removeValue(forKey: "RDMIG_FAULT")
+        merged.removeValue(forKey: "RDMIG_CONFIG")
+        for (key, value) in environment { merged[key] = value }
+        process.environment = merged
+        process.standardOutput = output
+        process.standardError = errors
+        errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            self.lock.lock()
+            if data.isEmpty { self.errorsClosed = true } else { self.errorText += String(decoding: data, as: UTF8.self) }
+            self.lock.broadcast()
+            self.lock.unlock()
+        }
+        output.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self else { return }
+            self.lock.lock()
+            self.outputData.append(data)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+    }
+
+    var stderr: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return errorText
+    }
+
+    /// Waits until stderr has a line containing `text`; returns that line.
+    func waitForLine(containing text: String, timeout: TimeInterval = 60) throws -> String {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            if let line = errorText.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+            if errorsClosed && !process.isRunning {
+                throw ProcessFailure("rdmig exited (\(process.terminationStatus)) before printing '\(text)'; stderr:\n\(errorText)")
+            }
+            if !lock.wait(until: deadline) {
+                throw ProcessFailure("no '\(text)' from rdmig within \(Int(timeout)) s; stderr:\n\(errorText)")
+            }
+        }
+    }
+
+    /// The port a `rdmig dest --listen HOST:0` chose.
+    func listeningPort() throws -> UInt16 {
+        let line = try waitForLine(containing: "listening on")
+        guard let field = line.split(separator: " ").first(where: { $0.contains(":") && $0.last?.isNumber == true }),
+              let port = UInt16(field.split(separator: ":").last!) else {
+            throw ProcessFailure("cannot read the port from '\(line)'")
+        }
+        return port
+    }
+
+    /// Waits for exit (killing the process after `timeout`), returns the exit status.
+    @discardableResult
+    func wait(timeout: TimeInterval = 120) -> Int32 {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        process.waitUntilExit()
+        // Let the readability handlers deliver the last bytes.
+        let settle = Date(timeIntervalSinceNow: 2)
+        lock.lock()
+        while !errorsClosed && Date() < settle { _ = lock.wait(until: settle) }
+        lock.unlock()
+        return process.terminationStatus
+    }
+
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+    }
+
+    /// The JSON report on stdout, after `wait()`.
+    func report() throws -> [String: Any] {
+        lock.lock()
+        let data = outputData
+        lock.unlock()
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ProcessFailure("stdout is not one JSON object: \(String(decoding: data, as: UTF8.self))\nstderr:\n\(stderr)")
+        }
+        return object
+    }
+}
+
+struct ProcessFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A fresh pre-shared key file both processes of a test use.
+func temporaryKeyFile() throws -> String {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rdmig-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let path = folder.appendingPathComponent("psk").path
+    let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    guard FileManager.default.createFile(atPath: path, contents: Data(key.utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw ProcessFailure("cannot create the key file \(path)")
+    }
+    return path
+}
