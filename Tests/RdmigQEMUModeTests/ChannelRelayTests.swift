@@ -19,20 +19,30 @@ struct ChannelRelayTests {
         let sourceRouter: CompletionRouter
         let destinationRouter: CompletionRouter
 
-        init() async throws {
+        /// Synchronous on purpose, with the peer's half on a system thread: an `async let` child
+        /// needs a free cooperative thread to start, and on 2 cores the blocking tests of other
+        /// suites can hold both, so the accept never ran and the connect timed out (seen in CI).
+        init() throws {
             let listener = try TCPTransport().listen(on: TransportEndpoint(host: "127.0.0.1", port: 0), options: TransportOptions())
             defer { listener.close() }
-            let endpoint = listener.localEndpoint
-            async let accepted = DedicatedThread.run(name: "test-accept") { try listener.accept(timeout: .seconds(10)) as any TransportConnection }
-            source = try TCPTransport().connect(to: endpoint, options: TransportOptions())
-            destination = try await accepted
-            let destination = destination
-            async let destinationRouter = DedicatedThread.run(name: "test-router") {
-                try CompletionRouter(connection: destination, configuration: .init())
+            let accepted = ResultBox<any TransportConnection>()
+            let acceptor = try SystemThread(name: "test-accept") {
+                accepted.set(Result { try listener.accept(timeout: .seconds(30)) })
             }
-            let source = source
-            sourceRouter = try await DedicatedThread.run(name: "test-router") { try CompletionRouter(connection: source, configuration: .init()) }
-            self.destinationRouter = try await destinationRouter
+            let connected = Result { try TCPTransport().connect(to: listener.localEndpoint, options: TransportOptions()) }
+            acceptor.join()
+            let source = try connected.get()
+            let destination = try accepted.get()
+            self.source = source
+            self.destination = destination
+            let router = ResultBox<CompletionRouter>()
+            let routerThread = try SystemThread(name: "test-router") {
+                router.set(Result { try CompletionRouter(connection: destination, configuration: .init()) })
+            }
+            let sourceRouter = Result { try CompletionRouter(connection: source, configuration: .init()) }
+            routerThread.join()
+            self.sourceRouter = try sourceRouter.get()
+            destinationRouter = try router.get()
         }
 
         func close() {
@@ -52,7 +62,7 @@ struct ChannelRelayTests {
     static func pattern(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index &* 31 &+ index >> 9) }
 
     @Test func aStreamRelayedThroughTheChannelArrivesWholeAndInOrder() async throws {
-        let peers = try await Peers()
+        let peers = try Peers()
         defer { peers.close() }
         let receiver = try ByteStreamReceiver(router: peers.destinationRouter, channel: .qemuStream, configuration: QEMUModeSource.streamConfiguration)
         let sender = try ByteStreamSender(router: peers.sourceRouter, ring: receiver.ring)
@@ -101,7 +111,7 @@ struct ChannelRelayTests {
     }
 
     @Test func aCancelledIncomingRelayStopsPromptlyWhileTheSourceIsSilent() async throws {
-        let peers = try await Peers()
+        let peers = try Peers()
         defer { peers.close() }
         let receiver = try ByteStreamReceiver(router: peers.destinationRouter, channel: .qemuStream, configuration: QEMUModeSource.streamConfiguration)
         let (relayOut, qemuIn) = try Self.socketPair()
@@ -117,7 +127,7 @@ struct ChannelRelayTests {
     }
 
     @Test func theBandwidthProbeMeasuresWhatTheReceiverDrained() async throws {
-        let peers = try await Peers()
+        let peers = try Peers()
         defer { peers.close() }
         let receiver = try ByteStreamReceiver(router: peers.destinationRouter, channel: .bandwidthProbe, configuration: QEMUModeSource.probeConfiguration)
         let sender = try ByteStreamSender(router: peers.sourceRouter, ring: receiver.ring)
@@ -128,5 +138,15 @@ struct ChannelRelayTests {
         #expect(try await drained == measurement.bytes)
         #expect(measurement.bytes > 0 && measurement.bytes <= 32 << 20)
         #expect(measurement.bandwidth.bytesPerSecond > 0)
+    }
+}
+
+/// A result handed from a system thread to the test that joined it.
+final class ResultBox<Value>: @unchecked Sendable {
+    private var result: Result<Value, any Error>?
+    func set(_ value: Result<Value, any Error>) { result = value }
+    func get() throws -> Value {
+        guard let result else { throw ProcessFailure("the thread ended without a result") }
+        return try result.get()
     }
 }
