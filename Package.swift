@@ -96,7 +96,7 @@ let package = Package(
             name: "RdmigMemoryTests", dependencies: ["RdmigMemory", "RdmigSystem", "CNUMA"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigQEMUTests", dependencies: ["RdmigQEMU", "RdmigSystem", "CRdmigShims"],
+            name: "RdmigQEMUTests", dependencies: ["RdmigTestSupport", "RdmigQEMU", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigTransportTests",
@@ -114,14 +114,19 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigQEMUModeTests",
-            dependencies: ["rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
+            dependencies: ["RdmigTestSupport", "rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
+            name: "RdmigServiceTests", dependencies: ["RdmigTestSupport", "rdmig", "RdmigService", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
         .testTarget(
             name: "RdmigSoftRoCETests", dependencies: ["RdmigTransportConformance"],
+            swiftSettings: swiftSettings),
+        // What the process- and QEMU-driving test targets share (a library: test targets
+        // cannot import each other).
+        .target(
+            name: "RdmigTestSupport", dependencies: ["RdmigQEMU"], path: "Tests/RdmigTestSupport",
             swiftSettings: swiftSettings),
     ]
 )

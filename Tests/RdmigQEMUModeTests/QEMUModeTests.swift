@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import RdmigTestSupport
 import Glibc
 #endif
 import Foundation

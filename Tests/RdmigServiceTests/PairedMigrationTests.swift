@@ -1,3 +1,4 @@
+import RdmigTestSupport
 import Foundation
 import Testing
 

@@ -4,8 +4,8 @@ import Testing
 /// A real `rdmig` process started by a test: its stderr is collected line by line so a test
 /// can wait for "listening on …" or a fault's stall announcement, and its stdout (the JSON
 /// report) is read at exit.
-final class RdmigProcess: @unchecked Sendable {
-    let process = Process()
+public final class RdmigProcess: @unchecked Sendable {
+    public let process = Process()
     private let output = Pipe()
     private let errors = Pipe()
     private let lock = NSCondition()
@@ -14,7 +14,7 @@ final class RdmigProcess: @unchecked Sendable {
     private var errorsClosed = false
 
     /// The `rdmig` next to the test bundle (SwiftPM builds it for this test target).
-    static var executable: URL {
+    public static var executable: URL {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         // The runner may be the .xctest bundle itself or a binary inside it.
         while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("rdmig").path), directory.path != "/" {
@@ -23,7 +23,7 @@ final class RdmigProcess: @unchecked Sendable {
         return directory.appendingPathComponent("rdmig")
     }
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
         process.executableURL = RdmigProcess.executable
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
@@ -55,14 +55,14 @@ final class RdmigProcess: @unchecked Sendable {
         if process.isRunning { process.terminate() }
     }
 
-    var stderr: String {
+    public var stderr: String {
         lock.lock()
         defer { lock.unlock() }
         return errorText
     }
 
     /// Waits until stderr has a line containing `text`; returns that line.
-    func waitForLine(containing text: String, timeout: TimeInterval = 60) throws -> String {
+    public func waitForLine(containing text: String, timeout: TimeInterval = 60) throws -> String {
         let deadline = Date(timeIntervalSinceNow: timeout)
         lock.lock()
         defer { lock.unlock() }
@@ -78,7 +78,7 @@ final class RdmigProcess: @unchecked Sendable {
     }
 
     /// The port a `rdmig dest --listen HOST:0` chose.
-    func listeningPort() throws -> UInt16 {
+    public func listeningPort() throws -> UInt16 {
         let line = try waitForLine(containing: "listening on")
         guard let field = line.split(separator: " ").first(where: { $0.contains(":") && $0.last?.isNumber == true }),
               let port = UInt16(field.split(separator: ":").last!) else {
@@ -89,7 +89,7 @@ final class RdmigProcess: @unchecked Sendable {
 
     /// Waits for exit (killing the process after `timeout`), returns the exit status.
     @discardableResult
-    func wait(timeout: TimeInterval = 120) -> Int32 {
+    public func wait(timeout: TimeInterval = 120) -> Int32 {
         let deadline = Date(timeIntervalSinceNow: timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
@@ -105,12 +105,12 @@ final class RdmigProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    func kill() {
+    public func kill() {
         Foundation.kill(process.processIdentifier, SIGKILL)
     }
 
     /// The JSON report on stdout, after `wait()`.
-    func report() throws -> [String: Any] {
+    public func report() throws -> [String: Any] {
         lock.lock()
         let data = outputData
         lock.unlock()
@@ -121,13 +121,13 @@ final class RdmigProcess: @unchecked Sendable {
     }
 }
 
-struct ProcessFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct ProcessFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// A fresh pre-shared key file both processes of a test use.
-func temporaryKeyFile() throws -> String {
+public func temporaryKeyFile() throws -> String {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("rdmig-test-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     let path = folder.appendingPathComponent("psk").path

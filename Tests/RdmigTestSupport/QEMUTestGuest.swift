@@ -1,4 +1,3 @@
-// A copy of Tests/RdmigQEMUTests/QEMUTestGuest.swift (test targets cannot share files).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,30 +7,30 @@ import RdmigQEMU
 /// A test guest started by Tests/qemu-guest/run-guest.sh (the self-checking guest of
 /// build-image.sh: it prints `rdmig-guest: heartbeat n= written= errors=` on its serial port).
 /// Two QMP sockets: `rdmigQMP` for the code under test, `testQMP` for the test's own checks.
-struct QEMUTestGuest: Sendable {
-    struct Heartbeat: Sendable, Equatable, CustomStringConvertible {
-        let n: Int
-        let written: Int
-        let errors: Int
-        var description: String { "n=\(n) written=\(written) errors=\(errors)" }
+public struct QEMUTestGuest: Sendable {
+    public struct Heartbeat: Sendable, Equatable, CustomStringConvertible {
+        public let n: Int
+        public let written: Int
+        public let errors: Int
+        public var description: String { "n=\(n) written=\(written) errors=\(errors)" }
     }
 
-    struct SetupError: Error, CustomStringConvertible {
-        let description: String
+    public struct SetupError: Error, CustomStringConvertible {
+        public let description: String
     }
 
-    let name: String
-    let runDirectory: String
-    let testQMP: String
-    let rdmigQMP: String
-    let serial: String
-    let pid: pid_t
+    public let name: String
+    public let runDirectory: String
+    public let testQMP: String
+    public let rdmigQMP: String
+    public let serial: String
+    public let pid: pid_t
 
-    static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("qemu-guest").path
 
     /// The QEMU binary run-guest.sh would use, when it is installed.
-    static let qemuBinary: String? = {
+    public static let qemuBinary: String? = {
         let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
         if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
@@ -42,7 +41,7 @@ struct QEMUTestGuest: Sendable {
     }()
 
     /// Evaluated once; says why when the QEMU tests will be skipped.
-    static let qemuAvailable: Bool = {
+    public static let qemuAvailable: Bool = {
         if qemuBinary == nil {
             let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
             print("rdmig QEMU tests: SKIPPED: \(name) is not installed or not executable (Tests/qemu-guest/install-qemu.sh installs it)")
@@ -52,7 +51,7 @@ struct QEMUTestGuest: Sendable {
     }()
 
     /// Starts a guest in the background (run-guest.sh daemonizes QEMU and returns).
-    static func start(name: String, memoryMiB: Int = 256, workingSetMiB: Int = 64, dirtyRate: Int = 20,
+    public static func start(name: String, memoryMiB: Int = 256, workingSetMiB: Int = 64, dirtyRate: Int = 20,
                       heartbeatMilliseconds: Int = 500, incoming: Bool = false) async throws -> QEMUTestGuest {
         var arguments = ["--name", name, "--memory", "\(memoryMiB)", "--ws", "\(workingSetMiB)",
                          "--rate", "\(dirtyRate)", "--hb", "\(heartbeatMilliseconds)"]
@@ -74,7 +73,7 @@ struct QEMUTestGuest: Sendable {
     }
 
     /// Running, and not a zombie waiting to be reaped.
-    var isAlive: Bool {
+    public var isAlive: Bool {
         guard kill(pid, 0) == 0 else { return false }
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return true }
@@ -82,18 +81,18 @@ struct QEMUTestGuest: Sendable {
     }
 
     /// Kills QEMU and removes its run folder (unless RDMIG_KEEP_GUESTS is set).
-    func stop() {
+    public func stop() {
         kill(pid, SIGKILL)
         if ProcessInfo.processInfo.environment["RDMIG_KEEP_GUESTS"] == nil {
             try? FileManager.default.removeItem(atPath: runDirectory)
         }
     }
 
-    func serialText() -> String {
+    public func serialText() -> String {
         (try? String(contentsOfFile: serial, encoding: .utf8)) ?? ""
     }
 
-    func heartbeats() -> [Heartbeat] {
+    public func heartbeats() -> [Heartbeat] {
         let pattern = /rdmig-guest: heartbeat n=(\d+) written=(\d+) errors=(\d+)/
         return serialText().matches(of: pattern).map {
             Heartbeat(n: Int($0.output.1)!, written: Int($0.output.2)!, errors: Int($0.output.3)!)
@@ -101,13 +100,13 @@ struct QEMUTestGuest: Sendable {
     }
 
     /// The last lines of the serial console, for failure messages.
-    func serialTail(_ lines: Int = 8) -> String {
+    public func serialTail(_ lines: Int = 8) -> String {
         serialText().split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
 
     /// Waits until the guest printed at least `count` heartbeats.
     @discardableResult
-    func waitForHeartbeats(_ count: Int, timeout: Duration) async throws -> [Heartbeat] {
+    public func waitForHeartbeats(_ count: Int, timeout: Duration) async throws -> [Heartbeat] {
         let deadline = ContinuousClock.now + timeout
         while true {
             let beats = heartbeats()
@@ -121,7 +120,7 @@ struct QEMUTestGuest: Sendable {
     }
 
     /// Waits for the QEMU process to end.
-    func waitForExit(timeout: Duration) async -> Bool {
+    public func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while isAlive && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
