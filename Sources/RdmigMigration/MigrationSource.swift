@@ -41,13 +41,7 @@ public final class MigrationSource {
         }
     }
 
-    struct Device {
-        let id: UInt32
-        let provider: any DeviceStateProvider
-        var sender: DeviceStateSender
-        var mutator: IBMutatorThread?
-        var acknowledged = false
-    }
+    typealias Device = SourceDevice
 
     let options: Options
     let clock = ContinuousClock()
@@ -72,8 +66,8 @@ public final class MigrationSource {
             let guest = try makeGuest()
             self.guest = guest
             try guest.start()
-            devices = try makeDevices()
-            let connection = try connect()
+            devices = try SourceDevice.make(specs: options.deviceSpecs, changesPerSecond: options.deviceChangesPerSecond)
+            let connection = try connectRetryingRefusal(options.backend, to: options.endpoint, options: options.transportOptions)
             var routerConfiguration = CompletionRouter.Configuration()
             routerConfiguration.pollerCPUs = options.pollerCPUs
             let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: routerConfiguration)
@@ -104,23 +98,6 @@ public final class MigrationSource {
         return report
     }
 
-    /// Connects, retrying a refused connection until the connect timeout: orchestrators
-    /// start `rdmig dest` and `rdmig source` together, and the destination may not listen yet.
-    private func connect() throws(MigrationError) -> any TransportConnection {
-        let deadline = clock.now + options.transportOptions.connectTimeout
-        while true {
-            do {
-                return try options.backend.connect(to: options.endpoint, options: options.transportOptions)
-            } catch {
-                if case .connectionRefused = error, clock.now < deadline {
-                    usleep(100_000)
-                    continue
-                }
-                throw MigrationError(.setup, "connecting to the destination at \(options.endpoint): \(error)")
-            }
-        }
-    }
-
     /// A resumed synthetic guest with a dirty rate must visibly write again.
     private func guestKeepsRunning(_ guest: SyntheticGuest) -> Bool {
         guard !guest.isPaused, guest.isRunning else { return false }
@@ -140,28 +117,6 @@ public final class MigrationSource {
         } catch {
             throw MigrationError(.setup, "creating the guest: \(error)")
         }
-    }
-
-    private func makeDevices() throws(MigrationError) -> [Device] {
-        var devices: [Device] = []
-        for (index, spec) in options.deviceSpecs.enumerated() {
-            let provider: any DeviceStateProvider
-            do {
-                provider = try DeviceStateProviders.make(spec: spec)
-            } catch {
-                throw MigrationError(.setup, "VF \(spec): \(error)")
-            }
-            var mutator: IBMutatorThread?
-            if let ib = provider as? IBSoftwareDeviceStateProvider, options.deviceChangesPerSecond > 0 {
-                do {
-                    mutator = try IBMutatorThread(provider: ib, changesPerSecond: options.deviceChangesPerSecond)
-                } catch {
-                    throw MigrationError(.setup, "starting the ib-sw VF's activity: \(error)")
-                }
-            }
-            devices.append(Device(id: UInt32(index), provider: provider, sender: DeviceStateSender(provider: provider, tag: UInt32(index)), mutator: mutator))
-        }
-        return devices
     }
 
     // MARK: - The protocol

@@ -60,12 +60,7 @@ public final class QEMUModeSource: @unchecked Sendable {
         }
     }
 
-    struct Device {
-        let id: UInt32
-        let provider: any DeviceStateProvider
-        var sender: DeviceStateSender
-        var mutator: IBMutatorThread?
-    }
+    typealias Device = SourceDevice
 
     /// Channel sizes: 16 x 256 KiB in flight for QEMU's stream (QEMU writes in 32 KiB
     /// buffers, qemu-file.c IO_BUF_SIZE, so a slot gathers several), 8 x 256 KiB for VF
@@ -134,8 +129,8 @@ public final class QEMUModeSource: @unchecked Sendable {
     /// Connects, authenticates, opens the streams and measures the transport; returns the
     /// probe's figures (nil when max-bandwidth was given) and QEMU's max-bandwidth.
     private func setUp() throws -> (BandwidthProbe.Measurement?, ByteRate) {
-        devices = try makeDevices()
-        let connection = try connect()
+        devices = try SourceDevice.make(specs: options.deviceSpecs, changesPerSecond: options.deviceChangesPerSecond)
+        let connection = try connectRetryingRefusal(options.backend, to: options.endpoint, options: options.transportOptions)
         let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration(),
                                           features: MigrationSession.qemuModeFeatures)
         session = opened
@@ -178,43 +173,6 @@ public final class QEMUModeSource: @unchecked Sendable {
         }
     }
 
-    /// Retries a refused connection until the connect timeout (the destination may not listen yet).
-    private func connect() throws(MigrationError) -> any TransportConnection {
-        let deadline = ContinuousClock.now + options.transportOptions.connectTimeout
-        while true {
-            do {
-                return try options.backend.connect(to: options.endpoint, options: options.transportOptions)
-            } catch {
-                if case .connectionRefused = error, ContinuousClock.now < deadline {
-                    usleep(100_000)
-                    continue
-                }
-                throw MigrationError(.setup, "connecting to the destination at \(options.endpoint): \(error)")
-            }
-        }
-    }
-
-    private func makeDevices() throws(MigrationError) -> [Device] {
-        var devices: [Device] = []
-        for (index, spec) in options.deviceSpecs.enumerated() {
-            let provider: any DeviceStateProvider
-            do {
-                provider = try DeviceStateProviders.make(spec: spec)
-            } catch {
-                throw MigrationError(.setup, "VF \(spec): \(error)")
-            }
-            var mutator: IBMutatorThread?
-            if let ib = provider as? IBSoftwareDeviceStateProvider, options.deviceChangesPerSecond > 0 {
-                do {
-                    mutator = try IBMutatorThread(provider: ib, changesPerSecond: options.deviceChangesPerSecond)
-                } catch {
-                    throw MigrationError(.setup, "starting the ib-sw VF's activity: \(error)")
-                }
-            }
-            devices.append(Device(id: UInt32(index), provider: provider, sender: DeviceStateSender(provider: provider, tag: UInt32(index)), mutator: mutator))
-        }
-        return devices
-    }
 
     // MARK: - QEMU's migration
 
