@@ -67,16 +67,26 @@ public struct PreSharedKey: Sendable {
         }
         let key = SymmetricKey(size: .bits256).withUnsafeBytes { [UInt8]($0) }
         let text = key.map { String($0, radix: 16).leftPadded(to: 2) }.joined() + "\n"
-        let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (overwrite ? O_TRUNC : O_EXCL)
-        let fd = open(path, flags, 0o600)
+        // Written whole under a temporary name, then put in place atomically: the other
+        // service of a pair started at the same moment must never read a half-written key.
+        let temporary = "\(path).\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            let error = SystemCallError(call: "open", errno: SystemCall.currentErrno(), context: path)
+            let error = SystemCallError(call: "open", errno: SystemCall.currentErrno(), context: temporary)
             throw Error(description: "cannot create the pre-shared key: \(error)")
         }
-        defer { close(fd) }
         let written = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+        defer { unlink(temporary) }
         guard written == text.utf8.count else {
             throw Error(description: "cannot write the pre-shared key \(path)")
+        }
+        let placed = overwrite ? rename(temporary, path) : link(temporary, path)
+        guard placed == 0 else {
+            let error = SystemCallError(call: overwrite ? "rename" : "link", errno: SystemCall.currentErrno(), context: path)
+            throw Error(description: error.errno == EEXIST
+                ? "a pre-shared key already exists at \(path): keep it, or pass --force to replace it"
+                : "cannot create the pre-shared key: \(error)")
         }
         return PreSharedKey(bytes: key, path: path)
     }
