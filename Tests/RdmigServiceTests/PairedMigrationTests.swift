@@ -229,6 +229,21 @@ import Testing
         #expect((report["error-desc"] as? String ?? "").contains("no VFIO device at /dev/vfio/devices/vfio-none"), "\(report)")
     }
 
+    @Test func keygenWritesAPrivateKeyAndNeverOverwritesOneUnasked() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rdmig-keygen-\(UUID().uuidString)/psk").path
+        #expect(try RdmigProcess(["keygen", path]).wait() == 0)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let first = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(first.count == 65, "64 hex digits and a newline")
+        let again = try RdmigProcess(["keygen", path])
+        #expect(again.wait() != 0)
+        #expect(again.stderr.contains("already exists"), "stderr:\n\(again.stderr)")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == first)
+        #expect(try RdmigProcess(["keygen", "--force", path]).wait() == 0)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) != first)
+    }
+
     @Test func anUnknownConfigKeyIsRefusedWithTheKnownOnes() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("rdmig-\(UUID().uuidString).toml").path
         try "[migration]\ndowntime-limt = \"50ms\"\n".write(toFile: path, atomically: true, encoding: .utf8)
