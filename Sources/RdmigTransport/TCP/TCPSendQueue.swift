@@ -13,59 +13,33 @@ import Synchronization
 /// completion is polled, and an unsignalled WR's slot only when a later signalled WR's
 /// completion is polled. So the completion queue can never hold more send completions than
 /// the send queue has slots.
-final class TCPSendQueue: @unchecked Sendable {
-    enum Opcode: UInt8 {
-        case write
-        case send
-    }
+final class TCPSendQueue: TCPRing<TCPSendRequest>, @unchecked Sendable {
+    typealias Entry = TCPSendRequest
 
-    struct Entry {
-        var id: UInt64 = 0
-        var localAddress: UInt64 = 0
-        var remoteAddress: UInt64 = 0
-        var length: UInt32 = 0
-        var remoteKey: UInt32 = 0
-        var immediate: UInt32 = 0
-        var opcode: Opcode = .write
-        var hasImmediate = false
-        var signaled = false
-
-        /// SEND and WRITE_WITH_IMM consume one of the peer's posted receives.
-        @inline(__always) var consumesReceive: Bool { opcode == .send || hasImmediate }
-    }
-
-    let depth: Int
-    private let mask: UInt64
-    private let storage: UnsafeMutablePointer<Entry>
-
-    let posted = Atomic<UInt64>(0)
+    /// Receiver thread: the last WR the peer acknowledged as placed.
     let retired = Atomic<UInt64>(0)
-    let freed = Atomic<UInt64>(0)
 
     init(depth: Int) {
-        precondition(depth > 0, "send queue depth must be positive")
-        self.depth = depth
-        var capacity = 1
-        while capacity < depth { capacity <<= 1 }
-        mask = UInt64(capacity - 1)
-        storage = .allocate(capacity: capacity)
-        storage.initialize(repeating: Entry(), count: capacity)
+        super.init(depth: depth, empty: TCPSendRequest())
     }
+}
 
-    deinit { storage.deallocate() }
+enum TCPSendOpcode: UInt8 {
+    case write
+    case send
+}
 
-    @inline(__always)
-    subscript(sequence: UInt64) -> Entry {
-        get { storage[Int(sequence & mask)] }
-    }
+struct TCPSendRequest {
+    var id: UInt64 = 0
+    var localAddress: UInt64 = 0
+    var remoteAddress: UInt64 = 0
+    var length: UInt32 = 0
+    var remoteKey: UInt32 = 0
+    var immediate: UInt32 = 0
+    var opcode: TCPSendOpcode = .write
+    var hasImmediate = false
+    var signaled = false
 
-    /// Application thread: appends `entry`, or returns false when `depth` WRs are outstanding.
-    @inline(__always)
-    func post(_ entry: Entry) -> Bool {
-        let sequence = posted.load(ordering: .relaxed) &+ 1
-        guard sequence &- freed.load(ordering: .acquiring) <= UInt64(depth) else { return false }
-        storage[Int(sequence & mask)] = entry
-        posted.store(sequence, ordering: .releasing)
-        return true
-    }
+    /// SEND and WRITE_WITH_IMM consume one of the peer's posted receives.
+    @inline(__always) var consumesReceive: Bool { opcode == .send || hasImmediate }
 }
