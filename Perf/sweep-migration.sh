@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Migration sweep (issue 5): a 4 GiB synthetic guest with an ib-sw VF, migrated by real
 # `rdmig dest` + `rdmig source` processes on loopback at several dirty rates; records total
-# time, downtime and downtime / lower bound (final bytes over the measured bandwidth), medians
+# time, downtime and downtime / lower bound (final bytes over the best bandwidth the migration
+# measured: pre-copy's estimate or the stop-and-copy pass's own rate), medians
 # of RUNS runs, into Perf/README.md between the markers below.
 #   Perf/sweep-migration.sh [RUNS]        (default 3; needs ~9 GiB of free memory)
 set -euo pipefail
@@ -35,7 +36,8 @@ except Exception:
     print(json.dumps({"rate": rate, "status": "no report"})); sys.exit()
 print(json.dumps({"rate": rate, "status": r["status"], "total": r["total-time"], "downtime": r["downtime"],
                   "bound": r["downtime-lower-bound"], "iterations": r["iterations"], "verified": r["verified"],
-                  "throttle": r.get("cpu-throttle-percentage", 0)}))
+                  "throttle": r.get("cpu-throttle-percentage", 0), "final": r.get("final-bytes", 0),
+                  "bandwidth": r.get("bandwidth", 0), "switchover-bandwidth": r.get("switchover-bandwidth", 0)}))
 PY
         echo "rate $rate run $run: $(tail -1 "$results")" >&2
     done
@@ -48,18 +50,20 @@ guest, ws, runs = sys.argv[2], sys.argv[3], sys.argv[4]
 out = [f"Measured {datetime.date.today()} on {os.cpu_count()} cores, Linux {platform.release()}, tcp backend over loopback "
        f"(release build): {guest} guest, {ws} working set, uniform pattern, ib-sw VF with 1000 QPs, downtime limit 50 ms, "
        f"median of {runs} runs.", "",
-       "| dirty rate | completed+verified | total time | downtime | lower bound | downtime / bound | iterations | throttle |",
-       "|---|---|---|---|---|---|---|---|"]
+       "| dirty rate | completed+verified | total time | downtime | final bytes | pre-copy bandwidth | stop-and-copy bandwidth | lower bound | downtime / bound | iterations | throttle |",
+       "|---|---|---|---|---|---|---|---|---|---|---|"]
 for rate in dict.fromkeys(r["rate"] for r in rows):
     rs = [r for r in rows if r["rate"] == rate]
     ok = [r for r in rs if r.get("status") == "completed" and r.get("verified")]
     if not ok:
-        out.append(f"| {rate} | 0/{len(rs)} | | | | | | |"); continue
+        out.append(f"| {rate} | 0/{len(rs)} | | | | | | | | | |"); continue
     med = lambda k: statistics.median(r[k] for r in ok)
     # A bound under 1 ms (an idle guest's final pass is empty) makes the ratio meaningless.
     bounded = [r["downtime"] / r["bound"] for r in ok if r["bound"] >= 1]
     ratio = f"{statistics.median(bounded):.2f}" if bounded else "n/a (bound < 1 ms)"
-    out.append(f"| {rate} | {len(ok)}/{len(rs)} | {med('total')/1000:.2f} s | {med('downtime'):.1f} ms | {med('bound'):.1f} ms | "
+    mb = lambda k: f"{med(k) / 1e6:.0f} MB/s" if med(k) > 0 else "—"
+    out.append(f"| {rate} | {len(ok)}/{len(rs)} | {med('total')/1000:.2f} s | {med('downtime'):.1f} ms | {med('final') / 2**20:.1f} MiB | "
+               f"{mb('bandwidth')} | {mb('switchover-bandwidth')} | {med('bound'):.1f} ms | "
                f"{ratio} | {med('iterations'):.0f} | {med('throttle'):.0f}% |")
 print("\n".join(out))
 PY

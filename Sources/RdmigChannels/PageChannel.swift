@@ -177,6 +177,8 @@ public final class PageChannel: @unchecked Sendable {
         let base = UnsafeRawPointer(region.memory.baseAddress!)
         var writeStart: UInt64 = 0
         var writeCount: UInt64 = 0
+        var zeroRunStarted: ContinuousClock.Instant?
+        defer { if let zeroRunStarted { statistics.zeroScanTime += .now - zeroRunStarted } }
         for run in runs {
             guard run.count > 0 else { continue }
             guard run.firstPage < pageCount, run.count <= pageCount - run.firstPage else {
@@ -185,12 +187,22 @@ public final class PageChannel: @unchecked Sendable {
             var page = run.firstPage
             while page < run.endPage {
                 if configuration.detectZeroPages, Self.isZero(base + Int(page) * pageSize, pageSize) {
+                    // Posting may wait for the link: that is link time, so it stays out of
+                    // the zero-scan clock (which starts after it, and stops for a send).
                     if writeCount > 0 {
                         try queueWrite(region, firstPage: writeStart, count: writeCount)
                         writeCount = 0
                     }
-                    try addZeroPage(page)
-                } else if writeCount > 0, writeStart + writeCount == page, writeCount < maxPages {
+                    if zeroRunStarted == nil { zeroRunStarted = .now }
+                    try addZeroPage(page, scanClock: &zeroRunStarted)
+                    page += 1
+                    continue
+                }
+                if let started = zeroRunStarted {
+                    statistics.zeroScanTime += .now - started
+                    zeroRunStarted = nil
+                }
+                if writeCount > 0, writeStart + writeCount == page, writeCount < maxPages {
                     writeCount += 1
                 } else {
                     if writeCount > 0 { try queueWrite(region, firstPage: writeStart, count: writeCount) }
@@ -210,11 +222,7 @@ public final class PageChannel: @unchecked Sendable {
             throw .invalidArgument(detail: "endIteration without beginIteration")
         }
         let deadline = ContinuousClock.now + timeout
-        if let last = queued {
-            queued = nil
-            try post(last, forceSignal: true)
-        }
-        if zeroRunCount > 0 { try sendZeroRuns() }
+        try fence()
         try control.send(MigrationMessage.iterationDone(.init(
             iteration: statistics.iteration, pagesWritten: statistics.pagesWritten,
             zeroPages: statistics.zeroPages, bytesWritten: statistics.bytesWritten)), timeout: timeout)
@@ -228,6 +236,26 @@ public final class PageChannel: @unchecked Sendable {
         self.started = nil
         return statistics
     }
+
+    /// Posts every write queued so far (the last one signalled) and sends the pending
+    /// ZERO_PAGES runs, so that a control message sent next reaches the peer after all of
+    /// them have landed and been applied — the same RC ordering ITERATION_DONE relies on.
+    /// The migration source sends TOUCHED_CHUNKS behind a fence every few MiB, so the
+    /// destination hashes an iteration's pages while the rest are still on the wire (and
+    /// while the ones it hashes are still in its caches).
+    public func fence() throws(ChannelError) {
+        guard started != nil else {
+            throw .invalidArgument(detail: "fence pages between beginIteration and endIteration")
+        }
+        if let last = queued {
+            queued = nil
+            try post(last, forceSignal: true)
+        }
+        if zeroRunCount > 0 { try sendZeroRuns() }
+    }
+
+    /// Bytes of pages written so far in the open iteration (zero pages not counted).
+    public var bytesWrittenThisIteration: UInt64 { statistics.bytesWritten }
 
     /// Closes the channel (completions for it are dropped from now on).
     public func close() {
@@ -271,13 +299,19 @@ public final class PageChannel: @unchecked Sendable {
     // MARK: - Zero pages
 
     @inline(__always)
-    private func addZeroPage(_ page: UInt64) throws(ChannelError) {
+    private func addZeroPage(_ page: UInt64, scanClock: inout ContinuousClock.Instant?) throws(ChannelError) {
         statistics.zeroPages += 1
         if zeroRunCount > 0, zeroRuns[zeroRunCount - 1].endPage == page {
             zeroRuns[zeroRunCount - 1].count += 1
             return
         }
-        if zeroRunCount == zeroRuns.count { try sendZeroRuns() }
+        if zeroRunCount == zeroRuns.count {
+            if let started = scanClock {
+                statistics.zeroScanTime += .now - started
+                scanClock = nil
+            }
+            try sendZeroRuns()
+        }
         zeroRuns[zeroRunCount] = PageRun(firstPage: page, count: 1)
         zeroRunCount += 1
     }

@@ -13,6 +13,10 @@ public struct PageIterationStatistics: Sendable, Equatable, CustomStringConverti
     public var zeroPageMessages: UInt64 = 0
     /// Times the channel waited for send-queue room (writes in flight at the reservation).
     public var sendQueueWaits: UInt64 = 0
+    /// Time spent scanning pages that turned out all zero (timed per run of zero pages, so
+    /// the clock is read at run boundaries, not per page). Not link time: the convergence
+    /// policy takes it out of the pass's time before measuring bandwidth.
+    public var zeroScanTime: Duration = .zero
     /// From `beginIteration` until the last write completed.
     public var elapsed: Duration = .zero
 

@@ -45,7 +45,7 @@ public struct ConvergencePolicy: Sendable {
 
     @discardableResult
     public mutating func decide(after pass: IterationMeasurement) -> ConvergenceDecision {
-        bandwidth.add(bytes: pass.bytesSent, elapsed: pass.elapsed)
+        bandwidth.add(bytes: pass.bytesSent, elapsed: pass.elapsed - min(pass.zeroScanTime, pass.elapsed))
         let prediction = predict(
             remainingDirtyBytes: pass.remainingDirtyBytes, deviceStopCopyBytes: pass.deviceStopCopyBytes,
             fixedCost: pass.fixedSwitchoverCost)

@@ -7,6 +7,9 @@ public struct IterationMeasurement: Sendable, Equatable {
     /// Wall time of the pass, from its collect-and-clear to the next one: the sending time
     /// for the bandwidth, and the window in which the guest dirtied `remainingDirtyBytes`.
     public var elapsed: Duration
+    /// Part of `elapsed` spent scanning pages that were all zero: CPU time, not link time, so
+    /// the bandwidth leaves it out (a first pass over a mostly empty guest is mostly this).
+    public var zeroScanTime: Duration
     /// Bytes dirty now, which the next pass (or the stop-and-copy) must send.
     public var remainingDirtyBytes: UInt64
     /// VF state still to move in STOP_COPY (VFIO MIG_DATA_SIZE stop_copy_length).
@@ -19,12 +22,13 @@ public struct IterationMeasurement: Sendable, Equatable {
     public var fixedSwitchoverCost: Duration
 
     public init(
-        iteration: Int, bytesSent: UInt64, elapsed: Duration, remainingDirtyBytes: UInt64,
+        iteration: Int, bytesSent: UInt64, elapsed: Duration, zeroScanTime: Duration = .zero, remainingDirtyBytes: UInt64,
         deviceStopCopyBytes: UInt64 = 0, bytesDirtied: UInt64? = nil, fixedSwitchoverCost: Duration = .zero
     ) {
         self.iteration = iteration
         self.bytesSent = bytesSent
         self.elapsed = elapsed
+        self.zeroScanTime = zeroScanTime
         self.remainingDirtyBytes = remainingDirtyBytes
         self.deviceStopCopyBytes = deviceStopCopyBytes
         self.bytesDirtied = bytesDirtied

@@ -73,12 +73,20 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     public var normalBytes: UInt64
     /// Guest dirty rate in bytes per second, from the last pass.
     public var dirtyRate: Double
-    /// Measured transport bandwidth in bytes per second (the policy's estimate).
+    /// Measured transport bandwidth in bytes per second: the policy's estimate from the
+    /// pre-copy passes (bytes on the wire over each pass's time).
     public var bandwidth: Double
+    /// The stop-and-copy pass's own page rate in bytes per second: its bytes over the time
+    /// from its first write to its last write's completion (0 when it wrote nothing). With
+    /// the guest paused it usually beats pre-copy's `bandwidth`.
+    public var switchoverBandwidth: Double
     public var vfStateBytes: DeviceStateBytes
     /// Bytes sent while the guest was paused (last dirty pages + VF stop-copy state).
     public var finalBytes: UInt64
-    /// finalBytes / bandwidth in milliseconds: no switchover can be shorter.
+    /// finalBytes over the best bandwidth this migration measured (pre-copy's estimate or
+    /// the stop-and-copy pass's own rate), in milliseconds: no switchover moving these bytes
+    /// at that rate can be shorter; what the downtime has beyond it is the switchover's fixed
+    /// cost (pause, round trips, verification, resume).
     public var downtimeLowerBound: Double
     /// The downtime the policy predicted when it chose to switch over (milliseconds).
     public var expectedDowntime: Double?
@@ -96,7 +104,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     public init(
         status: Status, totalTime: Double = 0, downtime: Double = 0, setupTime: Double = 0, iterations: Int = 0,
         transferred: UInt64 = 0, zeroPages: UInt64 = 0, normalPages: UInt64 = 0, normalBytes: UInt64 = 0,
-        dirtyRate: Double = 0, bandwidth: Double = 0, vfStateBytes: DeviceStateBytes = DeviceStateBytes(),
+        dirtyRate: Double = 0, bandwidth: Double = 0, switchoverBandwidth: Double = 0, vfStateBytes: DeviceStateBytes = DeviceStateBytes(),
         finalBytes: UInt64 = 0, downtimeLowerBound: Double? = nil, expectedDowntime: Double? = nil,
         throttlePercent: Int = 0, verified: Bool = false, errorDescription: String? = nil, passes: [Pass] = []
     ) {
@@ -111,10 +119,11 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         self.normalBytes = normalBytes
         self.dirtyRate = dirtyRate
         self.bandwidth = bandwidth
+        self.switchoverBandwidth = switchoverBandwidth
         self.vfStateBytes = vfStateBytes
         self.finalBytes = finalBytes
         self.downtimeLowerBound = downtimeLowerBound
-            ?? MigrationReport.lowerBound(finalBytes: finalBytes, bandwidth: bandwidth)
+            ?? MigrationReport.lowerBound(finalBytes: finalBytes, bandwidth: max(bandwidth, switchoverBandwidth))
         self.expectedDowntime = expectedDowntime
         self.throttlePercent = throttlePercent
         self.verified = verified
@@ -147,6 +156,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         case normalBytes = "normal-bytes"
         case dirtyRate = "dirty-rate"
         case bandwidth
+        case switchoverBandwidth = "switchover-bandwidth"
         case vfStateBytes = "vf-state-bytes"
         case finalBytes = "final-bytes"
         case downtimeLowerBound = "downtime-lower-bound"
@@ -172,6 +182,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         normalBytes = try container.decodeIfPresent(UInt64.self, forKey: .normalBytes) ?? 0
         dirtyRate = try container.decode(Double.self, forKey: .dirtyRate)
         bandwidth = try container.decode(Double.self, forKey: .bandwidth)
+        switchoverBandwidth = try container.decodeIfPresent(Double.self, forKey: .switchoverBandwidth) ?? 0
         vfStateBytes = try container.decode(DeviceStateBytes.self, forKey: .vfStateBytes)
         finalBytes = try container.decodeIfPresent(UInt64.self, forKey: .finalBytes) ?? 0
         downtimeLowerBound = try container.decode(Double.self, forKey: .downtimeLowerBound)
@@ -197,6 +208,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         try container.encode(normalBytes, forKey: .normalBytes)
         try container.encode(dirtyRate.rounded(), forKey: .dirtyRate)
         try container.encode(bandwidth.rounded(), forKey: .bandwidth)
+        try container.encode(switchoverBandwidth.rounded(), forKey: .switchoverBandwidth)
         try container.encode(vfStateBytes, forKey: .vfStateBytes)
         try container.encode(finalBytes, forKey: .finalBytes)
         try container.encode(MigrationReport.rounded(downtimeLowerBound), forKey: .downtimeLowerBound)
@@ -234,7 +246,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         line("iterations", "\(iterations)")
         line("transferred", ByteCountText.human(transferred))
         line("pages", "\(normalPages) normal (\(ByteCountText.human(normalBytes))), \(zeroPages) zero")
-        line("bandwidth", DurationText.rate(bandwidth))
+        line("bandwidth", DurationText.rate(bandwidth) + (switchoverBandwidth > 0 ? " (stop-and-copy pass: \(DurationText.rate(switchoverBandwidth)))" : ""))
         line("dirty rate", DurationText.rate(dirtyRate))
         if throttlePercent > 0 { line("throttle", "\(throttlePercent)%") }
         line("vf state", "\(ByteCountText.human(vfStateBytes.preCopy)) pre-copy, "

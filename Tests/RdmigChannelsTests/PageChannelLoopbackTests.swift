@@ -162,6 +162,58 @@ struct ReceivedIteration: Sendable {
         }
     }
 
+    @Test func aFenceLandsEveryEarlierPageAndZeroMarkerBeforeTheNextControlMessage() throws {
+        let peers = try LoopbackPeers()
+        defer { peers.close() }
+        let regions = try PageTestRegions(peers, pageCount: 512, zeroPages: [7, 8, 9, 300])
+        let channel = try PageChannel(router: peers.sourceRouter, control: peers.sourceControl)
+        #expect(throws: ChannelError.self) { try channel.fence() }
+        // The destination checks the first half the moment the message behind the fence
+        // arrives (the migration's TOUCHED_CHUNKS). Without the fence the last coalesced
+        // write (pages 10-255) and the zero markers would still be held back.
+        let destination = try Background("test-page-dest") { () -> Int in
+            var zeroed = 0
+            while true {
+                switch try peers.destinationControl.receive(timeout: .seconds(20)) {
+                case .zeroPages(let message):
+                    zeroed += Int(try PageChannel.applyZeroPages(message, to: regions.destination.bytes, pageSize: PageTestRegions.pageSize))
+                case .ready:
+                    for page in 0..<256 {
+                        #expect(regions.destinationPageEqualsSource(page), "page \(page) before the fence")
+                    }
+                    _ = try Self.receiveIteration(peers, regions)
+                    return zeroed
+                case let other:
+                    throw ChannelError.protocolViolation(detail: "unexpected \(other.wireName)")
+                }
+            }
+        }
+        try channel.beginIteration(1)
+        try channel.write([PageRun(firstPage: 0, count: 256)], of: regions.region)
+        try channel.fence()
+        #expect(channel.bytesWrittenThisIteration == 253 * 4096)
+        try peers.sourceControl.send(MigrationMessage.ready)
+        try channel.write([PageRun(firstPage: 256, count: 256)], of: regions.region)
+        let statistics = try channel.endIteration()
+        #expect(try destination.join() == 3)
+        #expect(statistics.zeroPages == 4)
+        #expect(statistics.zeroScanTime > .zero)
+        for page in 0..<512 { #expect(regions.destinationPageEqualsSource(page), "page \(page)") }
+    }
+
+    @Test func withoutZeroPagesNoScanTimeIsCounted() throws {
+        let peers = try LoopbackPeers()
+        defer { peers.close() }
+        let regions = try PageTestRegions(peers, pageCount: 64, zeroPages: [])
+        let channel = try PageChannel(router: peers.sourceRouter, control: peers.sourceControl)
+        let destination = try Background("test-page-dest") { try Self.receiveIteration(peers, regions) }
+        try channel.beginIteration(1)
+        try channel.write([PageRun(firstPage: 0, count: 64)], of: regions.region)
+        let statistics = try channel.endIteration()
+        _ = try destination.join()
+        #expect(statistics.zeroScanTime == .zero)
+    }
+
     @Test func theNextIterationWaitsUntilTheDestinationAppliedZeroPages() throws {
         let peers = try LoopbackPeers()
         defer { peers.close() }

@@ -91,6 +91,16 @@ import RdmigSystem
         #expect(estimator.windows == 2)
     }
 
+    @Test func timeSpentScanningZeroPagesIsNotLinkTime() throws {
+        var policy = policy()
+        // 100 MiB on the wire in 1 s, 900 ms of which went to scanning zero pages.
+        let decision = policy.decide(after: IterationMeasurement(
+            iteration: 1, bytesSent: 100 * Self.mib, elapsed: .seconds(1), zeroScanTime: .milliseconds(900),
+            remainingDirtyBytes: 100 * Self.mib))
+        #expect(close(try #require(decision.prediction).bandwidth, 1000 * Self.mib))
+        #expect(close(policy.currentBandwidth, 1000 * Self.mib))
+    }
+
     @Test func aDirtyRateAboveTheThresholdTwiceThrottlesWithQEMUsSteps() {
         var policy = policy()
         // Each pass sends 1 GiB and leaves 600 MiB dirty: 58% > 50%.

@@ -22,7 +22,7 @@ import RdmigSystem
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         let required = ["status", "total-time", "downtime", "setup-time", "iterations", "transferred", "duplicate",
                         "zero-pages", "normal-pages", "normal-bytes", "dirty-rate", "bandwidth", "vf-state-bytes",
-                        "final-bytes", "downtime-lower-bound", "expected-downtime", "cpu-throttle-percentage",
+                        "switchover-bandwidth", "final-bytes", "downtime-lower-bound", "expected-downtime", "cpu-throttle-percentage",
                         "verified", "passes"]
         for key in required { #expect(object[key] != nil, "missing \(key)") }
         #expect(Set(object.keys) == Set(required))
@@ -41,6 +41,14 @@ import RdmigSystem
         #expect(abs(report.downtimeLowerBound - 17_179_869.0 / 1_073_741_824 * 1000) < 1e-9)
         #expect(abs(report.downtimeRatio! - 21.25 / report.downtimeLowerBound) < 1e-9)
         #expect(MigrationReport(status: .failed).downtimeRatio == nil)
+    }
+
+    @Test func theBoundUsesTheBetterOfPreCopyAndStopAndCopyBandwidth() {
+        let faster = MigrationReport(status: .completed, downtime: 30, bandwidth: 500e6, switchoverBandwidth: 800e6, finalBytes: 16_000_000)
+        #expect(abs(faster.downtimeLowerBound - 20) < 1e-9)
+        let slower = MigrationReport(status: .completed, downtime: 40, bandwidth: 500e6, switchoverBandwidth: 400e6, finalBytes: 16_000_000)
+        #expect(abs(slower.downtimeLowerBound - 32) < 1e-9)
+        #expect(faster.text.contains("stop-and-copy pass"))
     }
 
     @Test func jsonRoundTripsAndAcceptsQMPsOlderDuplicateName() throws {
