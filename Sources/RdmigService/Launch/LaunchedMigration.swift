@@ -71,16 +71,18 @@ struct LaunchedMigration {
             var sourceEnding: ChildProcess.Termination
             while true {
                 follower.pump()
+                // Checked first: a terminal's Ctrl-C reaches the children too, and their end
+                // is then the interrupt's, not a failed migration.
+                try InterruptSignal.check()
                 if let ending = started.poll() {
                     sourceEnding = ending
                     break
                 }
-                try InterruptSignal.check()
                 try await Task.sleep(for: .milliseconds(50))
             }
             // A completed source means the destination is finishing too; a failed one may have
             // failed before connecting, and then the destination would wait for a peer forever.
-            let grace: Duration = sourceEnding.succeeded ? .seconds(30) : .seconds(10)
+            let grace: Duration = sourceEnding.succeeded ? .seconds(30) : .seconds(5)
             let deadline = ContinuousClock.now + grace
             var destinationEnding = destination.poll()
             while destinationEnding == nil && ContinuousClock.now < deadline {

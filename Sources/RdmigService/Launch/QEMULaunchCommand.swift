@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import Foundation
+import RdmigDeviceState
 import RdmigQEMU
 import RdmigSystem
 
@@ -21,8 +22,8 @@ struct QEMULaunchCommand: ParsableCommand {
 
             Then it runs `rdmig dest --qemu-qmp dst/qmp.sock --listen 127.0.0.1:PORT` and `rdmig source \
             --qemu-qmp src/qmp.sock --connect 127.0.0.1:PORT` (this same rdmig), prints their reports and quits \
-            both QEMUs (QMP quit, SIGKILL after 5 s). With --keep both stay: the destination runs the migrated \
-            guest (or, after a failure, the source still does). Exit status 0 only when both services exit 0 \
+            both QEMUs (QMP quit, SIGKILL after 5 s). With --keep the QEMU that runs the guest stays (the \
+            destination after a completed migration, the source after a failed one) and the other is quit. Exit status 0 only when both services exit 0 \
             (and, with the test guest, its heartbeats on the destination show no lost page).
 
             With --no-migrate it only starts the QEMUs and prints the two rdmig command lines and how to stop \
@@ -75,7 +76,7 @@ struct QEMULaunchCommand: ParsableCommand {
     @Flag(name: .customLong("no-migrate"), help: "Only start the QEMUs and print the rdmig command lines that migrate between them.")
     var noMigrate = false
 
-    @Flag(help: "Leave both QEMUs running after the migration (their pids, QMP sockets and serial consoles are printed).")
+    @Flag(help: "Leave the QEMU that runs the guest after the migration running (its pid, QMP socket and serial console are printed); the other is quit.")
     var keep = false
 
     @Option(help: "Port rdmig dest listens on at 127.0.0.1 (default: any free one; with --no-migrate 7472).")
@@ -190,6 +191,14 @@ struct QEMULaunchCommand: ParsableCommand {
                 throw ValidationError("--max-bandwidth \(maxBandwidth): \(error)")
             }
         }
+        for spec in vf {
+            // Only the kind: making the provider (a VFIO device opened) is rdmig source's job.
+            let kind = String(spec.prefix { $0 != ":" })
+            if !DeviceStateProviders.kinds.contains(where: { $0.kind == kind }) {
+                let known = DeviceStateProviders.kinds.map { "\($0.kind) (e.g. \($0.example))" }.joined(separator: ", ")
+                throw ValidationError("--vf \(spec): unknown VF state provider '\(kind)': use \(known)")
+            }
+        }
         if let dir, dir.isEmpty { throw ValidationError("--dir: give a directory") }
         return Checked(memory: memory, workingSet: workingSetBytes, dirtyRate: rate, testGuest: testGuest)
     }
@@ -211,6 +220,8 @@ struct QEMULaunchCommand: ParsableCommand {
         }
         let accelerator = try QEMUAccelerator.choose(accel ?? environment["RDMIG_QEMU_ACCEL"])
         let rdmig = QEMULaunchCommand.ownExecutable()
+        let directory = QEMULaunchCommand.absolute(dir ?? QEMULaunchCommand.defaultDirectory(environment: environment))
+        try QEMULauncher.checkDirectory(directory)
         let kernelPath: String
         let initrdPath: String?
         let commandLine: String
@@ -243,7 +254,7 @@ struct QEMULaunchCommand: ParsableCommand {
         if let maxBandwidth { sourceOnly += ["--max-bandwidth", maxBandwidth] }
         let settings = QEMULauncher.Settings(
             machine: machine, testGuest: checked.testGuest,
-            directory: QEMULaunchCommand.absolute(dir ?? QEMULaunchCommand.defaultDirectory(environment: environment)),
+            directory: directory,
             migrate: !noMigrate, keep: keep, port: port.map { UInt16($0) }, rdmig: rdmig,
             sharedOptions: shared, sourceOptions: sourceOnly, json: json)
         let launcher = QEMULauncher(settings: settings)

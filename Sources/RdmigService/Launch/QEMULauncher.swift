@@ -34,22 +34,29 @@ struct QEMULauncher {
 
     let settings: Settings
 
-    var sourcePaths: QEMURunPaths { QEMURunPaths(directory: settings.directory + "/src") }
-    var destinationPaths: QEMURunPaths { QEMURunPaths(directory: settings.directory + "/dst") }
+    var sourcePaths: QEMURunPaths { QEMURunPaths(directory: settings.directory + "/" + LaunchedQEMU.Role.source.directoryName) }
+    var destinationPaths: QEMURunPaths { QEMURunPaths(directory: settings.directory + "/" + LaunchedQEMU.Role.destination.directoryName) }
 
-    /// The exit status: 0 when the migration completed (or, with --no-migrate, both QEMUs run).
-    func run() async throws -> Int32 {
-        InterruptSignal.install()
-        for paths in [sourcePaths, destinationPaths] {
+    /// Refuses a run directory where an earlier launch's QEMU still runs, or whose socket
+    /// paths would not fit a unix socket address.
+    static func checkDirectory(_ directory: String) throws(RdmigCommandError) {
+        for name in [LaunchedQEMU.Role.source, .destination].map(\.directoryName) {
+            let paths = QEMURunPaths(directory: directory + "/" + name)
             if let pid = LaunchedQEMU.leftover(in: paths) {
                 throw RdmigCommandError("a QEMU from an earlier rdmig qemu-launch still runs in \(paths.directory) (pid \(pid)): "
                     + "stop it with `kill \(pid)` or choose another --dir")
             }
             guard paths.socketPathsFit else {
-                throw RdmigCommandError("--dir \(settings.directory) is too long: the QMP socket path \(paths.controlQMP) "
+                throw RdmigCommandError("--dir \(directory) is too long: the QMP socket path \(paths.controlQMP) "
                     + "exceeds the \(QEMURunPaths.socketPathLimit) bytes a unix socket address holds; choose a shorter --dir")
             }
         }
+    }
+
+    /// The exit status: 0 when the migration completed (or, with --no-migrate, both QEMUs run).
+    func run() async throws -> Int32 {
+        InterruptSignal.install()
+        try QEMULauncher.checkDirectory(settings.directory)
         var started: [LaunchedQEMU] = []
         do {
             let machine = settings.machine
@@ -76,18 +83,22 @@ struct QEMULauncher {
             note("migrating: \(ShellWords.join([settings.rdmig] + migration.destinationArguments)) --listen 127.0.0.1:PORT & "
                 + "\(ShellWords.join([settings.rdmig] + migration.sourceArguments)) --connect 127.0.0.1:PORT")
             let outcome = try await migration.run()
+            try InterruptSignal.check()
             var summary = Summary(outcome: outcome)
             summary.sourceState = await source.status()
             summary.destinationState = await destination.status()
             if settings.testGuest && outcome.succeeded {
                 summary.guestCheck = try await checkGuest(on: destination, sourceHeartbeats: TestGuestHeartbeat.parse(source.serialText()))
             }
-            if !settings.keep {
-                async let sourceStop = source.stop()
-                async let destinationStop = destination.stop()
-                summary.sourceStop = await sourceStop
-                summary.destinationStop = await destinationStop
-            }
+            // --keep keeps the QEMU that runs the guest (the destination after a completed
+            // migration, the source after a failed one) and quits the other: a stopped source
+            // left around invites a `cont` that would run the guest twice.
+            let keepSource = settings.keep && summary.sourceState?.running == true
+            let keepDestination = settings.keep && summary.destinationState?.running == true
+            async let sourceStop = keepSource ? nil : source.stop()
+            async let destinationStop = keepDestination ? nil : destination.stop()
+            summary.sourceStop = await sourceStop
+            summary.destinationStop = await destinationStop
             try emit(summary, source: source, destination: destination)
             return summary.succeeded ? 0 : 1
         } catch {
