@@ -18,6 +18,11 @@ public struct QEMUBinary: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { path }
 
+    /// A binary at a known path, not checked (`locate` checks).
+    public init(path: String) {
+        self.path = path
+    }
+
     /// The name asked for: `RDMIG_QEMU`, or the default.
     public static func requestedName(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         environment["RDMIG_QEMU"].flatMap { $0.isEmpty ? nil : $0 } ?? defaultName

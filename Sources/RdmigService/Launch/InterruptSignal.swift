@@ -11,7 +11,11 @@ enum InterruptSignal {
 
     static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP]
 
-    /// Installs the handler (once per process is enough; installing again is harmless).
+    /// Installs the handler and unblocks the signals on the calling thread, so they are
+    /// delivered there: a parent may start rdmig with them blocked (Foundation's `Process`
+    /// passes on the mask of the thread that spawned it, and test runners block them), and a
+    /// blocked SIGTERM would leave the QEMUs running. Call it on the thread that waits (the
+    /// command's). Installing again is harmless.
     static func install() {
         _ = received.load(ordering: .relaxed)  // initialised before a handler can touch it
         var action = sigaction()
@@ -20,7 +24,13 @@ enum InterruptSignal {
         }
         sigemptyset(&action.sa_mask)
         action.sa_flags = SA_RESTART
-        for signal in handled { sigaction(signal, &action, nil) }
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for signal in handled {
+            sigaction(signal, &action, nil)
+            sigaddset(&unblock, signal)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     /// The signal received since `install()`, if any.

@@ -258,6 +258,7 @@ struct QEMULaunchCommand: ParsableCommand {
             migrate: !noMigrate, keep: keep, port: port.map { UInt16($0) }, rdmig: rdmig,
             sharedOptions: shared, sourceOptions: sourceOnly, json: json)
         let launcher = QEMULauncher(settings: settings)
+        InterruptSignal.install()
         let status: Int32
         do {
             status = try waitForAsync { try await launcher.run() }

@@ -54,8 +54,8 @@ struct QEMULauncher {
     }
 
     /// The exit status: 0 when the migration completed (or, with --no-migrate, both QEMUs run).
+    /// Call `InterruptSignal.install()` first, on the thread that waits for this.
     func run() async throws -> Int32 {
-        InterruptSignal.install()
         try QEMULauncher.checkDirectory(settings.directory)
         var started: [LaunchedQEMU] = []
         do {
