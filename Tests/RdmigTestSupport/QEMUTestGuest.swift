@@ -8,12 +8,7 @@ import RdmigQEMU
 /// build-image.sh: it prints `rdmig-guest: heartbeat n= written= errors=` on its serial port).
 /// Two QMP sockets: `rdmigQMP` for the code under test, `testQMP` for the test's own checks.
 public struct QEMUTestGuest: Sendable {
-    public struct Heartbeat: Sendable, Equatable, CustomStringConvertible {
-        public let n: Int
-        public let written: Int
-        public let errors: Int
-        public var description: String { "n=\(n) written=\(written) errors=\(errors)" }
-    }
+    public typealias Heartbeat = TestGuestHeartbeat
 
     public struct SetupError: Error, CustomStringConvertible {
         public let description: String
@@ -29,25 +24,18 @@ public struct QEMUTestGuest: Sendable {
     public static let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("qemu-guest").path
 
-    /// The QEMU binary run-guest.sh would use, when it is installed.
-    public static let qemuBinary: String? = {
-        let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
-        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
-        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let candidate = "\(directory)/\(name)"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return nil
-    }()
+    /// The QEMU binary run-guest.sh would use (RDMIG_QEMU or qemu-system-x86_64 on PATH), when it is installed.
+    public static let qemuBinary: String? = try? QEMUBinary.locate().path
 
     /// Evaluated once; says why when the QEMU tests will be skipped.
     public static let qemuAvailable: Bool = {
-        if qemuBinary == nil {
-            let name = ProcessInfo.processInfo.environment["RDMIG_QEMU"] ?? "qemu-system-x86_64"
-            print("rdmig QEMU tests: SKIPPED: \(name) is not installed or not executable (Tests/qemu-guest/install-qemu.sh installs it)")
+        do {
+            _ = try QEMUBinary.locate()
+            return true
+        } catch {
+            print("rdmig QEMU tests: SKIPPED: \(error)")
             return false
         }
-        return true
     }()
 
     /// Starts a guest in the background (run-guest.sh daemonizes QEMU and returns).
@@ -93,10 +81,7 @@ public struct QEMUTestGuest: Sendable {
     }
 
     public func heartbeats() -> [Heartbeat] {
-        let pattern = /rdmig-guest: heartbeat n=(\d+) written=(\d+) errors=(\d+)/
-        return serialText().matches(of: pattern).map {
-            Heartbeat(n: Int($0.output.1)!, written: Int($0.output.2)!, errors: Int($0.output.3)!)
-        }
+        TestGuestHeartbeat.parse(serialText())
     }
 
     /// The last lines of the serial console, for failure messages.
