@@ -9,11 +9,16 @@ public struct QEMURelayStatistics: Sendable, Hashable, CustomStringConvertible {
     /// Time the relay spent waiting for the far side (a byte-stream channel's credits, a slow
     /// reader); zero when the relay does not measure it.
     public var stallTime: Duration
+    /// Pieces the stream travelled in (a byte-stream channel's slots); zero when the relay
+    /// does not count them. Bytes over chunks is the average piece: small pieces mean more
+    /// posts, completions, credits and syscalls per byte.
+    public var chunks: UInt64
 
-    public init(bytes: UInt64, elapsed: Duration, stallTime: Duration = .zero) {
+    public init(bytes: UInt64, elapsed: Duration, stallTime: Duration = .zero, chunks: UInt64 = 0) {
         self.bytes = bytes
         self.elapsed = elapsed
         self.stallTime = stallTime
+        self.chunks = chunks
     }
 
     /// Bytes over elapsed time (zero for an instant relay).
@@ -24,6 +29,6 @@ public struct QEMURelayStatistics: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         "\(ByteCount(bytes).humanReadable) in \(elapsed.qmpText) (\(ByteCount.humanReadable(Double(bandwidth.bytesPerSecond)))/s, "
-            + "stalled \(stallTime.qmpText))"
+            + "stalled \(stallTime.qmpText)" + (chunks > 0 ? ", \(chunks) chunks" : "") + ")"
     }
 }

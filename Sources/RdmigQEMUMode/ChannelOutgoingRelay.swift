@@ -29,7 +29,8 @@ final class ChannelOutgoingRelay: QEMUOutgoingStreamRelay, @unchecked Sendable {
                     throw RelayStopped()
                 }
                 try sender.finish(timeout: creditTimeout)
-                return QEMURelayStatistics(bytes: bytes, elapsed: ContinuousClock.now - started, stallTime: sender.creditWaitTime)
+                return QEMURelayStatistics(bytes: bytes, elapsed: ContinuousClock.now - started, stallTime: sender.creditWaitTime,
+                                           chunks: sender.slotsSent)
             }
         } onCancel: {
             // Only a flag: the sender is single-threaded and the relay thread owns it.

@@ -48,23 +48,28 @@ public struct QEMUModeReport: Encodable, Sendable {
         public var bytesPerSecond: UInt64
         /// Time spent waiting for the far side's credit (source relay only).
         public var stallMilliseconds: Double?
+        /// Byte-stream slots the stream travelled in (source relay only).
+        public var chunks: UInt64?
 
-        init(bytes: UInt64, elapsed: Duration, stall: Duration? = nil) {
+        init(bytes: UInt64, elapsed: Duration, stall: Duration? = nil, chunks: UInt64? = nil) {
             self.bytes = bytes
             milliseconds = elapsed.milliseconds
             let seconds = elapsed.seconds
             bytesPerSecond = seconds > 0 ? UInt64(Double(bytes) / seconds) : 0
             stallMilliseconds = stall?.milliseconds
+            self.chunks = chunks
         }
 
         init(_ statistics: QEMURelayStatistics, withStall: Bool) {
-            self.init(bytes: statistics.bytes, elapsed: statistics.elapsed, stall: withStall ? statistics.stallTime : nil)
+            self.init(bytes: statistics.bytes, elapsed: statistics.elapsed, stall: withStall ? statistics.stallTime : nil,
+                      chunks: statistics.chunks > 0 ? statistics.chunks : nil)
         }
 
         var text: String {
             var text = "\(ByteCount(bytes).humanReadable) in \(formatFixed(milliseconds, decimals: 0)) ms "
                 + "(\(ByteCount.humanReadable(Double(bytesPerSecond)))/s)"
             if let stall = stallMilliseconds { text += ", stalled \(formatFixed(stall, decimals: 0)) ms" }
+            if let chunks, chunks > 0 { text += ", \(chunks) slots of \(ByteCount(bytes / chunks).humanReadable) on average" }
             return text
         }
     }

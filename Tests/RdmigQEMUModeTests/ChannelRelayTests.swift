@@ -107,6 +107,11 @@ struct ChannelRelayTests {
         try await written
         let (sent, received, wrong) = try await (outgoing, incoming, mismatches)
         #expect(sent.bytes == UInt64(total))
+        // Every slot travelled once: at least total / slot size of them, at most one per read.
+        let slotSize = UInt64(QEMUModeSource.streamConfiguration.slotSize)
+        #expect(sent.chunks >= (UInt64(total) + slotSize - 1) / slotSize)
+        #expect(sent.chunks <= UInt64(total))
+        #expect(sent.description.contains("\(sent.chunks) chunks"))
         #expect(received.bytes == UInt64(total))
         #expect(wrong == 0, "\(wrong) bytes differ (-1: the stream ended early)")
     }

@@ -4,13 +4,15 @@
 # driver, one for rdmig) and the serial console in a file.
 #
 # Usage: run-guest.sh [--name NAME] [--dir DIR] [--memory MiB] [--smp N]
-#                     [--ws MiB] [--rate MB/s] [--hb ms] [--run s] [--incoming] [--foreground]
+#                     [--ws MiB] [--rate MB/s] [--hb ms] [--run s] [--incoming] [--prealloc] [--foreground]
 #   --name NAME    names the run folder (default guest)
 #   --dir DIR      run folder (default $RDMIG_CACHE/run/NAME); emptied first
 #   --memory MiB   guest RAM (default 256); on QEMU < 9.0 given as MiB*1024+8 KiB (qemu-lib.sh)
 #   --smp N        vCPUs (default 1)
 #   --ws/--rate/--hb/--run   the guest's working set, dirty rate, heartbeat, run time (init.c)
 #   --incoming     a migration destination: -incoming defer -S (then migrate-incoming, cont)
+#   --prealloc     -mem-prealloc: guest RAM faulted in at start, so loading an incoming stream
+#                  takes no page faults (and no THP compaction stalls) on the way
 #   --foreground   run QEMU in the foreground (serial still to the file); default: daemonize
 # Env:   RDMIG_CACHE, RDMIG_QEMU, RDMIG_QEMU_ACCEL, RDMIG_QEMU_ODD_RAM (qemu-lib.sh);
 #        RDMIG_GUEST_APPEND extra kernel command line; RDMIG_GUEST_KERNEL_IMAGE to boot another kernel
@@ -24,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=qemu-lib.sh
 . "$here/qemu-lib.sh"
 
-name=guest dir="" memory=256 smp=1 ws=64 rate=0 hb=1000 run=0 incoming=0 foreground=0
+name=guest dir="" memory=256 smp=1 ws=64 rate=0 hb=1000 run=0 incoming=0 prealloc=0 foreground=0
 while (($#)); do
     case "$1" in
         --name) name=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while (($#)); do
         --hb) hb=$2; shift 2 ;;
         --run) run=$2; shift 2 ;;
         --incoming) incoming=1; shift ;;
+        --prealloc) prealloc=1; shift ;;
         --foreground) foreground=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "run-guest.sh: unknown argument '$1' (see --help)" >&2; exit 1 ;;
@@ -66,6 +69,7 @@ args=(
     -pidfile "$dir/qemu.pid"
 )
 ((incoming)) && args+=(-incoming defer -S)
+((prealloc)) && args+=(-mem-prealloc)
 printf '%q ' "$(qemu_binary)" "${args[@]}" >"$dir/command-line"
 echo >>"$dir/command-line"
 
