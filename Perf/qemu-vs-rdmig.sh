@@ -10,11 +10,16 @@
 #   Perf/qemu-vs-rdmig.sh [RUNS]     (default 3; ~5-10 s per migration under TCG)
 #   Perf/qemu-vs-rdmig.sh --table-from FILE   (the table again from a run's record lines on stderr)
 # Env: RATES="0 50 200" (MB/s), MEMORY=1024, WS=256 (MiB), MAX_BANDWIDTH (bytes/s, default
-# 10 GiB/s: QEMU's 128 MiB/s default throttles), DOWNTIME_LIMIT (ms, default 50: rdmig's).
+# 10 GiB/s: QEMU's 128 MiB/s default throttles), DOWNTIME_LIMIT (ms, default 50: rdmig's),
+# PREALLOC=1: destination QEMUs with -mem-prealloc (their own table, *-prealloc markers and
+# records). Without it the destination faults its RAM in while it loads the stream, and on
+# these machines that (with THP compaction) is most of the time and most of the spread.
 # Every migration is checked: completed, destination running, its heartbeats errors=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 results=$(mktemp)
+suffix=""
+[ "${PREALLOC:-0}" = 1 ] && suffix="-prealloc"
 if [ "${1:-}" = "--table-from" ]; then
     grep '^{"path"' "$2" >"$results"
     runs=$(python3 -c 'import json,sys; print(max(json.loads(l)["run"] for l in open(sys.argv[1])) + 1)' "$results")
@@ -24,7 +29,7 @@ swift build -c release --product rdmig >/dev/null
 Tests/qemu-guest/install-qemu.sh >/dev/null
 Tests/qemu-guest/build-image.sh >/dev/null
 RUNS=$runs RESULTS=$results RDMIG=.build/release/rdmig python3 - <<'PY'
-import json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
+import json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, "Tests/qemu-guest")
 from qmp import QMP
 
@@ -35,6 +40,7 @@ ws = int(os.environ.get("WS", "256"))
 max_bandwidth = int(os.environ.get("MAX_BANDWIDTH", str(10 << 30)))
 downtime_limit = int(os.environ.get("DOWNTIME_LIMIT", "50"))
 rdmig = os.environ["RDMIG"]
+prealloc = os.environ.get("PREALLOC", "0") == "1"
 key = os.path.join(tempfile.mkdtemp(), "psk")
 subprocess.run([rdmig, "keygen", key], check=True, capture_output=True)
 HEARTBEAT = re.compile(r"rdmig-guest: heartbeat n=(\d+) written=(\d+) errors=(\d+)")
@@ -56,9 +62,17 @@ def wait_beats(path, count, timeout):
 
 def start(name, rate, incoming):
     command = ["Tests/qemu-guest/run-guest.sh", "--name", name, "--memory", str(memory), "--ws", str(ws),
-               "--rate", str(rate), "--hb", "500"] + (["--incoming"] if incoming else [])
+               "--rate", str(rate), "--hb", "500"] + (["--incoming"] if incoming else []) + (["--prealloc"] if incoming and prealloc else [])
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 def stamp(event):
     return event["timestamp"]["seconds"] + event["timestamp"]["microseconds"] / 1e6
@@ -126,8 +140,13 @@ for run in range(runs):
             record = {"path": path, "rate": rate, "run": run}
             try:
                 wait_beats(src["RDMIG_SERIAL"], 2, 120)
+                qemus = [int(src["RDMIG_PID"]), int(dst["RDMIG_PID"])]
+                qemu_before, rdmig_before = sum(map(cpu_seconds, qemus)), children_cpu()
                 with QMP(src["RDMIG_QMP"]) as sq, QMP(dst["RDMIG_QMP"]) as dq:
                     info = direct(src, dst, sq, dq) if path == "direct" else through_rdmig(src, dst)
+                    # CPU seconds both QEMUs and (through rdmig) both services used, to see
+                    # what the relay costs on these shared cores.
+                    qemu_cpu, rdmig_cpu = sum(map(cpu_seconds, qemus)) - qemu_before, children_cpu() - rdmig_before
                     stop_event = sq.wait_event("STOP", 30)
                     resume_event = dq.wait_event("RESUME", 30)
                     status = dq.command("query-status")["status"]
@@ -137,7 +156,8 @@ for run in range(runs):
                 record.update(status="completed" if ok else f"check failed: {status} {after[-1]}",
                               total=info["total-time"], downtime=info["downtime"],
                               stop_resume=(stamp(resume_event) - stamp(stop_event)) * 1000,
-                              transferred=info.get("ram", {}).get("transferred", 0))
+                              transferred=info.get("ram", {}).get("transferred", 0),
+                              qemu_cpu=round(qemu_cpu, 3), rdmig_cpu=round(rdmig_cpu, 3))
             except Exception as error:
                 record.update(status=f"failed: {error}")
             finally:
@@ -146,22 +166,25 @@ for run in range(runs):
             with open(os.environ["RESULTS"], "a") as out:
                 print(json.dumps(record), file=out)
 PY
-cp "$results" Perf/results/qemu-vs-rdmig.jsonl
+cp "$results" "Perf/results/qemu-vs-rdmig$suffix.jsonl"
 fi
 
 machine="$(nproc) cores, Linux $(uname -r), QEMU $(Tests/qemu-guest/install-qemu.sh --env | sed -n 's/.*RDMIG_QEMU_VERSION=\([^ ]*\).*/\1/p') under TCG"
-table=$(RESULTS=$results MACHINE="$machine" RUNS=$runs python3 - <<'PY'
+table=$(RESULTS=$results MACHINE="$machine" RUNS=$runs PREALLOC=${PREALLOC:-0} python3 - <<'PY'
 import json, os, statistics
 records = [json.loads(line) for line in open(os.environ["RESULTS"]) if line.strip()]
 def median(values):
     return statistics.median(values) if values else float("nan")
 print(f"Measured {__import__('datetime').date.today()} on {os.environ['MACHINE']}: 1 GiB guest, 256 MiB working set, "
       f"max-bandwidth 10 GiB/s and downtime-limit 50 ms on both paths, direct and rdmig interleaved, "
-      f"median of {os.environ['RUNS']} runs each (rdmig: release build, tcp backend over loopback). "
-      "total/downtime: QEMU's own query-migrate figures; STOP→RESUME: source STOP to destination RESUME event.")
+      f"median of {os.environ['RUNS']} runs each (rdmig: release build, tcp backend over loopback); "
+      + ("destination QEMUs with -mem-prealloc. " if os.environ["PREALLOC"] == "1"
+         else "destination QEMUs as QEMU starts them (RAM faulted in while loading). ")
+      + "total/downtime: QEMU's own query-migrate figures; STOP→RESUME: source STOP to destination RESUME event; "
+      "CPU: seconds both QEMUs / both rdmig services used during the migration.")
 print()
-print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | rdmig / direct total |")
-print("|---|---|---|---|---|---|---|")
+print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | CPU QEMUs / rdmig | rdmig / direct total |")
+print("|---|---|---|---|---|---|---|---|")
 for rate in sorted({r["rate"] for r in records}):
     medians = {}
     for path in ("direct", "rdmig"):
@@ -173,16 +196,18 @@ for rate in sorted({r["rate"] for r in records}):
             ratio = f"{medians['rdmig'] / medians['direct']:.2f}"
         print(f"| {rate:g} MB/s | {'QEMU tcp:' if path == 'direct' else 'rdmig'} | {len(good)}/{len(group)} | "
               f"{median([r['total'] for r in good]):.0f} ms | {median([r['downtime'] for r in good]):.0f} ms | "
-              f"{median([r['stop_resume'] for r in good]):.1f} ms | {ratio} |")
+              f"{median([r['stop_resume'] for r in good]):.1f} ms | "
+              f"{median([r.get('qemu_cpu', float('nan')) for r in good]):.2f} / {median([r.get('rdmig_cpu', 0) for r in good]):.2f} s | {ratio} |")
 PY
 )
-python3 - "$table" <<'PY'
+python3 - "$table" "$suffix" <<'PY'
 import re, sys
 path = "Perf/README.md"
 text = open(path).read()
-block = "<!-- qemu-vs-rdmig:begin -->\n" + sys.argv[1] + "\n<!-- qemu-vs-rdmig:end -->"
-if "<!-- qemu-vs-rdmig:begin -->" in text:
-    text = re.sub(r"<!-- qemu-vs-rdmig:begin -->.*?<!-- qemu-vs-rdmig:end -->", lambda _: block, text, flags=re.S)
+begin, end = f"<!-- qemu-vs-rdmig{sys.argv[2]}:begin -->", f"<!-- qemu-vs-rdmig{sys.argv[2]}:end -->"
+block = begin + "\n" + sys.argv[1] + "\n" + end
+if begin in text:
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
 else:
     text = text.rstrip("\n") + "\n\n## QEMU direct tcp: vs rdmig QEMU mode (Perf/qemu-vs-rdmig.sh)\n\n" + block + "\n"
 open(path, "w").write(text)
