@@ -408,6 +408,9 @@ public final class MigrationSource {
         let touched = digester.touchedBitmap(pages: runs)
         digester.mark(touched[...])
         let pagesPerChunk = digester.chunkSize / region.pageSize
+        func chunks(of pages: Range<Int>) -> Range<Int> {
+            (pages.lowerBound / pagesPerChunk)..<((pages.upperBound - 1) / pagesPerChunk + 1)
+        }
         let during = "writing iteration \(iteration)'s \(dirty.count) pages"
         func onChannel<T>(_ body: () throws(ChannelError) -> T) throws(MigrationError) -> T {
             do { return try body() } catch { throw MigrationError.channel(error, .precopy, during: during) }
@@ -423,14 +426,12 @@ public final class MigrationSource {
             guard pages.bytesWrittenThisIteration - fencedBytes >= UInt64(Self.fenceBytes), let pageRange = segment else { continue }
             // Behind the fence every page of the segment has landed on the destination.
             try onChannel { () throws(ChannelError) in try pages.fence() }
-            try sendTouched(touched, chunks: (pageRange.lowerBound / pagesPerChunk)..<((pageRange.upperBound - 1) / pagesPerChunk + 1),
-                            isLast: false, iteration: iteration, region: region, chunkSize: digester.chunkSize, session: session)
+            try sendTouched(touched, chunks: chunks(of: pageRange), isLast: false, iteration: iteration, region: region, chunkSize: digester.chunkSize, session: session)
             fencedBytes = pages.bytesWrittenThisIteration
             segment = nil
         }
         try onChannel { () throws(ChannelError) in try pages.fence() }
-        let rest = segment.map { ($0.lowerBound / pagesPerChunk)..<(($0.upperBound - 1) / pagesPerChunk + 1) } ?? 0..<0
-        try sendTouched(touched, chunks: rest, isLast: true, iteration: iteration, region: region,
+        try sendTouched(touched, chunks: segment.map(chunks(of:)) ?? 0..<0, isLast: true, iteration: iteration, region: region,
                         chunkSize: digester.chunkSize, session: session)
         let statistics = try onChannel { () throws(ChannelError) in try pages.endIteration(timeout: options.peerTimeout) }
         return statistics
