@@ -246,7 +246,8 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         line("iterations", "\(iterations)")
         line("transferred", ByteCountText.human(transferred))
         line("pages", "\(normalPages) normal (\(ByteCountText.human(normalBytes))), \(zeroPages) zero")
-        line("bandwidth", DurationText.rate(bandwidth) + (switchoverBandwidth > 0 ? " (stop-and-copy pass: \(DurationText.rate(switchoverBandwidth)))" : ""))
+        line("bandwidth", (bandwidth > 0 ? DurationText.rate(bandwidth) : "not measured (pre-copy moved too little)")
+            + (switchoverBandwidth > 0 ? " (stop-and-copy pass: \(DurationText.rate(switchoverBandwidth)))" : ""))
         line("dirty rate", DurationText.rate(dirtyRate))
         if throttlePercent > 0 { line("throttle", "\(throttlePercent)%") }
         line("vf state", "\(ByteCountText.human(vfStateBytes.preCopy)) pre-copy, "

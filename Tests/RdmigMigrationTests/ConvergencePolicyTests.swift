@@ -91,6 +91,20 @@ import RdmigSystem
         #expect(estimator.windows == 2)
     }
 
+    @Test func aWindowThatMovedTooLittleSaysNothingAboutTheLink() {
+        var estimator = BandwidthEstimator(window: .milliseconds(100), smoothing: 0.5, minimumWindowBytes: Self.mib)
+        // An idle guest's pass: a few KiB of VF state in 150 ms.
+        estimator.add(bytes: 5 << 10, elapsed: .milliseconds(150))
+        #expect(estimator.estimate == nil)
+        #expect(estimator.partialRate == nil)
+        #expect(estimator.windows == 0)
+        estimator.add(bytes: 512 << 10, elapsed: .milliseconds(40))
+        #expect(estimator.partialRate == nil, "half a MiB open: not yet a measurement")
+        estimator.add(bytes: 2 * Self.mib, elapsed: .milliseconds(60))
+        #expect(close(estimator.estimate, 25 * Self.mib))  // 2.5 MiB in 100 ms
+        #expect(estimator.windows == 1)
+    }
+
     @Test func timeSpentScanningZeroPagesIsNotLinkTime() throws {
         var policy = policy()
         // 100 MiB on the wire in 1 s, 900 ms of which went to scanning zero pages.

@@ -49,6 +49,7 @@ import RdmigSystem
         let slower = MigrationReport(status: .completed, downtime: 40, bandwidth: 500e6, switchoverBandwidth: 400e6, finalBytes: 16_000_000)
         #expect(abs(slower.downtimeLowerBound - 32) < 1e-9)
         #expect(faster.text.contains("stop-and-copy pass"))
+        #expect(MigrationReport(status: .completed).text.contains("bandwidth             not measured"))
     }
 
     @Test func jsonRoundTripsAndAcceptsQMPsOlderDuplicateName() throws {
