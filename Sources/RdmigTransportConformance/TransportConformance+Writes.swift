@@ -81,6 +81,49 @@ extension TransportConformance {
                              "a zero-length write with immediate on the writer")
     }
 
+    /// Sizes from one byte to hundreds of KiB, back to back: tiny frames next to large ones,
+    /// lengths just around the tcp backend's 16 KiB direct-read threshold and its 64 KiB
+    /// staging buffer, so that headers and payloads straddle every boundary a backend may have.
+    static func writesOfMixedSizesArriveWholeAndInOrder(_ environment: ConformanceEnvironment) throws {
+        let peers = try ConformancePeers(environment)
+        let pattern = [1, 31, 4096, 100, 16383, 16384, 16385, 65535, 3, 200_000, 4096, 7, 65536, 65537, 12, 300_001]
+        let rounds = 3
+        let perRound = max(1, min(pattern.count, environment.options.sendQueueDepth - 2))
+        let sizes = (0..<(rounds * perRound)).map { pattern[$0 % pattern.count] }
+        let total = sizes.reduce(0, +)
+        let source = peers.memory(total)
+        source.fillPattern(seed: 99)
+        let target = peers.memory(total)
+        let local = try peers.register(source, on: peers.client, access: .localWrite)
+        let window = try peers.register(target, on: peers.server, access: [.localWrite, .remoteWrite]).window()
+        let receives = try peers.register(peers.memory(64), on: peers.server, access: .localWrite)
+        var offset = 0
+        for round in 0..<rounds {
+            try expectNoError("post a receive") { try peers.server.postReceive(receives.wholeSlice, id: UInt64(500 + round)) }
+            let first = round * perRound
+            for index in first..<(first + perRound) {
+                let size = sizes[index]
+                let isLast = index == first + perRound - 1
+                try expectNoError("post write \(index) of \(size) bytes") {
+                    try peers.client.postWrite(local.slice(offset: offset, length: size),
+                                               to: window.slice(offset: UInt64(offset), length: size),
+                                               id: UInt64(index), signaled: isLast, immediate: isLast ? UInt32(round) : nil)
+                }
+                offset += size
+            }
+            let arrived = try completions(1, on: peers.server, "round \(round)'s write with immediate")[0]
+            try expectCompletion(arrived, id: UInt64(500 + round), kind: .receivedWriteWithImmediate, "round \(round)'s write with immediate")
+            try expect(arrived.immediate == UInt32(round) && arrived.byteCount == sizes[first + perRound - 1],
+                       "round \(round) delivered immediate \(String(describing: arrived.immediate)) and \(arrived.byteCount) bytes, "
+                       + "expected \(round) and \(sizes[first + perRound - 1])")
+            // Every write of the round (and of the rounds before) is visible with its immediate.
+            try target.expectEqual(0, source, 0, length: offset, "the receiver's memory after round \(round) of \(rounds)")
+            try expectCompletion(try completions(1, on: peers.client, "round \(round) on the writer")[0], id: UInt64(first + perRound - 1),
+                                 kind: .write, "round \(round)'s signalled write on the writer")
+        }
+        try expectNoCompletion(on: peers.client, "unsignalled writes")
+    }
+
     static func largeTransferArrivesByteForByte(_ environment: ConformanceEnvironment) throws {
         let peers = try ConformancePeers(environment)
         // Whole MiBs, at least 4: three quarters as 1 MiB writes, the rest as one single write.

@@ -13,6 +13,7 @@ public enum TransportConformance {
         ConformanceCase("ipv6ConnectionWorks", run: ipv6ConnectionWorks),
         ConformanceCase("writeIsVisibleAfterItsCompletion", run: writeIsVisibleAfterItsCompletion),
         ConformanceCase("immediateArrivesAfterAllPrecedingWrites", run: immediateArrivesAfterAllPrecedingWrites),
+        ConformanceCase("writesOfMixedSizesArriveWholeAndInOrder", run: writesOfMixedSizesArriveWholeAndInOrder),
         ConformanceCase("largeTransferArrivesByteForByte", run: largeTransferArrivesByteForByte),
         ConformanceCase("manyWritesInFlightWithSelectiveSignalling", run: manyWritesInFlightWithSelectiveSignalling),
         ConformanceCase("sendAndReceiveCarryControlMessages", run: sendAndReceiveCarryControlMessages),

@@ -4,8 +4,15 @@ import Glibc
 import RdmigSystem
 
 /// The receiver thread of one `tcp` connection: reads frame headers, checks every WRITE's key
-/// and bounds against the registrations before reading its payload, then reads the payload
-/// straight into the registered memory (recv into the target address, no staging copy).
+/// and bounds against the registrations before placing its payload, then places the payload
+/// in the registered memory.
+///
+/// Small frames come through a staging buffer: one recv takes what the socket holds — often
+/// dozens of 4 KiB page WRITEs, ACKs and SENDs — and headers and payloads are copied out of
+/// it (measured: two recv calls per 4 KiB WRITE held a migration's scattered pages to
+/// ~0.6 GB/s). The part of a payload not yet staged is read straight into its target when
+/// it is large, and after a large frame the next header is read on its own, so big WRITEs
+/// (coalesced page runs, byte-stream slots) are not copied twice.
 /// It produces every completion of the connection: receives, writes with immediate, and the
 /// success of our own WRs when the peer's cumulative ACK arrives.
 ///
@@ -19,13 +26,24 @@ struct TCPReceiver {
     /// POLLRDHUP (include/uapi/asm-generic/poll.h); Glibc's module hides it behind _GNU_SOURCE.
     static let pollReadHangUp: Int16 = 0x2000
 
+    /// Staging for small frames; a payload rest at least `directReadBytes` long skips it.
+    static let stagingBytes = 64 << 10
+    static let directReadBytes = 16 << 10
+
     private let pair: TCPQueuePair
     private let header: UnsafeMutableRawPointer
+    private let staging: UnsafeMutableRawPointer
+    private var stagedStart = 0
+    private var stagedEnd = 0
+    /// The last payload was large: the next header is read alone, so that the bulk of the
+    /// next (probably large) payload is read into its target rather than into staging.
+    private var lastPayloadWasLarge = false
     private var expectedSequence: UInt64 = 1
 
     init(pair: TCPQueuePair) {
         self.pair = pair
         header = .allocate(byteCount: TCPFrameHeader.size, alignment: 8)
+        staging = .allocate(byteCount: Self.stagingBytes, alignment: 64)
     }
 
     private enum ReadResult {
@@ -37,6 +55,7 @@ struct TCPReceiver {
     mutating func run() {
         defer {
             header.deallocate()
+            staging.deallocate()
             pair.threadExited(sender: false)
         }
         while true {
@@ -58,6 +77,7 @@ struct TCPReceiver {
                 return
             }
             let frame = TCPFrameHeader(decoding: header)
+            lastPayloadWasLarge = Int(frame.length) >= Self.directReadBytes
             let keepGoing: Bool
             switch frame.kind {
             case .write: keepGoing = receiveWrite(frame)
@@ -195,7 +215,7 @@ struct TCPReceiver {
         return true
     }
 
-    private func receiveError(_ frame: TCPFrameHeader) -> Bool {
+    private mutating func receiveError(_ frame: TCPFrameHeader) -> Bool {
         let length = Int(frame.length)
         guard length <= TCPReceiver.maxErrorTextBytes else {
             violation("ERROR frame announces \(length) bytes of text (at most \(TCPReceiver.maxErrorTextBytes))")
@@ -345,13 +365,27 @@ struct TCPReceiver {
         }
     }
 
-    /// Reads exactly `count` bytes; MSG_WAITALL lets the kernel fill large payloads in few wakeups.
-    private func read(into target: UnsafeMutableRawPointer, count: Int) -> ReadResult {
+    /// Reads exactly `count` bytes: first what is staged, then — for a rest of at least
+    /// `directReadBytes` — straight into `target` (MSG_WAITALL lets the kernel fill it in few
+    /// wakeups), otherwise by refilling the staging buffer with whatever the socket holds.
+    private mutating func read(into target: UnsafeMutableRawPointer, count: Int) -> ReadResult {
         var offset = 0
         while offset < count {
-            let received = recv(pair.fd, target + offset, count - offset, Int32(MSG_WAITALL))
+            let staged = stagedEnd - stagedStart
+            if staged > 0 {
+                let take = min(staged, count - offset)
+                (target + offset).copyMemory(from: staging + stagedStart, byteCount: take)
+                offset += take
+                stagedStart += take
+                if stagedStart == stagedEnd { (stagedStart, stagedEnd) = (0, 0) }
+                continue
+            }
+            let rest = count - offset
+            let direct = rest >= Self.directReadBytes
+            let want = direct ? rest : (lastPayloadWasLarge && count == TCPFrameHeader.size ? rest : Self.stagingBytes)
+            let received = recv(pair.fd, direct ? target + offset : staging, want, direct ? Int32(MSG_WAITALL) : 0)
             if received > 0 {
-                offset += received
+                if direct { offset += received } else { stagedEnd = received }
             } else if received == 0 {
                 return .closed(received: offset)
             } else {
