@@ -4,7 +4,8 @@
 /// then the window's rate enters an exponentially weighted moving average. A window that
 /// moved less than `minimumWindowBytes` measured round trips and loop overhead, not the
 /// link (an idle guest's passes carry a few KiB of VF state and zero-page markers: as a
-/// "bandwidth" that made a 5 KiB stop-and-copy look like 11 ms), so it is dropped.
+/// "bandwidth" that made a 5 KiB stop-and-copy look like 11 ms), so it is dropped; what
+/// such passes did move still counts in `lowerBoundRate`, all bytes over all time.
 public struct BandwidthEstimator: Sendable, Equatable {
     public let window: Duration
     public let smoothing: Double
@@ -14,6 +15,8 @@ public struct BandwidthEstimator: Sendable, Equatable {
     public private(set) var windows = 0
     private var pendingBytes: UInt64 = 0
     private var pendingTime: Duration = .zero
+    private var totalBytes: UInt64 = 0
+    private var totalTime: Duration = .zero
 
     public init(window: Duration = .milliseconds(100), smoothing: Double = 0.5, minimumWindowBytes: UInt64 = 1 << 20) {
         self.window = window
@@ -24,6 +27,8 @@ public struct BandwidthEstimator: Sendable, Equatable {
     public mutating func add(bytes: UInt64, elapsed: Duration) {
         // A pass that sent nothing measured the loop, not the link.
         guard elapsed > .zero, bytes > 0 else { return }
+        totalBytes &+= bytes
+        totalTime += elapsed
         pendingBytes &+= bytes
         pendingTime += elapsed
         guard pendingTime >= window else { return }
@@ -42,6 +47,13 @@ public struct BandwidthEstimator: Sendable, Equatable {
     public var partialRate: Double? {
         guard pendingTime > .zero, pendingBytes >= minimumWindowBytes else { return nil }
         return Double(pendingBytes) / pendingTime.seconds
+    }
+
+    /// Everything added, over all the time it took: the link moved at least this fast, so a
+    /// prediction from it errs long. Nil before any bytes.
+    public var lowerBoundRate: Double? {
+        guard totalTime > .zero, totalBytes > 0 else { return nil }
+        return Double(totalBytes) / totalTime.seconds
     }
 
     /// How long the open window has run.

@@ -26,11 +26,19 @@ public struct ConvergencePolicy: Sendable {
     }
 
     /// The bandwidth to predict with now: smoothed full windows, else the configured initial
-    /// bandwidth, else the open window's rate.
+    /// bandwidth, else the open window's rate, else the rate of everything sent so far (a
+    /// lower bound: an idle guest's trickle, which is no measurement of the link but predicts
+    /// its few KiB of stop-copy state on the long side, so it still switches over at once).
     public var currentBandwidth: Double? {
         if let estimate = bandwidth.estimate { return estimate }
         if let initial = configuration.initialBandwidth { return Double(initial.bytesPerSecond) }
-        return bandwidth.partialRate
+        return bandwidth.partialRate ?? bandwidth.lowerBoundRate
+    }
+
+    /// The link's bandwidth as measured (full windows, else the open window), for reports;
+    /// nil when pre-copy moved too little to measure it.
+    public var measuredBandwidth: Double? {
+        bandwidth.estimate ?? bandwidth.partialRate
     }
 
     /// The prediction for a switchover now, without recording a decision.

@@ -243,7 +243,7 @@ public final class MigrationSource {
             options.log(decision.description)
             report.passes.append(.init(iteration: Int(iteration), bytes: measurement.bytesSent, time: measurement.elapsed.milliseconds,
                                        dirtyBytes: measurement.remainingDirtyBytes, throttle: decision.throttlePercent, decision: decision.description))
-            report.bandwidth = policy.currentBandwidth ?? report.bandwidth
+            report.bandwidth = policy.measuredBandwidth ?? report.bandwidth
             report.dirtyRate = decision.dirtyRate
             options.progress(MigrationProgress(
                 phase: .precopy, iteration: Int(iteration) + 1, elapsed: clock.now - start, transferred: report.transferred,

@@ -94,15 +94,31 @@ import RdmigSystem
     @Test func aWindowThatMovedTooLittleSaysNothingAboutTheLink() {
         var estimator = BandwidthEstimator(window: .milliseconds(100), smoothing: 0.5, minimumWindowBytes: Self.mib)
         // An idle guest's pass: a few KiB of VF state in 150 ms.
-        estimator.add(bytes: 5 << 10, elapsed: .milliseconds(150))
+        estimator.add(bytes: 6 << 10, elapsed: .milliseconds(150))
         #expect(estimator.estimate == nil)
         #expect(estimator.partialRate == nil)
         #expect(estimator.windows == 0)
+        #expect(close(estimator.lowerBoundRate, 40960))  // 6 KiB in 150 ms
         estimator.add(bytes: 512 << 10, elapsed: .milliseconds(40))
         #expect(estimator.partialRate == nil, "half a MiB open: not yet a measurement")
         estimator.add(bytes: 2 * Self.mib, elapsed: .milliseconds(60))
         #expect(close(estimator.estimate, 25 * Self.mib))  // 2.5 MiB in 100 ms
         #expect(estimator.windows == 1)
+    }
+
+    @Test func anIdleGuestWithVFStateSwitchesOverOnTheLowerBoundRate() throws {
+        var policy = policy()
+        // The first pass of an idle guest: 100 KiB of VF pre-copy state in 1.2 s, 1.1 s of it
+        // scanning zero pages; 5 KiB of stop-copy state left. No window measured the link.
+        let decision = policy.decide(after: IterationMeasurement(
+            iteration: 1, bytesSent: 100 << 10, elapsed: .milliseconds(1200), zeroScanTime: .milliseconds(1100), remainingDirtyBytes: 0,
+            deviceStopCopyBytes: 5 << 10, fixedSwitchoverCost: .milliseconds(2)))
+        guard case .switchover = decision.action else {
+            Issue.record("expected a switchover, got \(decision)")
+            return
+        }
+        #expect(policy.measuredBandwidth == nil)
+        #expect(try #require(decision.prediction).totalSeconds < 0.1)
     }
 
     @Test func timeSpentScanningZeroPagesIsNotLinkTime() throws {
