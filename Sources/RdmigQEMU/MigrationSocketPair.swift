@@ -19,8 +19,40 @@ final class MigrationSocketPair: Sendable {
         try SystemCall.check("socketpair", context: "QEMU migration channel") {
             socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends)
         }
+        // Room for megabytes in flight, as a loopback TCP socket autotunes to: with the
+        // default ~200 KiB, the destination QEMU drained the pair and went back to its poll
+        // loop every few dozen KiB, and the source QEMU blocked on every burst. Measured
+        // (1 GiB test guest, 50 MB/s, interleaved): total time through rdmig 1031-1230 ms with
+        // the default against 768-832 ms with 4 MiB; QEMU's direct tcp: 675-982 ms.
+        do {
+            for end in ends {
+                try Self.setBuffer(end, force: Self.sendBufferForce, plain: SO_SNDBUF, "SO_SNDBUF")
+                try Self.setBuffer(end, force: Self.receiveBufferForce, plain: SO_RCVBUF, "SO_RCVBUF")
+            }
+        } catch {
+            ends.forEach { close($0) }
+            throw error
+        }
         qemuEnd = ends[0]
         relayEnd = ends[1]
+    }
+
+    /// Requested send and receive buffer of each end.
+    static let bufferBytes: Int32 = 4 << 20
+    /// SO_SNDBUFFORCE / SO_RCVBUFFORCE (include/uapi/asm-generic/socket.h): with
+    /// CAP_NET_ADMIN they pass net.core.wmem_max / rmem_max, which default to ~208 KiB.
+    static let sendBufferForce: Int32 = 32
+    static let receiveBufferForce: Int32 = 33
+
+    /// The forced option where this process may (root, as rdmig usually runs to pin memory),
+    /// else the plain one, which the kernel caps at the system maximum.
+    private static func setBuffer(_ fd: Int32, force: Int32, plain: Int32, _ name: String) throws(SystemCallError) {
+        var size = bufferBytes
+        let length = socklen_t(MemoryLayout<Int32>.size)
+        if setsockopt(fd, SOL_SOCKET, force, &size, length) == 0 { return }
+        try SystemCall.check("setsockopt(\(name))", context: "QEMU migration channel") {
+            setsockopt(fd, SOL_SOCKET, plain, &size, length)
+        }
     }
 
     /// After `getfd`: QEMU holds its own descriptor; ours would keep the channel open after
