@@ -19,11 +19,15 @@ final class MigrationSocketPair: Sendable {
         try SystemCall.check("socketpair", context: "QEMU migration channel") {
             socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends)
         }
-        // Room for megabytes in flight, as a loopback TCP socket autotunes to: with the
-        // default ~200 KiB, the destination QEMU drained the pair and went back to its poll
-        // loop every few dozen KiB, and the source QEMU blocked on every burst. Measured
-        // (1 GiB test guest, 50 MB/s, interleaved): total time through rdmig 1031-1230 ms with
-        // the default against 768-832 ms with 4 MiB; QEMU's direct tcp: 675-982 ms.
+        // Room for a megabyte in flight each way: with the default ~200 KiB the destination
+        // QEMU drained the pair and went back to its poll loop every few dozen KiB and the
+        // source QEMU blocked on every burst. Not more: whatever is queued between the two
+        // QEMUs when the source stops the guest must be loaded before the destination can
+        // resume it. Measured (1 GiB test guest, interleaved, medians; default / 1 MiB / 4 MiB):
+        // at 50 MB/s (6 runs) total 732 / 482 / 540 ms, STOP to RESUME 4.7 / 4.2 / 10.4 ms,
+        // QEMU's direct tcp: 890 ms, 10.4 ms; idle (4 runs) total 405 / 733 / 630 ms, STOP to
+        // RESUME 40 / 24 / 50 ms, direct 567 ms, 16.5 ms. Totals spread widely on these 2
+        // shared cores; the queue's cost in STOP to RESUME is the steadier effect.
         do {
             for end in ends {
                 try Self.setBuffer(end, force: Self.sendBufferForce, plain: SO_SNDBUF, "SO_SNDBUF")
@@ -38,7 +42,7 @@ final class MigrationSocketPair: Sendable {
     }
 
     /// Requested send and receive buffer of each end.
-    static let bufferBytes: Int32 = 4 << 20
+    static let bufferBytes: Int32 = 1 << 20
     /// SO_SNDBUFFORCE / SO_RCVBUFFORCE (include/uapi/asm-generic/socket.h): with
     /// CAP_NET_ADMIN they pass net.core.wmem_max / rmem_max, which default to ~208 KiB.
     static let sendBufferForce: Int32 = 32
