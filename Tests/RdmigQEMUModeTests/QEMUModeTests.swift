@@ -13,45 +13,10 @@ import Testing
 @Suite("rdmig QEMU mode (real QEMU, real rdmig processes)", .serialized,
        .enabled(if: QEMUTestGuest.qemuAvailable, "qemu-system-x86_64 is not installed (Tests/qemu-guest/install-qemu.sh)"))
 struct QEMUModeTests {
-    struct Pair {
-        let source: QEMUTestGuest
-        let destination: QEMUTestGuest
-        /// The test's own QMP clients (the guests' first sockets; rdmig gets the second).
-        let sourceQMP: QMPClient
-        let destinationQMP: QMPClient
-
-        func stop() {
-            sourceQMP.close()
-            destinationQMP.close()
-            source.stop()
-            destination.stop()
-        }
-    }
+    typealias Pair = QEMUTestPair
 
     func startPair(_ test: String) async throws -> Pair {
-        let prefix = "rqm\(getpid())-\(test)"
-        let source = try await QEMUTestGuest.start(name: "\(prefix)-src")
-        let destination: QEMUTestGuest
-        do {
-            destination = try await QEMUTestGuest.start(name: "\(prefix)-dst", incoming: true)
-        } catch {
-            source.stop()
-            throw error
-        }
-        do {
-            try await source.waitForHeartbeats(3, timeout: .seconds(60))
-            let sourceQMP = try await QMPClient.connect(to: source.testQMP)
-            let destinationQMP = try await QMPClient.connect(to: destination.testQMP)
-            let version = try await sourceQMP.queryVersion()
-            // run-guest.sh gives QEMU < 9.0 an odd RAM size: its TCG dirty tracking loses writes (FACTS.md).
-            let oddRAM = version.major < 9 ? "odd-RAM-size workaround applied" : "no odd-RAM-size workaround needed"
-            print("rdmig QEMU-mode test \(test): QEMU \(version) (\(oddRAM)), 256 MiB guests, 64 MiB working set at 20 MB/s")
-            return Pair(source: source, destination: destination, sourceQMP: sourceQMP, destinationQMP: destinationQMP)
-        } catch {
-            source.stop()
-            destination.stop()
-            throw error
-        }
+        try await QEMUTestPair.start("rqm\(getpid())-\(test)", sockets: .test, label: "rdmig QEMU-mode test \(test)")
     }
 
     /// Blocking process waits off the concurrency pool.

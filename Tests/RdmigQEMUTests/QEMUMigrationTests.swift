@@ -21,48 +21,10 @@ struct QEMUMigrationTests {
     static let destinationConfiguration = QEMUDestinationConfiguration(
         timeout: .seconds(60), resumeTimeout: .seconds(15), relayGracePeriod: .seconds(10), abortTimeout: .seconds(15))
 
-    /// A source guest with a few heartbeats behind it and an incoming destination, with QMP
-    /// clients on the sockets meant for rdmig.
-    struct Pair {
-        let source: QEMUTestGuest
-        let destination: QEMUTestGuest
-        let sourceQMP: QMPClient
-        let destinationQMP: QMPClient
-
-        func stop() {
-            sourceQMP.close()
-            destinationQMP.close()
-            source.stop()
-            destination.stop()
-        }
-    }
+    typealias Pair = QEMUTestPair
 
     func startPair(_ test: String) async throws -> Pair {
-        let prefix = "rq\(getpid())-\(test)"
-        let source = try await QEMUTestGuest.start(name: "\(prefix)-src")
-        let destination: QEMUTestGuest
-        do {
-            destination = try await QEMUTestGuest.start(name: "\(prefix)-dst", incoming: true)
-        } catch {
-            source.stop()
-            throw error
-        }
-        do {
-            try await source.waitForHeartbeats(3, timeout: .seconds(60))
-            let sourceQMP = try await QMPClient.connect(to: source.rdmigQMP)
-            let destinationQMP = try await QMPClient.connect(to: destination.rdmigQMP)
-            let version = try await sourceQMP.queryVersion()
-            let kvm = try await sourceQMP.execute("query-kvm")["enabled"]?.boolValue == true
-            // run-guest.sh gives QEMU < 9.0 an odd RAM size: its TCG dirty tracking loses writes (FACTS.md).
-            let oddRAM = version.major < 9 ? ", odd RAM size workaround applied" : ""
-            print("rdmig QEMU test \(test): QEMU \(version) (\(kvm ? "KVM" : "TCG")\(oddRAM)), 256 MiB guests, "
-                + "64 MiB working set at 20 MB/s")
-            return Pair(source: source, destination: destination, sourceQMP: sourceQMP, destinationQMP: destinationQMP)
-        } catch {
-            source.stop()
-            destination.stop()
-            throw error
-        }
+        try await QEMUTestPair.start("rq\(getpid())-\(test)", sockets: .rdmig, label: "rdmig QEMU test \(test)")
     }
 
     /// The destination's heartbeats continue the source's count, page errors stay 0.
