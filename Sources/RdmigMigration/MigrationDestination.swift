@@ -179,6 +179,7 @@ public final class MigrationDestination {
             case .iterationDone(let done):
                 report.iterations = Int(done.iteration) + 1
                 report.normalPages += done.pagesWritten
+                report.normalBytes += done.bytesWritten
                 report.transferred += done.bytesWritten
                 if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
 

@@ -212,6 +212,7 @@ public final class MigrationSource {
             report.vfStateBytes.preCopy += deviceBytes
             report.transferred += statistics.bytesWritten + deviceBytes
             report.normalPages += statistics.pagesWritten
+            report.normalBytes += statistics.bytesWritten
             report.zeroPages += statistics.zeroPages
             report.iterations = Int(iteration) + 1
 
@@ -313,6 +314,7 @@ public final class MigrationSource {
         report.vfStateBytes.stopCopy = stopCopySent
         report.transferred += finalStatistics.bytesWritten + stopCopySent
         report.normalPages += finalStatistics.pagesWritten
+        report.normalBytes += finalStatistics.bytesWritten
         report.zeroPages += finalStatistics.zeroPages
         report.finalBytes = finalStatistics.bytesWritten + stopCopySent
         if finalStatistics.bytesWritten > 0, finalStatistics.elapsed > .zero {

@@ -35,6 +35,10 @@ import Testing
         // Every page of a 1 GiB guest went over once at least, as data or as a zero marker.
         let pages = (sent["normal-pages"] as? Int ?? 0) + (sent["zero-pages"] as? Int ?? 0)
         #expect(pages >= (1 << 30) / 4096)
+        for report in [sent, received] {
+            let normal = report["normal-pages"] as? Int ?? 0
+            #expect(normal > 0 && report["normal-bytes"] as? Int == normal * 4096, "normal-bytes is normal-pages x 4 KiB: \(report)")
+        }
         #expect((sent["downtime"] as? Double ?? -1) > 0)
         #expect(sent["iterations"] as? Int ?? 0 >= 2)
     }
