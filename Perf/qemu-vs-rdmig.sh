@@ -181,9 +181,10 @@ print(f"Measured {__import__('datetime').date.today()} on {os.environ['MACHINE']
       + ("destination QEMUs with -mem-prealloc. " if os.environ["PREALLOC"] == "1"
          else "destination QEMUs as QEMU starts them (RAM faulted in while loading). ")
       + "total/downtime: QEMU's own query-migrate figures; STOP→RESUME: source STOP to destination RESUME event; "
-      "CPU: seconds both QEMUs / both rdmig services used during the migration.")
+      "CPU: seconds both QEMUs / both rdmig services used during the migration; paired: the median of "
+      "rdmig / direct over the runs' back-to-back pairs, which the host's drift between runs does not skew.")
 print()
-print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | CPU QEMUs / rdmig | rdmig / direct total |")
+print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | CPU QEMUs / rdmig | rdmig / direct total (medians; paired) |")
 print("|---|---|---|---|---|---|---|---|")
 for rate in sorted({r["rate"] for r in records}):
     medians = {}
@@ -193,7 +194,10 @@ for rate in sorted({r["rate"] for r in records}):
         medians[path] = median([r["total"] for r in good])
         ratio = ""
         if path == "rdmig" and good and medians.get("direct") == medians.get("direct"):
-            ratio = f"{medians['rdmig'] / medians['direct']:.2f}"
+            direct = {r["run"]: r["total"] for r in records
+                      if r["rate"] == rate and r["path"] == "direct" and r["status"] == "completed"}
+            pairs = [r["total"] / direct[r["run"]] for r in good if direct.get(r["run"])]
+            ratio = f"{medians['rdmig'] / medians['direct']:.2f}; {median(pairs):.2f}"
         print(f"| {rate:g} MB/s | {'QEMU tcp:' if path == 'direct' else 'rdmig'} | {len(good)}/{len(group)} | "
               f"{median([r['total'] for r in good]):.0f} ms | {median([r['downtime'] for r in good]):.0f} ms | "
               f"{median([r['stop_resume'] for r in good]):.1f} ms | "
