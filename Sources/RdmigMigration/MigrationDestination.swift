@@ -111,19 +111,7 @@ public final class MigrationDestination {
 
         var devices: [Device] = []
         for entry in layout.devices {
-            let provider: any DeviceStateProvider
-            do {
-                provider = try DeviceStateProviders.make(spec: entry.kind)
-                guard provider.streamVersion == entry.stateVersion else {
-                    throw MigrationError(.layout, "VF \(entry.kind): the source streams state version \(entry.stateVersion), this side loads \(provider.streamVersion)")
-                }
-                try provider.transition(to: .stop)
-                try provider.enterResuming()
-            } catch let error as MigrationError {
-                throw error
-            } catch {
-                throw MigrationError(.layout, "VF \(entry.kind): \(error)")
-            }
+            let provider = try DestinationDevice.resumingProvider(for: entry)
             devices.append(Device(id: entry.id, provider: provider, needsAck: entry.needsSwitchoverAck))
         }
         try session.send(.windows(.init(regions: windows)), .layout)

@@ -114,19 +114,7 @@ public final class QEMUModeDestination: @unchecked Sendable {
             throw MigrationError(.layout, "the source described guest memory regions: a QEMU-mode destination only relays QEMU's stream")
         }
         for entry in layout.devices {
-            let provider: any DeviceStateProvider
-            do {
-                provider = try DeviceStateProviders.make(spec: entry.kind)
-                guard provider.streamVersion == entry.stateVersion else {
-                    throw MigrationError(.layout, "VF \(entry.kind): the source streams state version \(entry.stateVersion), this side loads \(provider.streamVersion)")
-                }
-                try provider.transition(to: .stop)
-                try provider.enterResuming()
-            } catch let error as MigrationError {
-                throw error
-            } catch {
-                throw MigrationError(.layout, "VF \(entry.kind): \(error)")
-            }
+            let provider = try DestinationDevice.resumingProvider(for: entry)
             devices.append(Device(id: entry.id, provider: provider))
         }
         let probe: ByteStreamReceiver
