@@ -14,16 +14,19 @@ final class ChannelIncomingRelay: QEMUIncomingStreamRelay, @unchecked Sendable {
     /// pre-switchover VF state transfer.
     private let idleTimeout: Duration
     private static let slice = Duration.milliseconds(250)
+    /// Where the relay thread runs (the hot-path CPUs; empty: anywhere).
+    private let cpus: [Int32]
 
-    init(receiver: ByteStreamReceiver, idleTimeout: Duration) {
+    init(receiver: ByteStreamReceiver, idleTimeout: Duration, cpus: [Int32] = []) {
         self.receiver = receiver
         self.idleTimeout = idleTimeout
+        self.cpus = cpus
     }
 
     func relayIncoming(to fd: Int32) async throws -> QEMURelayStatistics {
         let cancelled = CancelFlag()
         return try await withTaskCancellationHandler {
-            try await DedicatedThread.run(name: "rdmig-qemu-in") { [receiver, idleTimeout] in
+            try await DedicatedThread.run(name: "rdmig-qemu-in", cpus: cpus) { [receiver, idleTimeout] in
                 defer { receiver.close() }
                 var started: ContinuousClock.Instant?
                 var lastData = ContinuousClock.now

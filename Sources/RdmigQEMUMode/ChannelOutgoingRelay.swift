@@ -10,16 +10,19 @@ final class ChannelOutgoingRelay: QEMUOutgoingStreamRelay, @unchecked Sendable {
     private let sender: ByteStreamSender
     /// Bounds each wait for the destination's credit.
     private let creditTimeout: Duration
+    /// Where the relay thread runs (the hot-path CPUs; empty: anywhere).
+    private let cpus: [Int32]
 
-    init(sender: ByteStreamSender, creditTimeout: Duration) {
+    init(sender: ByteStreamSender, creditTimeout: Duration, cpus: [Int32] = []) {
         self.sender = sender
         self.creditTimeout = creditTimeout
+        self.cpus = cpus
     }
 
     func relayOutgoing(from fd: Int32) async throws -> QEMURelayStatistics {
         let cancelled = CancelFlag()
         return try await withTaskCancellationHandler {
-            try await DedicatedThread.run(name: "rdmig-qemu-out") { [sender, creditTimeout] in
+            try await DedicatedThread.run(name: "rdmig-qemu-out", cpus: cpus) { [sender, creditTimeout] in
                 let started = ContinuousClock.now
                 let bytes = try sender.relay(fromFileDescriptor: fd, idleTimeout: creditTimeout)
                 // The driver shut the fd down to stop us: that end of file is not QEMU's, so

@@ -24,6 +24,9 @@ public final class QEMUModeDestination: @unchecked Sendable {
     public struct Options {
         public var key: PreSharedKey
         public var peerTimeout: Duration = .seconds(60)
+        /// CPUs for the stream relay thread (the transport's own threads take theirs from
+        /// its options); empty: anywhere.
+        public var relayCPUs: [Int32] = []
         public var logger = Logger(label: "rdmig.qemu-mode.dest")
 
         public init(key: PreSharedKey) {
@@ -145,7 +148,7 @@ public final class QEMUModeDestination: @unchecked Sendable {
 
     private func receive(report: inout QEMUModeReport, outcome: inout MigrationMessage.QEMUOutcome) async throws {
         guard let session, let streamReceiver else { preconditionFailure("receive() before setUp()") }
-        let relay = ChannelIncomingRelay(receiver: streamReceiver, idleTimeout: options.peerTimeout)
+        let relay = ChannelIncomingRelay(receiver: streamReceiver, idleTimeout: options.peerTimeout, cpus: options.relayCPUs)
         let canceller = TaskCanceller()
         let pump = ControlPump(session: session) { [logger] failure in
             guard canceller.cancel() else { return }

@@ -47,6 +47,9 @@ public final class QEMUModeSource: @unchecked Sendable {
         public var deviceChangesPerSecond: Int = 20_000
         /// The whole QEMU migration.
         public var migrationTimeout: Duration = .seconds(600)
+        /// CPUs for the stream relay thread (the transport's own threads take theirs from
+        /// `transportOptions`); empty: anywhere.
+        public var relayCPUs: [Int32] = []
         public var logger = Logger(label: "rdmig.qemu-mode.source")
 
         public init(qmpPath: String, endpoint: TransportEndpoint, backend: any TransportBackend,
@@ -181,7 +184,7 @@ public final class QEMUModeSource: @unchecked Sendable {
         let configuration = QEMUSourceConfiguration(
             maxBandwidth: ByteRate(bytesPerSecond: report.maxBandwidthBytesPerSecond ?? 0),
             downtimeLimit: options.downtimeLimit, timeout: options.migrationTimeout)
-        let relay = ChannelOutgoingRelay(sender: streamSender, creditTimeout: options.peerTimeout)
+        let relay = ChannelOutgoingRelay(sender: streamSender, creditTimeout: options.peerTimeout, cpus: options.relayCPUs)
         let hook: QEMUMigrationHook? = devices.isEmpty ? nil : { @Sendable [self] in
             try await blocking("rdmig-vf-stop-copy") { try self.moveDeviceState() }
         }

@@ -16,12 +16,19 @@ enum QEMUModeCommands {
         let key = try service.key(configuration, log: log)
         let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
         log.info("transport \(selection.kind): \(selection.reason)")
+        // As in native mode: transport threads, completion poller and the relay on the
+        // device's NUMA node (or [memory] thread-cpus).
+        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
+        log.info("\(placement.description)")
+        var configuration = configuration
+        configuration.transport.options.threadCPUs = placement.cpus
         var options = QEMUModeSource.Options(
             qmpPath: qmpPath, endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
             deviceSpecs: devices, key: key)
         options.peerTimeout = configuration.peerTimeout
         options.downtimeLimit = configuration.migration.convergence.downtimeLimit
         options.maxBandwidth = maxBandwidth
+        options.relayCPUs = placement.cpus
         options.logger = log
         let source = QEMUModeSource(options: options)
         let report = waitForAsync { await source.run() }
@@ -56,6 +63,11 @@ enum QEMUModeCommands {
         options.peerTimeout = configuration.peerTimeout
         options.logger = log
         let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
+        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
+        log.info("\(placement.description)")
+        var configuration = configuration
+        configuration.transport.options.threadCPUs = placement.cpus
+        options.relayCPUs = placement.cpus
         let listener: any TransportListener
         do {
             listener = try selection.backend.listen(on: listen, options: configuration.transport.options)
