@@ -215,6 +215,31 @@ public final class PageChannel: @unchecked Sendable {
         if writeCount > 0 { try queueWrite(region, firstPage: writeStart, count: writeCount) }
     }
 
+    /// Sends `runs` as zero pages without reading them: pages the caller knows hold zeros
+    /// (never-populated anonymous memory). As with scanned zero pages, the destination
+    /// zeroes them when the ZERO_PAGES message arrives.
+    public func writeKnownZero<Runs: Sequence>(_ runs: Runs, of region: Region) throws(ChannelError) where Runs.Element == PageRun {
+        guard started != nil else {
+            throw .invalidArgument(detail: "write pages between beginIteration and endIteration")
+        }
+        if zeroRunCount > 0, zeroRegionID != region.id { try sendZeroRuns() }
+        zeroRegionID = region.id
+        let pageCount = region.pageCount
+        for run in runs where run.count > 0 {
+            guard run.firstPage < pageCount, run.count <= pageCount - run.firstPage else {
+                throw .invalidArgument(detail: "\(run) is outside region \(region.id) of \(pageCount) pages")
+            }
+            statistics.zeroPages += run.count
+            if zeroRunCount > 0, zeroRuns[zeroRunCount - 1].endPage == run.firstPage {
+                zeroRuns[zeroRunCount - 1].count += run.count
+                continue
+            }
+            if zeroRunCount == zeroRuns.count { try sendZeroRuns() }
+            zeroRuns[zeroRunCount] = run
+            zeroRunCount += 1
+        }
+    }
+
     /// Posts the last write (signalled), sends the remaining ZERO_PAGES runs and
     /// ITERATION_DONE, then waits up to `timeout` for the last write to complete.
     public func endIteration(timeout: Duration = .seconds(60)) throws(ChannelError) -> PageIterationStatistics {

@@ -32,6 +32,7 @@ public final class ChunkDigester: @unchecked Sendable {
     private var inProgressBytes: UInt64 = 0
     private var hashedBytes: UInt64 = 0
     private var hashingTime: Duration = .zero
+    private var fullZeroHash: UInt64?
 
     /// One chunk per page: what must be hashed inside the downtime is then exactly the last
     /// iteration's pages. (64 KiB chunks were measured first: with pages dirtied at random
@@ -90,6 +91,34 @@ public final class ChunkDigester: @unchecked Sendable {
         }
         condition.signal()
         condition.unlock()
+    }
+
+    /// Records the chunks set in `bitmap` (bit 0 = chunk 0) as all zeros without reading
+    /// them: never-populated memory, which reading would fault in. A chunk the guest writes
+    /// afterwards is marked again by a later pass and hashed from its content then.
+    public func markZero(_ bitmap: [UInt8]) {
+        condition.lock()
+        defer { condition.unlock() }
+        for (index, byte) in bitmap.enumerated() where byte != 0 {
+            var bits = byte
+            while bits != 0 {
+                let chunk = index * 8 + bits.trailingZeroBitCount
+                bits &= bits - 1
+                guard chunk < chunkCount else { break }
+                let hash = zeroHash(count: min(chunkSize, region.length - chunk * chunkSize))
+                combined = combined &- Self.contribution(chunk: chunk, hash: hashes[chunk]) &+ Self.contribution(chunk: chunk, hash: hash)
+                hashes[chunk] = hash
+            }
+        }
+    }
+
+    /// XXH64 of `count` zero bytes (the last chunk of a region may be short).
+    private func zeroHash(count: Int) -> UInt64 {
+        if count == chunkSize, let known = fullZeroHash { return known }
+        let zeros = [UInt8](repeating: 0, count: count)
+        let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count) }
+        if count == chunkSize { fullZeroHash = hash }
+        return hash
     }
 
     /// Waits until every marked chunk has been hashed; returns the region's digest.

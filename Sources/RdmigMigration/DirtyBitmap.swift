@@ -80,6 +80,22 @@ public struct DirtyBitmap: Sendable, Equatable, CustomStringConvertible {
     @inlinable
     public func word(at index: Int) -> UInt64 { words[index] }
 
+    /// The pages set in both.
+    public func intersection(_ other: DirtyBitmap) -> DirtyBitmap {
+        precondition(other.pageCount == pageCount, "bitmaps of different regions")
+        var result = self
+        for index in result.words.indices { result.words[index] &= other.words[index] }
+        return result
+    }
+
+    /// The pages set here and not in `other`.
+    public func subtracting(_ other: DirtyBitmap) -> DirtyBitmap {
+        precondition(other.pageCount == pageCount, "bitmaps of different regions")
+        var result = self
+        for index in result.words.indices { result.words[index] &= ~other.words[index] }
+        return result
+    }
+
     public mutating func formUnion(_ other: DirtyBitmap) {
         precondition(other.pageCount == pageCount, "bitmaps of \(pageCount) and \(other.pageCount) pages")
         for index in words.indices { words[index] |= other.words[index] }

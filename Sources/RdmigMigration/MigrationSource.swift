@@ -204,7 +204,10 @@ public final class MigrationSource {
 
         while true {
             let passStart = clock.now
-            let statistics = try sendPages(dirty, iteration: iteration, pages: pages, region: pageRegion, session: session, digester: digester, devices: &devices)
+            // The first pass sends never-populated memory as zero markers unread.
+            let knownZero = iteration == 0 && digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
+            let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration, pages: pages, region: pageRegion,
+                                           session: session, digester: digester, devices: &devices)
             var deviceBytes: UInt64 = 0
             for index in devices.indices where devices[index].provider.supportsPreCopy {
                 deviceBytes += try sendPrecopy(&devices[index], stream: stream!, encoder: &encoder, buffer: recordBuffer)
@@ -393,18 +396,21 @@ public final class MigrationSource {
     /// traffic (a 1 GiB pass: 256 fences of ~128 bytes of bitmap).
     static let fenceBytes = 4 << 20
 
-    /// One iteration of pages: the zero-page gate, the writes with a TOUCHED_CHUNKS fence
+    /// One iteration of pages: the zero-page gate, the pages of `knownZero` (one chunk per
+    /// page) as zero markers without reading them, the writes with a TOUCHED_CHUNKS fence
     /// every `fenceBytes`, the last TOUCHED_CHUNKS (which asks the destination to hash and
     /// acknowledge the iteration), ITERATION_DONE.
-    private func sendPages(_ dirty: DirtyBitmap, iteration: UInt32, pages: PageChannel, region: PageChannel.Region,
-                           session: MigrationSession, digester: ChunkDigester, devices: inout [Device]) throws(MigrationError) -> PageIterationStatistics {
+    private func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32, pages: PageChannel,
+                           region: PageChannel.Region, session: MigrationSession, digester: ChunkDigester,
+                           devices: inout [Device]) throws(MigrationError) -> PageIterationStatistics {
         while pages.awaitsZeroPagesApplied {
             try handleAsynchronous(try session.receive(.precopy, during: "waiting for ZERO_PAGES_APPLIED", timeout: options.peerTimeout),
                                    pages: pages, devices: &devices)
         }
+        let zeroRuns = knownZero.map { dirty.intersection($0).runs() } ?? []
         // Runs no longer than a fence segment, so a long run (a first pass) is fenced too.
         let fencePages = max(1, Self.fenceBytes / region.pageSize)
-        let runs = dirty.runs(maximumLength: fencePages)
+        let runs = (knownZero.map { dirty.subtracting($0) } ?? dirty).runs(maximumLength: fencePages)
         // Hash this side's copy while the pages travel: inside the downtime the guest is
         // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
         let touched = digester.touchedBitmap(pages: runs)
@@ -418,6 +424,18 @@ public final class MigrationSource {
             do { return try body() } catch { throw MigrationError.channel(error, .precopy, during: during) }
         }
         try onChannel { () throws(ChannelError) in try pages.beginIteration(iteration) }
+        if !zeroRuns.isEmpty {
+            // Unread on both counts: this side records their hash as a zero page's, and the
+            // destination, which zeroes them, hashes them behind the fence.
+            let zeroTouched = digester.touchedBitmap(pages: zeroRuns)
+            digester.markZero(zeroTouched)
+            try onChannel { () throws(ChannelError) in
+                try pages.writeKnownZero(zeroRuns.lazy.map { PageRun(firstPage: UInt64($0.lowerBound), count: UInt64($0.count)) }, of: region)
+                try pages.fence()
+            }
+            try sendTouched(zeroTouched, chunks: 0..<digester.chunkCount, isLast: false, iteration: iteration, region: region,
+                            chunkSize: digester.chunkSize, session: session)
+        }
         var segment: Range<Int>?
         var fencedBytes: UInt64 = 0
         for run in runs {

@@ -201,6 +201,29 @@ struct ReceivedIteration: Sendable {
         for page in 0..<512 { #expect(regions.destinationPageEqualsSource(page), "page \(page)") }
     }
 
+    @Test func knownZeroPagesAreZeroedOnTheDestinationWithoutAScan() throws {
+        let peers = try LoopbackPeers()
+        defer { peers.close() }
+        let regions = try PageTestRegions(peers, pageCount: 16, zeroPages: [])
+        let channel = try PageChannel(router: peers.sourceRouter, control: peers.sourceControl)
+        let destination = try Background("test-page-dest") { try Self.receiveIteration(peers, regions) }
+        try channel.beginIteration(1)
+        // The caller vouches for pages 4..<9 and 12 (never populated on a real source); their
+        // content here is not read, and the destination's copies become zeros.
+        try channel.writeKnownZero([PageRun(firstPage: 4, count: 3), PageRun(firstPage: 7, count: 2), PageRun(firstPage: 12, count: 1)],
+                                   of: regions.region)
+        try channel.write([PageRun(firstPage: 0, count: 4)], of: regions.region)
+        #expect(throws: ChannelError.self) { try channel.writeKnownZero([PageRun(firstPage: 15, count: 2)], of: regions.region) }
+        let statistics = try channel.endIteration()
+        let received = try destination.join()
+        #expect(statistics.zeroPages == 6 && statistics.zeroScanTime == .zero)
+        #expect(statistics.zeroPageMessages == 1, "adjacent runs merge into one ZERO_PAGES message")
+        #expect(received.zeroPagesApplied == 6)
+        for page in [4, 5, 6, 7, 8, 12] { #expect(regions.page(regions.destination, page).allSatisfy { $0 == 0 }, "page \(page)") }
+        for page in 0..<4 { #expect(regions.destinationPageEqualsSource(page), "page \(page)") }
+        for page in [9, 10, 11, 13, 14, 15] { #expect(regions.destinationPageIsUntouched(page), "page \(page)") }
+    }
+
     @Test func withoutZeroPagesNoScanTimeIsCounted() throws {
         let peers = try LoopbackPeers()
         defer { peers.close() }

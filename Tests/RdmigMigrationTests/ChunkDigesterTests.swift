@@ -40,6 +40,22 @@ import Testing
         #expect(after == (try digest(of: memory)))
     }
 
+    @Test func chunksMarkedZeroDigestLikeZeroChunksHashedFromMemory() throws {
+        let memory = try region(256)
+        fill(memory, seed: 9)
+        for page in 100..<200 { memory.pagePointer(page).initializeMemory(as: UInt8.self, repeating: 0, count: 4096) }
+        let digester = try ChunkDigester(region: memory, chunkSize: 4096)
+        // Pages 100..<200 recorded as zeros unread, the rest hashed.
+        digester.markZero(digester.touchedBitmap(pages: [100..<200]))
+        digester.mark(digester.touchedBitmap(pages: [0..<100, 200..<256])[...])
+        #expect(digester.drain() == (try digest(of: memory)))
+        // A page written after it was recorded as zero is marked by a later pass and rehashed.
+        memory.pagePointer(150).storeBytes(of: 0x77, as: UInt8.self)
+        #expect(digester.drain() != (try digest(of: memory)))
+        digester.mark(digester.touchedBitmap(pages: [150..<151])[...])
+        #expect(digester.drain() == (try digest(of: memory)))
+    }
+
     @Test func touchedBitmapsCoverExactlyTheRunsChunks() throws {
         let memory = try region(64)
         let digester = try ChunkDigester(region: memory, chunkSize: 4096)

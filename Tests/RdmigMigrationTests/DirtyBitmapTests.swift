@@ -102,4 +102,14 @@ import Testing
         #expect(marks.drain(into: &again) == 0)
         #expect(again.isEmpty)
     }
+
+    @Test func intersectionAndSubtractionWorkWordByWord() {
+        var a = DirtyBitmap(pageCount: 200)
+        a.insert(0..<100)
+        var b = DirtyBitmap(pageCount: 200)
+        b.insert(60..<150)
+        #expect(a.intersection(b).runs() == [60..<100])
+        #expect(a.subtracting(b).runs() == [0..<60])
+        #expect(b.subtracting(a).runs() == [100..<150])
+    }
 }

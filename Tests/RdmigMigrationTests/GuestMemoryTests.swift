@@ -18,6 +18,21 @@ import RdmigSystem
         #expect(region.bytes(of: 2..<4).count == 8192)
     }
 
+    @Test func neverPopulatedAnonymousPagesAreFoundWithoutTouchingThem() throws {
+        let region = try GuestMemoryRegion(layout: GuestMemoryRegionLayout(id: 0, guestPhysicalBase: 0, length: 64 * 4096, pageSize: 4096))
+        region.pagePointer(3).storeBytes(of: 1, as: UInt8.self)
+        region.pagePointer(10).storeBytes(of: 2, as: UInt8.self)
+        // A read maps the shared zero page: populated, though still zero.
+        _ = region.pagePointer(20).load(as: UInt8.self)
+        let unpopulated = try #require(region.unpopulatedPages())
+        #expect(!unpopulated.contains(3) && !unpopulated.contains(10) && !unpopulated.contains(20))
+        #expect(unpopulated.contains(0) && unpopulated.contains(4) && unpopulated.contains(63))
+        #expect(unpopulated.count == 61)
+        let shared = try GuestMemoryRegion(layout: GuestMemoryRegionLayout(id: 1, guestPhysicalBase: 0, length: 16 * 4096, pageSize: 4096),
+                                           backing: .memfd(name: "rdmig-test"))
+        #expect(shared.unpopulatedPages() == nil, "shared memory may hold data the pagemap does not show")
+    }
+
     @Test func memfdRegionIsSharedThroughItsDescriptor() throws {
         let region = try makeRegion(pages: 4, backing: .memfd(name: "rdmig-test"))
         #expect(region.fileDescriptor >= 0)
