@@ -39,6 +39,21 @@ final class TCPQueuePair: @unchecked Sendable {
     let isOpen = Atomic<Bool>(true)
     private let failureState = Mutex<(failure: TransportError?, control: ControlFrame?)>((nil, nil))
 
+    /// Who may write to the socket, and the ACK state both writers share. The sender thread
+    /// holds it while it builds and transmits a batch; the receiver thread only tries it, to
+    /// send an ACK at once when the sender is idle (`TCPReceiver.acknowledge`), and never
+    /// blocks on the socket while holding it.
+    struct WriterState {
+        /// The last placed sequence and receive count an ACK on the wire carried.
+        var acknowledged: UInt64 = 0
+        var creditsAdvertised: UInt64 = 0
+        /// The unsent tail of an ACK the receiver's non-blocking send cut short: the sender
+        /// puts it on the wire before anything else (rare: a send buffer with room for part of
+        /// 32 bytes).
+        var carry: [UInt8] = []
+    }
+    let writer = Mutex<WriterState>(WriterState())
+
     /// Receiver -> sender: the last completion-requested WR of the peer whose bytes are placed.
     let placedSequence = Atomic<UInt64>(0)
     /// Receiver -> sender: receives the peer has posted in total (its credits for us).

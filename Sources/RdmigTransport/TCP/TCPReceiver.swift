@@ -32,6 +32,7 @@ struct TCPReceiver {
 
     private let pair: TCPQueuePair
     private let header: UnsafeMutableRawPointer
+    private let ackHeader: UnsafeMutableRawPointer
     private let staging: UnsafeMutableRawPointer
     private var stagedStart = 0
     private var stagedEnd = 0
@@ -43,6 +44,7 @@ struct TCPReceiver {
     init(pair: TCPQueuePair) {
         self.pair = pair
         header = .allocate(byteCount: TCPFrameHeader.size, alignment: 8)
+        ackHeader = .allocate(byteCount: TCPFrameHeader.size, alignment: 8)
         staging = .allocate(byteCount: Self.stagingBytes, alignment: 64)
     }
 
@@ -55,6 +57,7 @@ struct TCPReceiver {
     mutating func run() {
         defer {
             header.deallocate()
+            ackHeader.deallocate()
             staging.deallocate()
             pair.threadExited(sender: false)
         }
@@ -280,9 +283,31 @@ struct TCPReceiver {
         if completed { pair.completionBell.ring() }
     }
 
+    /// Makes the ACK for `sequence` due. When the sender thread is not writing, this thread
+    /// sends it at once — without the sender's wake-up, the round trip a writer waits for at
+    /// the end of each signalled batch — with a non-blocking send: this thread must never
+    /// block on the socket, or two peers whose buffers are full could each wait for the other
+    /// to read. Otherwise (sender busy, socket full) the sender puts it in its next batch.
     private func acknowledge(_ sequence: UInt64) {
         pair.placedSequence.store(sequence, ordering: .releasing)
-        pair.senderBell.ring()
+        let sent = pair.writer.withLockIfAvailable { state -> Bool in
+            guard state.carry.isEmpty else { return false }
+            let placed = pair.placedSequence.load(ordering: .acquiring)
+            let receivesPosted = pair.receiveQueue.posted.load(ordering: .acquiring)
+            // The sender's last batch may have carried it already.
+            guard placed != state.acknowledged || receivesPosted != state.creditsAdvertised else { return true }
+            TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: ackHeader)
+            let written = send(pair.fd, ackHeader, TCPFrameHeader.size, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            guard written > 0 else { return false }
+            state.acknowledged = placed
+            state.creditsAdvertised = receivesPosted
+            if written < TCPFrameHeader.size {
+                state.carry = Array(UnsafeRawBufferPointer(start: ackHeader + written, count: TCPFrameHeader.size - written))
+                return false
+            }
+            return true
+        } ?? false
+        if !sent { pair.senderBell.ring() }
     }
 
     private func consumeReceive(_ frame: TCPFrameHeader) -> TCPReceiveQueue.Entry? {

@@ -23,6 +23,7 @@ struct TCPSender {
 
     init(pair: TCPQueuePair) {
         self.pair = pair
+        // One header per frame of a batch, and a last slot for an ACK's carried-over tail.
         headers = .allocate(byteCount: (TCPSender.framesPerBatch + 1) * TCPFrameHeader.size, alignment: 8)
         vectors = .allocate(capacity: 2 * TCPSender.framesPerBatch)
     }
@@ -37,62 +38,74 @@ struct TCPSender {
         let receiveQueue = pair.receiveQueue
         var transmitted: UInt64 = 0
         var creditsUsed: UInt64 = 0
-        var acknowledged: UInt64 = 0
-        var creditsAdvertised: UInt64 = 0
 
         while true {
             if !pair.isOpen.load(ordering: .acquiring) {
                 finish()
                 return
             }
-            var frames = 0
-            var vectorCount = 0
-            var batchBytes = 0
-
-            let placed = pair.placedSequence.load(ordering: .acquiring)
-            let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
-            if placed != acknowledged || receivesPosted != creditsAdvertised {
-                let header = headers
-                TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: header)
-                vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
-                vectorCount += 1
-                frames += 1
-                batchBytes += TCPFrameHeader.size
-                acknowledged = placed
-                creditsAdvertised = receivesPosted
-            }
-
-            let posted = sendQueue.posted.load(ordering: .acquiring)
-            let credits = pair.peerCredits.load(ordering: .acquiring)
-            while transmitted < posted && frames < TCPSender.framesPerBatch && batchBytes < TCPSender.bytesPerBatch {
-                let sequence = transmitted &+ 1
-                let entry = sendQueue[sequence]
-                if entry.consumesReceive {
-                    guard creditsUsed < credits else { break }
-                    creditsUsed &+= 1
-                }
-                var flags: TCPFrameHeader.Flags = []
-                if entry.hasImmediate { flags.insert(.hasImmediate) }
-                if entry.signaled { flags.insert(.completionRequested) }
-                let header = headers + frames * TCPFrameHeader.size
-                TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
-                               address: entry.remoteAddress, length: entry.length, immediate: entry.immediate,
-                               sequence: sequence).encode(into: header)
-                vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
-                vectorCount += 1
-                if entry.length > 0 {
-                    vectors[vectorCount] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(entry.localAddress)),
-                                                 iov_len: Int(entry.length))
+            let batch = pair.writer.withLock { state -> (vectors: Int, error: Int32?) in
+                var frames = 0
+                var vectorCount = 0
+                var batchBytes = 0
+                if !state.carry.isEmpty {
+                    let slot = headers + TCPSender.framesPerBatch * TCPFrameHeader.size
+                    state.carry.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    vectors[vectorCount] = iovec(iov_base: slot, iov_len: state.carry.count)
                     vectorCount += 1
+                    frames += 1
+                    state.carry = []
                 }
-                frames += 1
-                batchBytes += TCPFrameHeader.size + Int(entry.length)
-                transmitted = sequence
+
+                let placed = pair.placedSequence.load(ordering: .acquiring)
+                let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
+                if placed != state.acknowledged || receivesPosted != state.creditsAdvertised {
+                    let header = headers
+                    TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: header)
+                    vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
+                    vectorCount += 1
+                    frames += 1
+                    batchBytes += TCPFrameHeader.size
+                    state.acknowledged = placed
+                    state.creditsAdvertised = receivesPosted
+                }
+
+                let posted = sendQueue.posted.load(ordering: .acquiring)
+                let credits = pair.peerCredits.load(ordering: .acquiring)
+                while transmitted < posted && frames < TCPSender.framesPerBatch && batchBytes < TCPSender.bytesPerBatch {
+                    let sequence = transmitted &+ 1
+                    let entry = sendQueue[sequence]
+                    if entry.consumesReceive {
+                        guard creditsUsed < credits else { break }
+                        creditsUsed &+= 1
+                    }
+                    var flags: TCPFrameHeader.Flags = []
+                    if entry.hasImmediate { flags.insert(.hasImmediate) }
+                    if entry.signaled { flags.insert(.completionRequested) }
+                    let header = headers + frames * TCPFrameHeader.size
+                    TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
+                                   address: entry.remoteAddress, length: entry.length, immediate: entry.immediate,
+                                   sequence: sequence).encode(into: header)
+                    vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
+                    vectorCount += 1
+                    if entry.length > 0 {
+                        vectors[vectorCount] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(entry.localAddress)),
+                                                     iov_len: Int(entry.length))
+                        vectorCount += 1
+                    }
+                    frames += 1
+                    batchBytes += TCPFrameHeader.size + Int(entry.length)
+                    transmitted = sequence
+                }
+                // Transmitted under the lock: the receiver's ACKs never land inside a batch.
+                return (vectorCount, vectorCount > 0 ? transmit(vectorCount) : nil)
             }
 
-            if vectorCount == 0 {
+            if batch.vectors == 0 {
                 pair.senderBell.sleep(timeoutMilliseconds: -1) {
                     if !pair.isOpen.load(ordering: .acquiring) { return true }
+                    let (acknowledged, creditsAdvertised, carry) = pair.writer.withLock { ($0.acknowledged, $0.creditsAdvertised, !$0.carry.isEmpty) }
+                    if carry { return true }
                     if pair.placedSequence.load(ordering: .acquiring) != acknowledged { return true }
                     if receiveQueue.posted.load(ordering: .acquiring) != creditsAdvertised { return true }
                     guard sendQueue.posted.load(ordering: .acquiring) > transmitted else { return false }
@@ -101,7 +114,7 @@ struct TCPSender {
                 }
                 continue
             }
-            if let error = transmit(vectorCount) {
+            if let error = batch.error {
                 switch error {
                 case ECONNRESET, EPIPE, ETIMEDOUT, ECONNABORTED, EHOSTUNREACH, ENETUNREACH:
                     // The connection is gone; the receiver thread will see that too, but only
@@ -146,6 +159,20 @@ struct TCPSender {
 
     /// Last words: the CLOSE or ERROR frame the failure asked for, then FIN.
     private func finish() {
+        pair.writer.withLock { state in
+            if !state.carry.isEmpty {
+                let slot = headers + TCPSender.framesPerBatch * TCPFrameHeader.size
+                state.carry.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                vectors[0] = iovec(iov_base: slot, iov_len: state.carry.count)
+                state.carry = []
+                _ = transmit(1)
+            }
+            lastWords()
+        }
+        shutdown(pair.fd, Int32(SHUT_WR))
+    }
+
+    private func lastWords() {
         if let control = pair.takeControlFrame() {
             switch control {
             case .close:
@@ -167,6 +194,5 @@ struct TCPSender {
                 }
             }
         }
-        shutdown(pair.fd, Int32(SHUT_WR))
     }
 }
