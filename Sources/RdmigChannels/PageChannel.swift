@@ -166,11 +166,7 @@ public final class PageChannel: @unchecked Sendable {
     /// Writes the pages of `runs` of `region` (page indices within the region; runs may come
     /// in any order, adjacent ones are coalesced).
     public func write<Runs: Sequence>(_ runs: Runs, of region: Region) throws(ChannelError) where Runs.Element == PageRun {
-        guard started != nil else {
-            throw .invalidArgument(detail: "write pages between beginIteration and endIteration")
-        }
-        if zeroRunCount > 0, zeroRegionID != region.id { try sendZeroRuns() }
-        zeroRegionID = region.id
+        try beginWriting(region)
         let pageSize = region.pageSize
         let pageCount = region.pageCount
         let maxPages = UInt64(max(1, configuration.maxWriteBytes / pageSize))
@@ -219,25 +215,24 @@ public final class PageChannel: @unchecked Sendable {
     /// (never-populated anonymous memory). As with scanned zero pages, the destination
     /// zeroes them when the ZERO_PAGES message arrives.
     public func writeKnownZero<Runs: Sequence>(_ runs: Runs, of region: Region) throws(ChannelError) where Runs.Element == PageRun {
+        try beginWriting(region)
+        let pageCount = region.pageCount
+        var noClock: ContinuousClock.Instant?
+        for run in runs where run.count > 0 {
+            guard run.firstPage < pageCount, run.count <= pageCount - run.firstPage else {
+                throw .invalidArgument(detail: "\(run) is outside region \(region.id) of \(pageCount) pages")
+            }
+            try addZeroRun(run, scanClock: &noClock)
+        }
+    }
+
+    /// Writes go to `region` from here on; ZERO_PAGES runs collected for another go first.
+    private func beginWriting(_ region: Region) throws(ChannelError) {
         guard started != nil else {
             throw .invalidArgument(detail: "write pages between beginIteration and endIteration")
         }
         if zeroRunCount > 0, zeroRegionID != region.id { try sendZeroRuns() }
         zeroRegionID = region.id
-        let pageCount = region.pageCount
-        for run in runs where run.count > 0 {
-            guard run.firstPage < pageCount, run.count <= pageCount - run.firstPage else {
-                throw .invalidArgument(detail: "\(run) is outside region \(region.id) of \(pageCount) pages")
-            }
-            statistics.zeroPages += run.count
-            if zeroRunCount > 0, zeroRuns[zeroRunCount - 1].endPage == run.firstPage {
-                zeroRuns[zeroRunCount - 1].count += run.count
-                continue
-            }
-            if zeroRunCount == zeroRuns.count { try sendZeroRuns() }
-            zeroRuns[zeroRunCount] = run
-            zeroRunCount += 1
-        }
     }
 
     /// Posts the last write (signalled), sends the remaining ZERO_PAGES runs and
@@ -325,9 +320,16 @@ public final class PageChannel: @unchecked Sendable {
 
     @inline(__always)
     private func addZeroPage(_ page: UInt64, scanClock: inout ContinuousClock.Instant?) throws(ChannelError) {
-        statistics.zeroPages += 1
-        if zeroRunCount > 0, zeroRuns[zeroRunCount - 1].endPage == page {
-            zeroRuns[zeroRunCount - 1].count += 1
+        try addZeroRun(PageRun(firstPage: page, count: 1), scanClock: &scanClock)
+    }
+
+    /// Appends `run` to the ZERO_PAGES runs (merged with the last when adjacent), sending
+    /// them first when they are full; the send stops the zero-scan clock (link time).
+    @inline(__always)
+    private func addZeroRun(_ run: PageRun, scanClock: inout ContinuousClock.Instant?) throws(ChannelError) {
+        statistics.zeroPages += run.count
+        if zeroRunCount > 0, zeroRuns[zeroRunCount - 1].endPage == run.firstPage {
+            zeroRuns[zeroRunCount - 1].count += run.count
             return
         }
         if zeroRunCount == zeroRuns.count {
@@ -337,7 +339,7 @@ public final class PageChannel: @unchecked Sendable {
             }
             try sendZeroRuns()
         }
-        zeroRuns[zeroRunCount] = PageRun(firstPage: page, count: 1)
+        zeroRuns[zeroRunCount] = run
         zeroRunCount += 1
     }
 
