@@ -6,7 +6,11 @@
 #include <sched.h>
 #include <string.h>
 #include <stdio.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 void rdmig_line_buffer_stdout(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -87,4 +91,24 @@ ssize_t rdmig_receive_with_fd(int socket, void *data, size_t length, int *fd) {
         }
     }
     return received;
+}
+
+ssize_t rdmig_vmsplice_nonblocking(int fd, const void *base, size_t length) {
+    struct iovec range = { .iov_base = (void *)base, .iov_len = length };
+    ssize_t result = vmsplice(fd, &range, 1, SPLICE_F_NONBLOCK);
+    return result < 0 ? -errno : result;
+}
+
+int rdmig_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+int rdmig_pipe_unread(int fd) {
+    int unread = 0;
+    return ioctl(fd, FIONREAD, &unread) < 0 ? -errno : unread;
+}
+
+int rdmig_set_pipe_size(int fd, int bytes) {
+    int result = fcntl(fd, F_SETPIPE_SZ, bytes);
+    return result < 0 ? -errno : result;
 }

@@ -45,6 +45,14 @@ public final class ByteStreamReceiver: @unchecked Sendable {
     private var ended = false
     private var closed = false
     private let busy = Atomic<Bool>(false)
+    /// Pipe mode (`splice(toPipe:)`): slots handed to the pipe whose bytes its reader may not
+    /// have taken yet, as the pipe offset each ends at, oldest first. A fixed ring (no slot
+    /// beyond the credit can be outstanding, so `slotCount` entries suffice).
+    private var splicedEnds: [UInt64]
+    private var splicedHead = 0
+    private var splicedCount = 0
+    /// Bytes handed to the pipe so far.
+    private var splicedBytes: UInt64 = 0
 
     /// Bytes handed to the reader so far.
     public private(set) var bytesReceived: UInt64 = 0
@@ -68,6 +76,7 @@ public final class ByteStreamReceiver: @unchecked Sendable {
                                       access: [.localWrite, .remoteWrite], purpose: "\(channel) receive ring")
         ring = StreamRing(channel: channel, window: buffer.registration.window(), slotCount: configuration.slotCount,
                           slotSize: configuration.slotSize)
+        splicedEnds = Array(repeating: 0, count: configuration.slotCount)
         // Receives: one per slot written and not yet read, plus the end marker.
         inbox = try router.register(channel, sendSlots: Self.grantSlots, receives: configuration.slotCount + 1)
     }
@@ -117,7 +126,14 @@ public final class ByteStreamReceiver: @unchecked Sendable {
             let error = SystemCall.currentErrno()
             if error == EINTR { continue }
             if error == EAGAIN || error == EWOULDBLOCK {
-                try FileDescriptorWait.wait(fd, events: Int16(POLLOUT), timeout: timeout, operation: "writing \(ring.channel) to fd \(fd)")
+                do {
+                    try FileDescriptorWait.wait(fd, events: Int16(POLLOUT), timeout: timeout, operation: "writing \(ring.channel) to fd \(fd)")
+                } catch {
+                    // What went out stays counted, so a retry goes on after it instead of
+                    // sending it again.
+                    advance(by: written)
+                    throw error
+                }
                 continue
             }
             advance(by: written)
@@ -135,6 +151,102 @@ public final class ByteStreamReceiver: @unchecked Sendable {
             let count = try read(toFileDescriptor: fd, timeout: idleTimeout)
             if count == 0 { return total }
             total += UInt64(count)
+        }
+    }
+
+    /// Hands the rest of the current slot (or as much as fits) to the pipe `fd` by reference
+    /// with vmsplice(2): the pipe's reader copies straight out of the registered ring, so
+    /// relaying to a local reader costs no copy here. A slot handed over this way is consumed,
+    /// and its credit returned to the sender, only once the reader has taken all its bytes
+    /// (FIONREAD on the pipe says how far it got): until then the pipe refers to the slot's
+    /// pages and the sender must not overwrite them. `fd` should be non-blocking; a full pipe
+    /// is waited for in short slices that also look at the reader's progress. Returns the
+    /// bytes handed over, 0 at the end of the stream (then see `waitForPipeReader`).
+    public func splice(toPipe fd: Int32, timeout: Duration?) throws(ChannelError) -> Int {
+        enter()
+        defer { leave() }
+        guard try fillSlot(timeout: timeout, pipe: fd) else { return 0 }
+        let slot = Int((expected - 1) % UInt64(ring.slotCount))
+        let start = buffer.memory.baseAddress! + slot * ring.slotSize + slotOffset
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            let result: PipeCalls.SpliceResult
+            do {
+                result = try PipeCalls.vmsplice(fd, start, slotLength - slotOffset)
+            } catch {
+                throw .system(SystemCallError(call: error.call, errno: error.errno, context: "relaying \(ring.channel) into pipe fd \(fd)"))
+            }
+            if case .handedOver(let count) = result {
+                splicedBytes += UInt64(count)
+                slotOffset += count
+                bytesReceived += UInt64(count)
+                if slotOffset == slotLength {
+                    splicedEnds[(splicedHead + splicedCount) % splicedEnds.count] = splicedBytes
+                    splicedCount += 1
+                }
+                try confirmPipeProgress(fd)
+                return count
+            }
+            // Full: the reader frees room as it takes slots, and those slots' credit is due.
+            try confirmPipeProgress(fd)
+            try FileDescriptorWait.waitSlice(fd, events: Int16(POLLOUT), until: deadline, slice: Self.pipeSlice,
+                                             timeout: timeout, operation: "writing \(ring.channel) into pipe fd \(fd) (is its reader reading?)")
+        }
+    }
+
+    /// Relays the whole stream into the pipe `fd` (see `splice(toPipe:)`) until the sender
+    /// finishes, then waits until the pipe's reader has taken every byte.
+    public func relay(toPipe fd: Int32, idleTimeout: Duration?) throws(ChannelError) -> UInt64 {
+        var total: UInt64 = 0
+        while true {
+            let count = try splice(toPipe: fd, timeout: idleTimeout)
+            if count == 0 { break }
+            total += UInt64(count)
+        }
+        try waitForPipeReader(fd, timeout: idleTimeout)
+        return total
+    }
+
+    /// Waits until the reader of the pipe `fd` has taken every byte handed to it, or has
+    /// closed its end (then nobody will read those bytes). Until then the ring must stay
+    /// allocated and unchanged: the pipe refers to its pages.
+    public func waitForPipeReader(_ fd: Int32, timeout: Duration?) throws(ChannelError) {
+        enter()
+        defer { leave() }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            try confirmPipeProgress(fd)
+            if splicedCount == 0 { return }
+            // POLLERR on a pipe's write end: no reader is left.
+            var descriptor = pollfd(fd: fd, events: 0, revents: 0)
+            if poll(&descriptor, 1, 0) > 0, descriptor.revents & Int16(POLLERR) != 0 { return }
+            if let deadline, ContinuousClock.now >= deadline {
+                throw .timedOut(operation: "waiting for the reader of pipe fd \(fd) to take the last \(ring.channel) bytes", after: timeout ?? .zero)
+            }
+            usleep(500)
+        }
+    }
+
+    /// How long a wait in pipe mode goes without looking at the pipe reader's progress.
+    static let pipeSlice = Duration.milliseconds(1)
+
+    /// Consumes the spliced slots the pipe's reader has finished taking (and returns their
+    /// credit when due).
+    @inline(__always)
+    private func confirmPipeProgress(_ fd: Int32) throws(ChannelError) {
+        guard splicedCount > 0 else { return }
+        let unread: Int
+        do {
+            unread = try PipeCalls.unread(fd)
+        } catch {
+            throw .system(error)
+        }
+        let taken = splicedBytes - UInt64(unread)
+        while splicedCount > 0, splicedEnds[splicedHead] <= taken {
+            splicedHead = (splicedHead + 1) % splicedEnds.count
+            splicedCount -= 1
+            consumed += 1
+            try? grantIfDue()
         }
     }
 
@@ -157,13 +269,30 @@ public final class ByteStreamReceiver: @unchecked Sendable {
     // MARK: - Slots
 
     /// Makes the current slot hold unread bytes; false at the end of the stream.
-    private func fillSlot(timeout: Duration?) throws(ChannelError) -> Bool {
+    /// In pipe mode (`pipe` set), slots the pipe's reader still holds keep their credit back
+    /// and nothing wakes this thread when the reader takes them: the wait goes in short
+    /// slices, looking at the reader's progress between them, until none is outstanding.
+    private func fillSlot(timeout: Duration?, pipe: Int32? = nil) throws(ChannelError) -> Bool {
         if slotOffset < slotLength { return true }
         if closed { throw .closed(channel: "\(ring.channel) (receiving end)") }
         let deadline = timeout.map { ContinuousClock.now + $0 }
         while !ended {
-            let completion = try router.wait(on: inbox, until: deadline, timeout: timeout,
+            var waitUntil = deadline
+            if let pipe {
+                try confirmPipeProgress(pipe)
+                if splicedCount > 0 {
+                    let slice = ContinuousClock.now + Self.pipeSlice
+                    waitUntil = deadline.map { min($0, slice) } ?? slice
+                }
+            }
+            let completion: Completion
+            do {
+                completion = try router.wait(on: inbox, until: waitUntil, timeout: timeout,
                                              operation: "waiting for \(ring.channel) data from the peer")
+            } catch .timedOut(let operation, let after) {
+                if waitUntil == deadline { throw .timedOut(operation: operation, after: after) }
+                continue
+            }
             if try handle(completion) { return true }
         }
         return false

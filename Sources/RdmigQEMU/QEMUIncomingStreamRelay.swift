@@ -9,4 +9,14 @@ public protocol QEMUIncomingStreamRelay: Sendable {
     /// fine). On failure the driver shuts `fd` down and cancels the relay's task; the relay must
     /// then stop. Blocking calls belong on a dedicated thread (`DedicatedThread.run`).
     func relayIncoming(to fd: Int32) async throws -> QEMURelayStatistics
+
+    /// True when the relay can take QEMU's channel as a pipe (then `fd` is the pipe's write
+    /// end, non-blocking; the driver cannot shut a pipe down, so on failure it swaps `fd` for
+    /// /dev/null, where the relay's next write fails, and cancels the task). False: a stream
+    /// socket.
+    var acceptsPipe: Bool { get }
+}
+
+extension QEMUIncomingStreamRelay {
+    public var acceptsPipe: Bool { false }
 }

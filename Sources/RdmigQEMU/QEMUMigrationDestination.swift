@@ -4,7 +4,8 @@ import RdmigSystem
 /// The destination side of rdmig's QEMU mode. QEMU was started with `-incoming defer -S`:
 /// it waits for `migrate-incoming`, and after loading the stream stays paused until `cont`.
 ///
-/// Sequence: check QEMU waits for an incoming migration; `events` on; socket pair, `getfd`,
+/// Sequence: check QEMU waits for an incoming migration; `events` on; a socket pair (or a
+/// pipe, for a relay that `acceptsPipe`), `getfd`,
 /// `migrate-incoming uri=fd:NAME` (with `exit-on-error: false` where QEMU has it, so a failed
 /// load can be queried instead of QEMU exiting); the relay writes the stream into the other
 /// end. When QEMU reports `completed` the hook loads the VF state, then `cont`, then QEMU's
@@ -45,9 +46,9 @@ public struct QEMUMigrationDestination: Sendable {
         try await step("migrate-set-capabilities") { () async throws(QMPError) in
             try await qmp.setMigrationCapabilities(["events": true])
         }
-        let pair: MigrationSocketPair
+        let pair: any QEMUMigrationChannelEnds
         do {
-            pair = try MigrationSocketPair()
+            pair = relay.acceptsPipe ? try MigrationPipe() : try MigrationSocketPair()
         } catch {
             throw failure(.system(error))
         }
@@ -98,7 +99,7 @@ public struct QEMUMigrationDestination: Sendable {
 /// One incoming migration after `migrate-incoming` was accepted. Used by one task only.
 final class QEMUDestinationRun {
     let destination: QEMUMigrationDestination
-    let pair: MigrationSocketPair
+    let pair: any QEMUMigrationChannelEnds
     let inbox: MigrationRunInbox
     let started: ContinuousClock.Instant
     var qmp: QMPClient { destination.qmp }
@@ -114,7 +115,7 @@ final class QEMUDestinationRun {
     private var resumedByQEMU = false
     private var qemuGone: QMPError?
 
-    init(destination: QEMUMigrationDestination, pair: MigrationSocketPair, events: AsyncStream<QMPEvent>,
+    init(destination: QEMUMigrationDestination, pair: any QEMUMigrationChannelEnds, events: AsyncStream<QMPEvent>,
          started: ContinuousClock.Instant) {
         self.destination = destination
         self.pair = pair

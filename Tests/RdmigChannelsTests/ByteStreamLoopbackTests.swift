@@ -161,6 +161,95 @@ struct StreamEnds {
         #expect(offset == UInt64(total))
     }
 
+    /// A pipe whose write end is non-blocking, as QEMU mode makes it.
+    static func relayPipe() throws -> (read: Int32, write: Int32) {
+        let ends = try PipeCalls.makePipe()
+        _ = fcntl(ends.write, F_SETFL, fcntl(ends.write, F_GETFL) | O_NONBLOCK)
+        return ends
+    }
+
+    @Test func slotsHandedToAPipeKeepTheirCreditUntilThePipesReaderTookThem() throws {
+        let peers = try LoopbackPeers()
+        defer { peers.close() }
+        let ends = try StreamEnds(peers, channel: .qemuStream, slotCount: 4, slotSize: 4096)
+        let pipe = try Self.relayPipe()
+        defer { close(pipe.read); close(pipe.write) }
+        let total = 2 << 20
+        let writer = try Background("test-pipe-writer") { [pattern] () -> Void in
+            try ByteStreamOverTCP.writePattern(pattern, ends.sender, total: total, chunkSizes: [10_000])
+        }
+        let relay = try Background("test-pipe-relay") { () -> UInt64 in
+            try ends.receiver.relay(toPipe: pipe.write, idleTimeout: .seconds(20))
+        }
+        // Nobody reads the pipe yet. It has room for 64 KiB, but the ring's 4 slots of 4 KiB
+        // are all the sender may write: a slot's credit waits for the pipe's reader.
+        usleep(300_000)
+        #expect(ends.sender.bytesSent <= 4 * 4096)
+        #expect(ends.receiver.bytesReceived == 4 * 4096)
+        #expect(try PipeCalls.unread(pipe.write) == 4 * 4096)
+
+        // Now read slowly, in pieces that split pipe buffers: had a slot been credited before
+        // the reader took it, the sender would have overwritten pages the pipe still refers
+        // to, and the pattern would break.
+        let buffer = TestMemory(count: 3000)
+        var offset: UInt64 = 0
+        var pieces = 0
+        while offset < UInt64(total) {
+            let count = read(pipe.read, buffer.bytes.baseAddress!, buffer.bytes.count)
+            guard count > 0 else { break }
+            guard pattern.matches(UnsafeRawBufferPointer(rebasing: buffer.bytes[..<count]), at: offset) else {
+                Issue.record("pipe bytes \(offset)..<\(offset + UInt64(count)) differ from what was written")
+                break
+            }
+            offset += UInt64(count)
+            pieces += 1
+            if pieces % 64 == 0 { usleep(1000) }
+        }
+        try writer.join()
+        #expect(try relay.join() == UInt64(total))
+        #expect(offset == UInt64(total))
+        #expect(ends.sender.creditWaits > 0)
+        #expect(ends.receiver.isAtEnd)
+    }
+
+    @Test func aPipeRelayWaitsForItsReaderBeforeTheRingMayGo() throws {
+        let peers = try LoopbackPeers()
+        defer { peers.close() }
+        let ends = try StreamEnds(peers, channel: .qemuStream, slotCount: 4, slotSize: 4096)
+        let pipe = try Self.relayPipe()
+        defer { close(pipe.read); close(pipe.write) }
+        try ends.sender.write(pattern.slice(at: 0, count: 5000), timeout: .seconds(5))
+        try ends.sender.finish(timeout: .seconds(5))
+        var total = 0
+        while true {
+            let count = try ends.receiver.splice(toPipe: pipe.write, timeout: .seconds(5))
+            if count == 0 { break }
+            total += count
+        }
+        #expect(total == 5000)
+        // The bytes sit in the pipe by reference: the wait must not end before they are read.
+        let error = #expect(throws: ChannelError.self) {
+            try ends.receiver.waitForPipeReader(pipe.write, timeout: .milliseconds(50))
+        }
+        guard case .timedOut? = error else {
+            Issue.record("expected timedOut, got \(String(describing: error))")
+            return
+        }
+        let buffer = TestMemory(count: 8192)
+        #expect(read(pipe.read, buffer.bytes.baseAddress!, 8192) == 5000)
+        #expect(pattern.matches(UnsafeRawBufferPointer(rebasing: buffer.bytes[..<5000]), at: 0))
+        try ends.receiver.waitForPipeReader(pipe.write, timeout: .seconds(1))
+        // A reader that went away will never take the bytes: that ends the wait too.
+        let second = try StreamEnds(peers, channel: .deviceState, slotCount: 2, slotSize: 4096)
+        let gone = try Self.relayPipe()
+        defer { close(gone.write) }
+        try second.sender.write(pattern.slice(at: 0, count: 100), timeout: .seconds(5))
+        try second.sender.flush(timeout: .seconds(5))
+        #expect(try second.receiver.splice(toPipe: gone.write, timeout: .seconds(5)) == 100)
+        close(gone.read)
+        try second.receiver.waitForPipeReader(gone.write, timeout: .seconds(1))
+    }
+
     @Test func aReaderThatClosesStopsTheSender() throws {
         let peers = try LoopbackPeers()
         defer { peers.close() }

@@ -62,13 +62,23 @@ struct ChannelRelayTests {
 
     static func pattern(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: index &* 31 &+ index >> 9) }
 
-    @Test func aStreamRelayedThroughTheChannelArrivesWholeAndInOrder() async throws {
+    /// The destination QEMU's end as rdmig makes it for this relay: a pipe, its write end
+    /// non-blocking (the stream's pages are vmspliced into it).
+    static func pipe() throws -> (Int32, Int32) {
+        let ends = try PipeCalls.makePipe()
+        _ = fcntl(ends.write, F_SETFL, fcntl(ends.write, F_GETFL) | O_NONBLOCK)
+        return (ends.write, ends.read)
+    }
+
+    @Test(arguments: [false, true])
+    func aStreamRelayedThroughTheChannelArrivesWholeAndInOrder(destinationPipe: Bool) async throws {
         let peers = try Peers()
         defer { peers.close() }
         let receiver = try ByteStreamReceiver(router: peers.destinationRouter, channel: .qemuStream, configuration: QEMUModeSource.streamConfiguration)
         let sender = try ByteStreamSender(router: peers.sourceRouter, ring: receiver.ring)
         let (qemuOut, relayIn) = try Self.socketPair()
-        let (relayOut, qemuIn) = try Self.socketPair()
+        let (relayOut, qemuIn) = destinationPipe ? try Self.pipe() : try Self.socketPair()
+        #expect(ChannelIncomingRelay.isPipe(relayOut) == destinationPipe)
         defer { [qemuOut, relayIn, relayOut, qemuIn].forEach { close($0) } }
         let total = 24 << 20 + 12_345  // not a multiple of the slot size: the last slot is partial
 
@@ -130,6 +140,32 @@ struct ChannelRelayTests {
         await #expect(throws: RelayStopped.self) { try await task.value }
         // Within a wait slice (250 ms) or so, not the 60 s idle timeout.
         #expect(ContinuousClock.now - cancelled < .seconds(2))
+    }
+
+    @Test func aCancelledPipeRelayStopsPromptlyWhileTheDestinationQEMUReadsNothing() async throws {
+        let peers = try Peers()
+        defer { peers.close() }
+        let receiver = try ByteStreamReceiver(router: peers.destinationRouter, channel: .qemuStream, configuration: QEMUModeSource.streamConfiguration)
+        let sender = try ByteStreamSender(router: peers.sourceRouter, ring: receiver.ring)
+        let (relayOut, qemuIn) = try Self.pipe()
+        defer { close(relayOut); close(qemuIn) }
+        // More than the pipe and the ring hold together: the relay ends up waiting on a full pipe.
+        let writer = Task {
+            try await DedicatedThread.run(name: "test-writer") {
+                let chunk = [UInt8](repeating: 7, count: 1 << 20)
+                for _ in 0..<16 { try chunk.withUnsafeBytes { bytes in try sender.write(bytes, timeout: .seconds(5)) } }
+            }
+        }
+        let relay = ChannelIncomingRelay(receiver: receiver, idleTimeout: .seconds(60))
+        let task = Task { try await relay.relayIncoming(to: relayOut) }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try PipeCalls.unread(relayOut) > 0)
+        let cancelled = ContinuousClock.now
+        task.cancel()
+        await #expect(throws: RelayStopped.self) { try await task.value }
+        #expect(ContinuousClock.now - cancelled < .seconds(2))
+        // The sender ran out of credit: nothing was read, so nothing was granted past the ring.
+        await #expect(throws: ChannelError.self) { try await writer.value }
     }
 
     @Test func theBandwidthProbeMeasuresWhatTheReceiverDrained() async throws {

@@ -34,4 +34,19 @@ ssize_t rdmig_send_with_fd(int socket, const void *data, size_t length, int fd);
 /// Returns bytes received or -errno.
 ssize_t rdmig_receive_with_fd(int socket, void *data, size_t length, int *fd);
 
+/// vmsplice(2) of one range into the pipe `fd`, without blocking (SPLICE_F_NONBLOCK): the
+/// pipe then refers to those pages, the reader copies straight out of them. Returns bytes
+/// handed over or -errno.
+ssize_t rdmig_vmsplice_nonblocking(int fd, const void *base, size_t length);
+
+/// pipe2(fds, O_CLOEXEC): no child spawned meanwhile inherits an end. 0 or -errno.
+int rdmig_pipe_cloexec(int fds[2]);
+
+/// Bytes written into the pipe `fd` (either end) that its reader has not taken yet
+/// (FIONREAD), or -errno.
+int rdmig_pipe_unread(int fd);
+
+/// Asks for a pipe of `bytes` (F_SETPIPE_SZ). Returns the size the kernel gave, or -errno.
+int rdmig_set_pipe_size(int fd, int bytes);
+
 #endif
