@@ -184,7 +184,10 @@ public final class ByteStreamReceiver: @unchecked Sendable {
                     splicedEnds[(splicedHead + splicedCount) % splicedEnds.count] = splicedBytes
                     splicedCount += 1
                 }
-                try confirmPipeProgress(fd)
+                // FIONREAD takes the pipe's lock, which the reader holds while it copies: ask
+                // only once a quarter of the ring waits for it (credit goes back at half), and
+                // always before waiting (fillSlot, a full pipe).
+                if splicedCount >= confirmThreshold { try confirmPipeProgress(fd) }
                 return count
             }
             // Full: the reader frees room as it takes slots, and those slots' credit is due.
@@ -226,6 +229,9 @@ public final class ByteStreamReceiver: @unchecked Sendable {
             usleep(500)
         }
     }
+
+    /// Spliced slots outstanding before `splice(toPipe:)` asks the pipe how far its reader is.
+    private var confirmThreshold: Int { max(1, ring.slotCount / 4) }
 
     /// How long a wait in pipe mode goes without looking at the pipe reader's progress.
     static let pipeSlice = Duration.milliseconds(1)
