@@ -15,9 +15,13 @@ protocol QEMUMigrationChannelEnds: Sendable {
     /// Wakes or fails a relay using its end and tells QEMU the channel is gone; the number
     /// stays a valid descriptor until the ends are released.
     func shutdownRelayEnd()
+    /// What it is, for the log.
+    var kind: String { get }
 }
 
-extension MigrationSocketPair: QEMUMigrationChannelEnds {}
+extension MigrationSocketPair: QEMUMigrationChannelEnds {
+    var kind: String { "socket pair" }
+}
 
 /// A pipe as the destination QEMU's `fd:` channel, for relays that hand it the stream's pages
 /// with vmsplice (`QEMUIncomingStreamRelay.acceptsPipe`). QEMU reads a pipe through its file
@@ -53,6 +57,8 @@ final class MigrationPipe: QEMUMigrationChannelEnds {
         relayEnd = writeEnd
         capacity = (try? PipeCalls.setSize(writeEnd, Self.requestedBytes)) ?? 65536
     }
+
+    var kind: String { "pipe of \(ByteCount(UInt64(capacity)).humanReadable)" }
 
     func closeQEMUEnd() {
         if qemuEndOpen.exchange(false, ordering: .acquiringAndReleasing) { close(qemuEnd) }

@@ -57,7 +57,7 @@ public struct QEMUMigrationDestination: Sendable {
         let events = qmp.events()
         let uri = "fd:\(configuration.fdName)"
         logger.info("waiting for the incoming migration", metadata: [
-            "qemu": "\(qmp.version.number)", "uri": "\(uri)", "before-resume": "\(beforeResume != nil)",
+            "qemu": "\(qmp.version.number)", "uri": "\(uri)", "channel": "\(pair.kind)", "before-resume": "\(beforeResume != nil)",
         ])
         let started = ContinuousClock.now
         do {
