@@ -134,6 +134,34 @@ struct QEMUModeTests {
         #expect(!destinationStatus.running, "destination QEMU is \(destinationStatus)")
     }
 
+    @Test func theDestinationQEMUDyingMidStreamFailsBothServicesAndTheSourceGuestRunsOn() async throws {
+        let pair = try await startPair("qemu-dies")
+        defer { pair.stop() }
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--qemu-qmp", pair.destination.rdmigQMP, "--listen", "127.0.0.1:0",
+                                            "--key-file", key, "--json", "-v"])
+        let port = try await blocking { try destination.listeningPort() }
+        let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
+                                       "--key-file", key, "--json", "-v", "--max-bandwidth", "20MiB/s"])
+        _ = try await blocking { try destination.waitForLine(containing: "QEMU migration active") }
+        try await Task.sleep(for: .seconds(1))
+        // The QEMU reading the relay's pipe vanishes: the relay's next vmsplice meets no reader.
+        Glibc.kill(pair.destination.pid, SIGKILL)
+        let destinationExit = try await blocking { destination.wait(timeout: 60) }
+        let sourceExit = try await blocking { source.wait(timeout: 60) }
+        #expect(destinationExit == 1, "rdmig dest exited \(destinationExit):\n\(destination.stderr)")
+        #expect(sourceExit == 1, "rdmig source exited \(sourceExit):\n\(source.stderr)")
+        let destinationError = try destination.report()["error"] as? String ?? ""
+        #expect(destinationError.contains("QEMU"), "destination error: \(destinationError)")
+        print("rdmig QEMU-mode test qemu-dies: the destination said: \(destinationError)")
+        #expect(try source.report()["status"] as? String == "failed")
+        let status = try await pair.sourceQMP.queryStatus()
+        #expect(status.running, "source QEMU is \(status) after the failed migration")
+        let before = pair.source.heartbeats().count
+        let beats = try await pair.source.waitForHeartbeats(before + 3, timeout: .seconds(30))
+        #expect(beats.allSatisfy { $0.errors == 0 }, "source heartbeats: \(beats.suffix(5))")
+    }
+
     @Test func aNativeDestinationRefusesAQEMUModeSourceAndTheGuestIsUntouched() async throws {
         let pair = try await startPair("mismatch")
         defer { pair.stop() }
