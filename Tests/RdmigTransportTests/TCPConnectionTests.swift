@@ -57,6 +57,38 @@ import Testing
         return connection.waitForCompletions(into: buffer, timeout: .seconds(5)) == 1 ? buffer[0] : nil
     }
 
+    @Test func anAckTheReceivingThreadSentOnlyInPartIsFinishedByTheSenderThreadBeforeAnythingElse() throws {
+        let (client, server) = try connectedPair()
+        let window = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 4096, alignment: 4096)
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 4096, alignment: 4096)
+        defer {
+            client.close()
+            server.close()
+            window.deallocate()
+            source.deallocate()
+        }
+        for index in 0..<source.count { source[index] = UInt8(truncatingIfNeeded: index &* 7 &+ index >> 12) }
+        window.initializeMemory(as: UInt8.self, repeating: 0)
+        let target = try server.register(window, access: [.localWrite, .remoteWrite])
+        let local = try client.register(source, access: .localWrite)
+        // Every ACK the server's receiving thread sends itself stops after 7 of its 32 bytes:
+        // the other 25 must go out first in the sender thread's next batch, or the client reads
+        // a garbled frame.
+        server.pair.inlineAckByteLimit.store(7, ordering: .relaxed)
+        // One signalled write at a time, so the server's sender thread is idle when each ACK
+        // is due and its receiving thread sends it.
+        for page in 0..<64 {
+            try client.postWrite(local.slice(offset: page * 4096, length: 4096),
+                                 to: target.window().slice(offset: UInt64(page * 4096), length: 4096),
+                                 id: UInt64(page), signaled: true)
+            let completion = try #require(waitForOne(client), "write \(page) did not complete: \(String(describing: client.failure))")
+            #expect(completion.id == UInt64(page) && completion.status == .success)
+        }
+        #expect(server.pair.carriedAcks.load(ordering: .relaxed) > 0, "no ACK was cut short: the carry path did not run")
+        #expect(client.failure == nil && server.failure == nil)
+        #expect(memcmp(window.baseAddress!, source.baseAddress!, source.count) == 0)
+    }
+
     @Test func refusedWriteNamesAddressLengthKeyAndWindowOnBothSides() throws {
         let (client, server) = try connectedPair()
         let window = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 4096)

@@ -53,6 +53,12 @@ final class TCPQueuePair: @unchecked Sendable {
         var carry: [UInt8] = []
     }
     let writer = Mutex<WriterState>(WriterState())
+    /// How many ACKs the receiving thread's non-blocking send cut short (their tail went to
+    /// `WriterState.carry`).
+    let carriedAcks = Atomic<Int>(0)
+    /// Tests only: the most bytes the receiving thread's non-blocking ACK send may write, to
+    /// make the rare short write (a send buffer with room for part of 32 bytes) happen.
+    let inlineAckByteLimit = Atomic<Int>(Int.max)
 
     /// Receiver -> sender: the last completion-requested WR of the peer whose bytes are placed.
     let placedSequence = Atomic<UInt64>(0)

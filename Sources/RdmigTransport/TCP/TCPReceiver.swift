@@ -297,12 +297,14 @@ struct TCPReceiver {
             // The sender's last batch may have carried it already.
             guard placed != state.acknowledged || receivesPosted != state.creditsAdvertised else { return true }
             TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: ackHeader)
-            let written = send(pair.fd, ackHeader, TCPFrameHeader.size, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+            let length = min(TCPFrameHeader.size, pair.inlineAckByteLimit.load(ordering: .relaxed))
+            let written = send(pair.fd, ackHeader, length, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
             guard written > 0 else { return false }
             state.acknowledged = placed
             state.creditsAdvertised = receivesPosted
             if written < TCPFrameHeader.size {
                 state.carry = Array(UnsafeRawBufferPointer(start: ackHeader + written, count: TCPFrameHeader.size - written))
+                pair.carriedAcks.add(1, ordering: .relaxed)
                 return false
             }
             return true
