@@ -60,6 +60,20 @@ struct QEMUModeTests {
         #expect(sourceStatus.isPostMigrate, "source QEMU is \(sourceStatus), not postmigrate")
     }
 
+    /// Both services started on a slow stream (20 MiB/s for ~130 MiB), returned a second into
+    /// it, so that whatever the test breaks next breaks mid-stream.
+    func startSlowMigration(_ pair: Pair) async throws -> (source: RdmigProcess, destination: RdmigProcess) {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--qemu-qmp", pair.destination.rdmigQMP, "--listen", "127.0.0.1:0",
+                                            "--key-file", key, "--json", "-v"])
+        let port = try await blocking { try destination.listeningPort() }
+        let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
+                                       "--key-file", key, "--json", "-v", "--max-bandwidth", "20MiB/s"])
+        _ = try await blocking { try destination.waitForLine(containing: "QEMU migration active") }
+        try await Task.sleep(for: .seconds(1))
+        return (source, destination)
+    }
+
     @Test func qemuGuestMovesThroughRdmigAndRunsOnTheDestination() async throws {
         let pair = try await startPair("plain")
         defer { pair.stop() }
@@ -105,15 +119,7 @@ struct QEMUModeTests {
     @Test func killingTheRdmigDestinationMidStreamLeavesTheSourceGuestRunning() async throws {
         let pair = try await startPair("kill")
         defer { pair.stop() }
-        let key = try temporaryKeyFile()
-        let destination = try RdmigProcess(["dest", "--qemu-qmp", pair.destination.rdmigQMP, "--listen", "127.0.0.1:0",
-                                            "--key-file", key, "--json", "-v"])
-        let port = try await blocking { try destination.listeningPort() }
-        // A slow stream (20 MiB/s for ~130 MiB) so the kill lands mid-stream.
-        let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
-                                       "--key-file", key, "--json", "-v", "--max-bandwidth", "20MiB/s"])
-        _ = try await blocking { try destination.waitForLine(containing: "QEMU migration active") }
-        try await Task.sleep(for: .seconds(1))
+        let (source, destination) = try await startSlowMigration(pair)
         destination.kill()
         let sourceExit = try await blocking { source.wait(timeout: 60) }
         #expect(sourceExit == 1, "rdmig source exited \(sourceExit):\n\(source.stderr)")
@@ -137,14 +143,7 @@ struct QEMUModeTests {
     @Test func theDestinationQEMUDyingMidStreamFailsBothServicesAndTheSourceGuestRunsOn() async throws {
         let pair = try await startPair("qemu-dies")
         defer { pair.stop() }
-        let key = try temporaryKeyFile()
-        let destination = try RdmigProcess(["dest", "--qemu-qmp", pair.destination.rdmigQMP, "--listen", "127.0.0.1:0",
-                                            "--key-file", key, "--json", "-v"])
-        let port = try await blocking { try destination.listeningPort() }
-        let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
-                                       "--key-file", key, "--json", "-v", "--max-bandwidth", "20MiB/s"])
-        _ = try await blocking { try destination.waitForLine(containing: "QEMU migration active") }
-        try await Task.sleep(for: .seconds(1))
+        let (source, destination) = try await startSlowMigration(pair)
         // The QEMU reading the relay's pipe vanishes: the relay's next vmsplice meets no reader.
         Glibc.kill(pair.destination.pid, SIGKILL)
         let destinationExit = try await blocking { destination.wait(timeout: 60) }
