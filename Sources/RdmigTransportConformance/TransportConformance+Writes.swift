@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import RdmigTransport
 
 /// Cases about moving bytes: visibility, ordering, volume, queue depth, SEND/RECV.
@@ -269,5 +272,69 @@ extension TransportConformance {
         try expect(late.byteCount == 8, "the late SEND delivered \(late.byteCount) bytes, sent 8")
         try expectCompletion(try completions(1, on: peers.client, "the SEND waiting for a receive")[0], id: 50, kind: .send,
                              "the SEND waiting for a receive on the sender")
+    }
+
+    /// Receives posted in groups of every size, before and after the SENDs that use them, are
+    /// all used: however a backend tells the peer about posted receives (a tcp connection
+    /// gathers its credit advertisements into batches), no SEND may wait for a receive that was
+    /// posted. A 16-deep receive queue, so that groups below, at and above a quarter of it occur;
+    /// only each group's last SEND is signalled, so no acknowledgement carries news of the
+    /// receives along by chance.
+    static func receivesPostedInGroupsOfEverySizeAreAllUsed(_ environment: ConformanceEnvironment) throws {
+        var options = environment.options
+        options.receiveQueueDepth = 16
+        options.sendQueueDepth = 16
+        let peers = try ConformancePeers(environment, options: options)
+        let slot = 64
+        let clientMemory = peers.memory(16 * slot)
+        let serverMemory = peers.memory(16 * slot)
+        let clientRegistration = try peers.register(clientMemory, on: peers.client, access: .localWrite)
+        let serverRegistration = try peers.register(serverMemory, on: peers.server, access: .localWrite)
+        clientMemory.fillPattern(seed: 9)
+        var sequence: UInt64 = 0
+        var posted = 0
+        // Receives posted before the SENDs, in bursts a few milliseconds apart; then the SENDs;
+        // then receives posted one at a time, each after the SENDs had time to wait for it.
+        let groups: [(before: [Int], after: Int)] = [
+            ([1], 0), ([15], 0), ([3], 0), ([], 5), ([4, 2], 0), ([4], 2), ([5], 0), ([2], 3), ([], 1),
+            ([9], 4), ([1, 1, 1, 1, 1], 0), ([16], 0), ([], 16),
+        ]
+        for (before, after) in groups {
+            let count = before.reduce(0, +) + after
+            func postReceives(_ number: Int) throws {
+                for _ in 0..<number {
+                    let index = posted % 16
+                    try expectNoError("post receive \(posted) (a group of \(count))") {
+                        try peers.server.postReceive(serverRegistration.slice(offset: index * slot, length: slot), id: 1000 + UInt64(index))
+                    }
+                    posted += 1
+                }
+            }
+            let first = posted
+            for burst in before {
+                try postReceives(burst)
+                usleep(3000)
+            }
+            for index in 0..<count {
+                try expectNoError("post SEND \(index) of a group of \(count)") {
+                    try peers.client.postSend(clientRegistration.slice(offset: index * slot, length: slot), id: sequence + UInt64(index),
+                                              signaled: index == count - 1)
+                }
+            }
+            for _ in 0..<after {
+                usleep(3000)
+                try postReceives(1)
+            }
+            let received = try completions(count, on: peers.server, "a group of \(before) + \(after) receives")
+            for (index, completion) in received.enumerated() {
+                let slotIndex = (first + index) % 16
+                try expectCompletion(completion, id: 1000 + UInt64(slotIndex), kind: .receive, "receive \(index) of a group of \(count)")
+                try serverMemory.expectEqual(slotIndex * slot, clientMemory, index * slot, length: slot, "SEND \(index) of a group of \(count)")
+            }
+            let sent = try completions(1, on: peers.client, "the last SEND of a group of \(count)")
+            try expectCompletion(sent[0], id: sequence + UInt64(count - 1), kind: .send, "the last SEND of a group of \(count)")
+            sequence += UInt64(count)
+        }
+        try expect(peers.client.failure == nil && peers.server.failure == nil, "the connection failed")
     }
 }

@@ -17,6 +17,7 @@ public enum TransportConformance {
         ConformanceCase("largeTransferArrivesByteForByte", run: largeTransferArrivesByteForByte),
         ConformanceCase("manyWritesInFlightWithSelectiveSignalling", run: manyWritesInFlightWithSelectiveSignalling),
         ConformanceCase("sendAndReceiveCarryControlMessages", run: sendAndReceiveCarryControlMessages),
+        ConformanceCase("receivesPostedInGroupsOfEverySizeAreAllUsed", run: receivesPostedInGroupsOfEverySizeAreAllUsed),
         ConformanceCase("sendLargerThanThePostedReceiveFailsBothSides", run: sendLargerThanThePostedReceiveFailsBothSides),
         ConformanceCase("writeOutsideTheWindowIsRefusedAndTearsDownTheConnection", run: writeOutsideTheWindowIsRefusedAndTearsDownTheConnection),
         ConformanceCase("writeWithAnUnknownKeyIsRefused", run: writeWithAnUnknownKeyIsRefused),

@@ -127,7 +127,7 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
         guard receiveQueue.post(.init(id: id, address: local.address, length: local.length)) else {
             throw .queueFull(queue: "receive", depth: receiveQueue.depth)
         }
-        pair.senderBell.ring()
+        pair.advertiseCreditsIfDue()
         noticeLatePost()
     }
 

@@ -53,6 +53,13 @@ final class TCPQueuePair: @unchecked Sendable {
         var carry: [UInt8] = []
     }
     let writer = Mutex<WriterState>(WriterState())
+    /// `WriterState.creditsAdvertised`, readable without the lock (by `postReceive` and the
+    /// receiver thread, to decide whether the sender must wake).
+    let advertisedCredits = Atomic<UInt64>(0)
+    /// Receive credits are advertised in batches of this many (a quarter of the receive
+    /// queue), unless the peer is short of them: see `creditAdvertisementDue`.
+    let creditBatch: UInt64
+
     /// How many ACKs the receiving thread's non-blocking send cut short (their tail went to
     /// `WriterState.carry`).
     let carriedAcks = Atomic<Int>(0)
@@ -83,6 +90,7 @@ final class TCPQueuePair: @unchecked Sendable {
         sendQueue = TCPSendQueue(depth: options.sendQueueDepth)
         receiveQueue = TCPReceiveQueue(depth: options.receiveQueueDepth)
         completionQueue = TCPCompletionQueue(capacity: options.sendQueueDepth + options.receiveQueueDepth)
+        creditBatch = UInt64(max(1, options.receiveQueueDepth / 4))
         do {
             senderBell = try Doorbell()
             completionBell = try Doorbell()
@@ -93,6 +101,34 @@ final class TCPQueuePair: @unchecked Sendable {
     }
 
     var failure: TransportError? { failureState.withLock { $0.failure } }
+
+    /// Whether the receives posted since the last advertisement must be told to the peer now.
+    /// Every re-posted receive used to cost an ACK frame, and a wake-up of our sender thread
+    /// and of the peer's receiver thread — one each per slot of a byte stream. Now they wait
+    /// until a batch has gathered, unless the credit the peer still has from us (what we
+    /// advertised minus what its messages used) is below a batch: then it may be waiting,
+    /// and anything new goes out at once. Both inputs change only by a post (the posting
+    /// thread asks) or by a message using a receive (the receiver thread asks), so whenever
+    /// the peer could be stuck without credit, one of them sees it due and wakes the sender.
+    @inline(__always)
+    func creditAdvertisementDue(posted: UInt64, advertised: UInt64) -> Bool {
+        guard posted != advertised else { return false }
+        let used = receiveQueue.consumed.load(ordering: .acquiring)
+        return posted &- advertised >= creditBatch || advertised &- min(used, advertised) < creditBatch
+    }
+
+    /// The posting thread (after a post) or the receiver thread (after using a receive):
+    /// wakes the sender when credits are due. The fence orders the caller's store before the
+    /// loads here, so of two threads changing the inputs at once at least one sees both changes
+    /// (store-load ordering, which release/acquire alone does not give).
+    @inline(__always)
+    func advertiseCreditsIfDue() {
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if creditAdvertisementDue(posted: receiveQueue.posted.load(ordering: .acquiring),
+                                  advertised: advertisedCredits.load(ordering: .acquiring)) {
+            senderBell.ring()
+        }
+    }
 
     /// Records why the connection stops, if nothing was recorded yet, and wakes everyone.
     /// `control` is the frame the sender thread sends before leaving. Returns whether this

@@ -295,13 +295,15 @@ struct TCPReceiver {
             let placed = pair.placedSequence.load(ordering: .acquiring)
             let receivesPosted = pair.receiveQueue.posted.load(ordering: .acquiring)
             // The sender's last batch may have carried it already.
-            guard placed != state.acknowledged || receivesPosted != state.creditsAdvertised else { return true }
+            guard placed != state.acknowledged
+                || pair.creditAdvertisementDue(posted: receivesPosted, advertised: state.creditsAdvertised) else { return true }
             TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: ackHeader)
             let length = min(TCPFrameHeader.size, pair.inlineAckByteLimit.load(ordering: .relaxed))
             let written = send(pair.fd, ackHeader, length, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
             guard written > 0 else { return false }
             state.acknowledged = placed
             state.creditsAdvertised = receivesPosted
+            pair.advertisedCredits.store(receivesPosted, ordering: .releasing)
             if written < TCPFrameHeader.size {
                 state.carry = Array(UnsafeRawBufferPointer(start: ackHeader + written, count: TCPFrameHeader.size - written))
                 pair.carriedAcks.add(1, ordering: .relaxed)
@@ -321,6 +323,8 @@ struct TCPReceiver {
             return nil
         }
         receiveQueue.consumed.store(index, ordering: .releasing)
+        // The peer used a credit: if it is now short of them, the posted ones must go out.
+        pair.advertiseCreditsIfDue()
         return receiveQueue[index]
     }
 

@@ -59,7 +59,8 @@ struct TCPSender {
 
                 let placed = pair.placedSequence.load(ordering: .acquiring)
                 let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
-                if placed != state.acknowledged || receivesPosted != state.creditsAdvertised {
+                if placed != state.acknowledged
+                    || pair.creditAdvertisementDue(posted: receivesPosted, advertised: state.creditsAdvertised) {
                     let header = headers
                     TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: header)
                     vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
@@ -68,6 +69,7 @@ struct TCPSender {
                     batchBytes += TCPFrameHeader.size
                     state.acknowledged = placed
                     state.creditsAdvertised = receivesPosted
+                    pair.advertisedCredits.store(receivesPosted, ordering: .releasing)
                 }
 
                 let posted = sendQueue.posted.load(ordering: .acquiring)
@@ -107,7 +109,8 @@ struct TCPSender {
                     let (acknowledged, creditsAdvertised, carry) = pair.writer.withLock { ($0.acknowledged, $0.creditsAdvertised, !$0.carry.isEmpty) }
                     if carry { return true }
                     if pair.placedSequence.load(ordering: .acquiring) != acknowledged { return true }
-                    if receiveQueue.posted.load(ordering: .acquiring) != creditsAdvertised { return true }
+                    if pair.creditAdvertisementDue(posted: receiveQueue.posted.load(ordering: .acquiring),
+                                                   advertised: creditsAdvertised) { return true }
                     guard sendQueue.posted.load(ordering: .acquiring) > transmitted else { return false }
                     return !sendQueue[transmitted &+ 1].consumesReceive
                         || creditsUsed < pair.peerCredits.load(ordering: .acquiring)
