@@ -276,9 +276,8 @@ extension TransportConformance {
 
     /// Receives posted in groups of every size, before and after the SENDs that use them, are
     /// all used: however a backend tells the peer about posted receives (a tcp connection
-    /// gathers its credit advertisements into batches), no SEND may wait for a receive that was
-    /// posted. A 16-deep receive queue, so that groups below, at and above a quarter of it occur;
-    /// only each group's last SEND is signalled, so no acknowledgement carries news of the
+    /// holds its credit advertisements back while the peer has enough), no SEND may wait for a
+    /// receive that was posted. Only each group's last SEND is signalled, so no acknowledgement carries news of the
     /// receives along by chance.
     static func receivesPostedInGroupsOfEverySizeAreAllUsed(_ environment: ConformanceEnvironment) throws {
         var options = environment.options

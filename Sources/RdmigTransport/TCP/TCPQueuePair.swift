@@ -56,9 +56,6 @@ final class TCPQueuePair: @unchecked Sendable {
     /// `WriterState.creditsAdvertised`, readable without the lock (by `postReceive` and the
     /// receiver thread, to decide whether the sender must wake).
     let advertisedCredits = Atomic<UInt64>(0)
-    /// Receive credits are advertised in batches of this many (a quarter of the receive
-    /// queue), unless the peer is short of them: see `creditAdvertisementDue`.
-    let creditBatch: UInt64
 
     /// How many ACKs the receiving thread's non-blocking send cut short (their tail went to
     /// `WriterState.carry`).
@@ -90,7 +87,6 @@ final class TCPQueuePair: @unchecked Sendable {
         sendQueue = TCPSendQueue(depth: options.sendQueueDepth)
         receiveQueue = TCPReceiveQueue(depth: options.receiveQueueDepth)
         completionQueue = TCPCompletionQueue(capacity: options.sendQueueDepth + options.receiveQueueDepth)
-        creditBatch = UInt64(max(1, options.receiveQueueDepth / 4))
         do {
             senderBell = try Doorbell()
             completionBell = try Doorbell()
@@ -105,16 +101,17 @@ final class TCPQueuePair: @unchecked Sendable {
     /// Whether the receives posted since the last advertisement must be told to the peer now.
     /// Every re-posted receive used to cost an ACK frame, and a wake-up of our sender thread
     /// and of the peer's receiver thread — one each per slot of a byte stream. Now they wait
-    /// until a batch has gathered, unless the credit the peer still has from us (what we
-    /// advertised minus what its messages used) is below a batch: then it may be waiting,
-    /// and anything new goes out at once. Both inputs change only by a post (the posting
-    /// thread asks) or by a message using a receive (the receiver thread asks), so whenever
-    /// the peer could be stuck without credit, one of them sees it due and wakes the sender.
+    /// until the credit the peer still has from us (what we advertised minus what its
+    /// messages used) is no more than what we could add (posted, not yet advertised): with a
+    /// ring of receives re-posted as they are used, about once per half ring. The peer can
+    /// only be stuck when its credit is 0, and then anything posted is due at once. Both
+    /// inputs change only by a post (the posting thread asks) or by a message using a receive
+    /// (the receiver thread asks), so whenever the peer could be stuck one of them sees it.
     @inline(__always)
     func creditAdvertisementDue(posted: UInt64, advertised: UInt64) -> Bool {
         guard posted != advertised else { return false }
-        let used = receiveQueue.consumed.load(ordering: .acquiring)
-        return posted &- advertised >= creditBatch || advertised &- min(used, advertised) < creditBatch
+        let used = min(receiveQueue.consumed.load(ordering: .acquiring), advertised)
+        return advertised &- used <= posted &- advertised
     }
 
     /// The posting thread (after a post) or the receiver thread (after using a receive):
