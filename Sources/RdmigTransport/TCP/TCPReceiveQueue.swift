@@ -10,7 +10,8 @@ struct TCPPostedReceive {
 /// The receive queue of one `tcp` connection: posted receive buffers, consumed in order by
 /// incoming SENDs and WRITE_WITH_IMMs. One writer per cursor, no locks:
 /// - `posted` (application thread): receives posted so far; the sender thread advertises it
-///   to the peer as its receive credits (see `TCPFrameHeader`, ACK).
+///   to the peer as its receive credits (see `TCPFrameHeader`, ACK) when they are due
+///   (`TCPQueuePair.creditAdvertisementDue`).
 /// - `consumed` (receiver thread): receives used by incoming messages.
 /// - `freed` (polling thread): receives whose completion was polled; their slots are reused.
 final class TCPReceiveQueue: TCPRing<TCPPostedReceive>, @unchecked Sendable {
