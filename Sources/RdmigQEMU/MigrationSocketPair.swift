@@ -5,8 +5,9 @@ import RdmigSystem
 import Synchronization
 
 /// The two ends of QEMU's `fd:` migration channel: one goes to QEMU with `getfd` (QEMU keeps
-/// its own copy, so ours is closed right after), the relay reads or writes the other.
-/// A stream socket rather than a pipe: QEMU's qio_channel_new_fd (io/channel-util.c) then
+/// its own copy, so ours is closed right after), the relay reads or writes the other. The
+/// source's channel always, and the destination's for relays that cannot use a pipe
+/// (`MigrationPipe`). A stream socket: QEMU's qio_channel_new_fd (io/channel-util.c) then
 /// gives it a socket channel, the one tcp:/unix: migration uses, and shutdown(2) on our end
 /// reaches QEMU as the end of the stream.
 final class MigrationSocketPair: Sendable {
