@@ -44,17 +44,18 @@ final class TCPQueuePair: @unchecked Sendable {
     /// send an ACK at once when the sender is idle (`TCPReceiver.acknowledge`), and never
     /// blocks on the socket while holding it.
     struct WriterState {
-        /// The last placed sequence and receive count an ACK on the wire carried.
+        /// The last placed sequence an ACK on the wire carried (its receive count is
+        /// `advertisedCredits`).
         var acknowledged: UInt64 = 0
-        var creditsAdvertised: UInt64 = 0
         /// The unsent tail of an ACK the receiver's non-blocking send cut short: the sender
         /// puts it on the wire before anything else (rare: a send buffer with room for part of
         /// 32 bytes).
         var carry: [UInt8] = []
     }
     let writer = Mutex<WriterState>(WriterState())
-    /// `WriterState.creditsAdvertised`, readable without the lock (by `postReceive` and the
-    /// receiver thread, to decide whether the sender must wake).
+    /// The receive count the last ACK on the wire carried. Written only by whoever holds
+    /// `writer` as it puts that ACK on the wire; read without the lock too (by `postReceive`
+    /// and the receiver thread, to decide whether the sender must wake).
     let advertisedCredits = Atomic<UInt64>(0)
 
     /// How many ACKs the receiving thread's non-blocking send cut short (their tail went to

@@ -296,13 +296,13 @@ struct TCPReceiver {
             let receivesPosted = pair.receiveQueue.posted.load(ordering: .acquiring)
             // The sender's last batch may have carried it already.
             guard placed != state.acknowledged
-                || pair.creditAdvertisementDue(posted: receivesPosted, advertised: state.creditsAdvertised) else { return true }
+                || pair.creditAdvertisementDue(posted: receivesPosted, advertised: pair.advertisedCredits.load(ordering: .relaxed))
+            else { return true }
             TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: ackHeader)
             let length = min(TCPFrameHeader.size, pair.inlineAckByteLimit.load(ordering: .relaxed))
             let written = send(pair.fd, ackHeader, length, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
             guard written > 0 else { return false }
             state.acknowledged = placed
-            state.creditsAdvertised = receivesPosted
             pair.advertisedCredits.store(receivesPosted, ordering: .releasing)
             if written < TCPFrameHeader.size {
                 state.carry = Array(UnsafeRawBufferPointer(start: ackHeader + written, count: TCPFrameHeader.size - written))

@@ -60,7 +60,7 @@ struct TCPSender {
                 let placed = pair.placedSequence.load(ordering: .acquiring)
                 let receivesPosted = receiveQueue.posted.load(ordering: .acquiring)
                 if placed != state.acknowledged
-                    || pair.creditAdvertisementDue(posted: receivesPosted, advertised: state.creditsAdvertised) {
+                    || pair.creditAdvertisementDue(posted: receivesPosted, advertised: pair.advertisedCredits.load(ordering: .relaxed)) {
                     let header = headers
                     TCPFrameHeader(kind: .ack, address: receivesPosted, sequence: placed).encode(into: header)
                     vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
@@ -68,7 +68,6 @@ struct TCPSender {
                     frames += 1
                     batchBytes += TCPFrameHeader.size
                     state.acknowledged = placed
-                    state.creditsAdvertised = receivesPosted
                     pair.advertisedCredits.store(receivesPosted, ordering: .releasing)
                 }
 
@@ -106,11 +105,11 @@ struct TCPSender {
             if batch.vectors == 0 {
                 pair.senderBell.sleep(timeoutMilliseconds: -1) {
                     if !pair.isOpen.load(ordering: .acquiring) { return true }
-                    let (acknowledged, creditsAdvertised, carry) = pair.writer.withLock { ($0.acknowledged, $0.creditsAdvertised, !$0.carry.isEmpty) }
+                    let (acknowledged, carry) = pair.writer.withLock { ($0.acknowledged, !$0.carry.isEmpty) }
                     if carry { return true }
                     if pair.placedSequence.load(ordering: .acquiring) != acknowledged { return true }
                     if pair.creditAdvertisementDue(posted: receiveQueue.posted.load(ordering: .acquiring),
-                                                   advertised: creditsAdvertised) { return true }
+                                                   advertised: pair.advertisedCredits.load(ordering: .acquiring)) { return true }
                     guard sendQueue.posted.load(ordering: .acquiring) > transmitted else { return false }
                     return !sendQueue[transmitted &+ 1].consumesReceive
                         || creditsUsed < pair.peerCredits.load(ordering: .acquiring)
