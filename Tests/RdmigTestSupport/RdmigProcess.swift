@@ -12,6 +12,7 @@ public final class RdmigProcess: @unchecked Sendable {
     private var errorText = ""
     private var outputData = Data()
     private var errorsClosed = false
+    private var outputClosed = false
 
     /// The `rdmig` next to the test bundle (SwiftPM builds it for this test target).
     public static var executable: URL {
@@ -33,8 +34,12 @@ public final class RdmigProcess: @unchecked Sendable {
         process.environment = merged
         process.standardOutput = output
         process.standardError = errors
+        // Each handler removes itself at end of file: a handler left installed keeps a dispatch
+        // source watching the descriptor, and when the Pipe is released and closes it under
+        // that source, libdispatch can crash in its event loop (seen once in a CI run).
         errors.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil }
             guard let self else { return }
             self.lock.lock()
             if data.isEmpty { self.errorsClosed = true } else { self.errorText += String(decoding: data, as: UTF8.self) }
@@ -43,9 +48,11 @@ public final class RdmigProcess: @unchecked Sendable {
         }
         output.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil }
             guard let self else { return }
             self.lock.lock()
-            self.outputData.append(data)
+            if data.isEmpty { self.outputClosed = true } else { self.outputData.append(data) }
+            self.lock.broadcast()
             self.lock.unlock()
         }
         try process.run()
@@ -53,6 +60,9 @@ public final class RdmigProcess: @unchecked Sendable {
 
     deinit {
         if process.isRunning { process.terminate() }
+        // Cancel the handlers' dispatch sources before the pipes close their descriptors.
+        errors.fileHandleForReading.readabilityHandler = nil
+        output.fileHandleForReading.readabilityHandler = nil
     }
 
     public var stderr: String {
@@ -100,7 +110,7 @@ public final class RdmigProcess: @unchecked Sendable {
         // Let the readability handlers deliver the last bytes.
         let settle = Date(timeIntervalSinceNow: 2)
         lock.lock()
-        while !errorsClosed && Date() < settle { _ = lock.wait(until: settle) }
+        while !(errorsClosed && outputClosed) && Date() < settle { _ = lock.wait(until: settle) }
         lock.unlock()
         return process.terminationStatus
     }
