@@ -43,19 +43,10 @@ final class MigrationPipe: QEMUMigrationChannelEnds {
     static let requestedBytes = 1 << 20
 
     init() throws(SystemCallError) {
-        let ends = try PipeCalls.makePipe()
-        let writeEnd = ends.write
-        do {
-            let flags = try SystemCall.check("fcntl(F_GETFL)", context: "QEMU migration pipe") { fcntl(writeEnd, F_GETFL) }
-            _ = try SystemCall.check("fcntl(F_SETFL)", context: "QEMU migration pipe") { fcntl(writeEnd, F_SETFL, flags | O_NONBLOCK) }
-        } catch {
-            close(ends.read)
-            close(ends.write)
-            throw error
-        }
+        let ends = try PipeCalls.makePipe(nonBlockingWriteEnd: true)
         qemuEnd = ends.read
-        relayEnd = writeEnd
-        capacity = (try? PipeCalls.setSize(writeEnd, Self.requestedBytes)) ?? 65536
+        relayEnd = ends.write
+        capacity = (try? PipeCalls.setSize(ends.write, Self.requestedBytes)) ?? 65536
     }
 
     var kind: String { "pipe of \(ByteCount(UInt64(capacity)).humanReadable)" }

@@ -38,11 +38,21 @@ public enum PipeCalls {
     }
 
     /// A new pipe, both ends close-on-exec (created so, not set afterwards: no child spawned
-    /// by another thread meanwhile inherits an end). Returns (read end, write end).
-    public static func makePipe() throws(SystemCallError) -> (read: Int32, write: Int32) {
+    /// by another thread meanwhile inherits an end). With `nonBlockingWriteEnd`, writes and
+    /// vmsplice into it return EAGAIN instead of blocking on a full pipe (the reader's end is
+    /// left blocking: it goes to another program). Returns (read end, write end).
+    public static func makePipe(nonBlockingWriteEnd: Bool = false) throws(SystemCallError) -> (read: Int32, write: Int32) {
         var ends: (Int32, Int32) = (-1, -1)
         let result = withUnsafeMutableBytes(of: &ends) { rdmig_pipe_cloexec($0.baseAddress!.assumingMemoryBound(to: Int32.self)) }
         guard result == 0 else { throw SystemCallError(call: "pipe2", errno: -result) }
+        guard nonBlockingWriteEnd else { return ends }
+        let flags = fcntl(ends.1, F_GETFL)
+        if flags < 0 || fcntl(ends.1, F_SETFL, flags | O_NONBLOCK) < 0 {
+            let error = SystemCallError(call: "fcntl(F_SETFL, O_NONBLOCK)", errno: errno, context: "pipe write end \(ends.1)")
+            close(ends.0)
+            close(ends.1)
+            throw error
+        }
         return ends
     }
 

@@ -163,9 +163,7 @@ struct StreamEnds {
 
     /// A pipe whose write end is non-blocking, as QEMU mode makes it.
     static func relayPipe() throws -> (read: Int32, write: Int32) {
-        let ends = try PipeCalls.makePipe()
-        _ = fcntl(ends.write, F_SETFL, fcntl(ends.write, F_GETFL) | O_NONBLOCK)
-        return ends
+        try PipeCalls.makePipe(nonBlockingWriteEnd: true)
     }
 
     @Test func slotsHandedToAPipeKeepTheirCreditUntilThePipesReaderTookThem() throws {

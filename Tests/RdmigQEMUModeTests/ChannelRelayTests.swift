@@ -65,8 +65,7 @@ struct ChannelRelayTests {
     /// The destination QEMU's end as rdmig makes it for this relay: a pipe, its write end
     /// non-blocking (the stream's pages are vmspliced into it).
     static func pipe() throws -> (Int32, Int32) {
-        let ends = try PipeCalls.makePipe()
-        _ = fcntl(ends.write, F_SETFL, fcntl(ends.write, F_GETFL) | O_NONBLOCK)
+        let ends = try PipeCalls.makePipe(nonBlockingWriteEnd: true)
         return (ends.write, ends.read)
     }
 
