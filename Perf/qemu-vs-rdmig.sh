@@ -14,6 +14,11 @@
 # PREALLOC=1: destination QEMUs with -mem-prealloc (their own table, *-prealloc markers and
 # records). Without it the destination faults its RAM in while it loads the stream, and on
 # these machines that (with THP compaction) is most of the time and most of the spread.
+# PATHS="direct rdmig" (default) also takes two reference paths that show what any relay costs
+# on this host: `unix` (QEMU to QEMU over one socket pair: no relay, no TCP) and `splice` (a
+# zero-copy relay in this script: socket pair -> splice -> pipe -> loopback TCP -> pipe ->
+# socket pair, one thread per side; the kernel moves page references, nothing is copied);
+# `pipe` (QEMU to QEMU over one pipe, no relay).
 # Every migration is checked: completed, destination running, its heartbeats errors=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +34,7 @@ swift build -c release --product rdmig >/dev/null
 Tests/qemu-guest/install-qemu.sh >/dev/null
 Tests/qemu-guest/build-image.sh >/dev/null
 RUNS=$runs RESULTS=$results RDMIG=.build/release/rdmig python3 - <<'PY'
-import json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, time
+import fcntl, json, os, re, resource, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 sys.path.insert(0, "Tests/qemu-guest")
 from qmp import QMP
 
@@ -105,6 +110,86 @@ def direct(src, dst, sq, dq):
     dq.command("cont")
     return info
 
+F_SETPIPE_SZ = 1031
+
+def through_fd(sq, dq, outgoing, incoming):
+    """QEMU's fd: migration with `outgoing` for the source and `incoming` for the destination
+    (both closed here once passed)."""
+    caps = [{"capability": "events", "state": True}]
+    dq.command("migrate-set-capabilities", {"capabilities": caps})
+    dq.command("getfd", {"fdname": "incoming"}, fds=[incoming]); os.close(incoming)
+    dq.command("migrate-incoming", {"uri": "fd:incoming"})
+    sq.command("migrate-set-capabilities", {"capabilities": caps})
+    sq.command("migrate-set-parameters", {"max-bandwidth": max_bandwidth, "downtime-limit": downtime_limit})
+    sq.command("getfd", {"fdname": "outgoing"}, fds=[outgoing]); os.close(outgoing)
+    sq.command("migrate", {"uri": "fd:outgoing"})
+    deadline = time.monotonic() + 120
+    while True:
+        info = sq.command("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return info
+
+def finish_reference(info, dq):
+    if info.get("status") != "completed":
+        raise RuntimeError(f"migration {info.get('status')}: {info.get('error-desc', '')}")
+    dq.wait_event("MIGRATION", 60, lambda e: e["data"]["status"] == "completed")
+    dq.command("cont")
+    return info
+
+def unix_pair(src, dst, sq, dq):
+    # No relay at all: what QEMU's two ends of a socket pair cost, for scale.
+    a, b = socket.socketpair()
+    return finish_reference(through_fd(sq, dq, a.detach(), b.detach()), dq)
+
+def pipe_only(src, dst, sq, dq):
+    # No relay either: QEMU to QEMU over one pipe (1 MiB), to compare with the socket pair.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
+    return finish_reference(through_fd(sq, dq, write_end, read_end), dq)
+
+def splice_relay(src, dst, sq, dq):
+    # The cheapest relay found here: the kernel moves page references from QEMU's socket pair
+    # through a pipe into a loopback TCP connection and out again; no byte is copied by it.
+    listener = socket.socket(); listener.bind(("127.0.0.1", 0)); listener.listen(1)
+    up = socket.create_connection(listener.getsockname()); down, _ = listener.accept(); listener.close()
+    source_qemu, source_relay = socket.socketpair()
+    dest_relay, dest_qemu = socket.socketpair()
+    cpu = []
+    def pump(reader, writer, done):
+        pipe_read, pipe_write = os.pipe()
+        fcntl.fcntl(pipe_write, F_SETPIPE_SZ, 1 << 20)
+        try:
+            while True:
+                count = os.splice(reader, pipe_write, 1 << 20)
+                if count == 0:
+                    break
+                while count > 0:
+                    moved = os.splice(pipe_read, writer, count)
+                    if moved == 0:
+                        raise RuntimeError("splice relay: writer closed")
+                    count -= moved
+        except OSError:
+            pass  # the migration's own status says what happened
+        finally:
+            done()
+            os.close(pipe_read); os.close(pipe_write)
+            cpu.append(time.thread_time())
+    threads = [threading.Thread(target=pump, args=(source_relay.fileno(), up.fileno(), lambda: up.shutdown(socket.SHUT_WR))),
+               threading.Thread(target=pump, args=(down.fileno(), dest_relay.fileno(), lambda: dest_relay.shutdown(socket.SHUT_WR)))]
+    for thread in threads:
+        thread.start()
+    try:
+        info = through_fd(sq, dq, source_qemu.detach(), dest_qemu.detach())
+    finally:
+        for thread in threads:
+            thread.join(30)
+        for end in (source_relay, dest_relay, up, down):
+            end.close()
+    info["relay-cpu"] = sum(cpu)
+    return finish_reference(info, dq)
+
 def through_rdmig(src, dst):
     errors = tempfile.NamedTemporaryFile(delete=False)
     dest = subprocess.Popen([rdmig, "dest", "--qemu-qmp", dst["RDMIG_QMP2"], "--listen", "127.0.0.1:0", "--key-file", key,
@@ -129,10 +214,13 @@ def through_rdmig(src, dst):
     return {"total-time": qemu["total-time-milliseconds"], "downtime": qemu["downtime-milliseconds"],
             "ram": {"transferred": qemu.get("transferred-bytes", 0)}, "rdmig-wall": report["wall-time-milliseconds"]}
 
+paths = os.environ.get("PATHS", "direct rdmig").split()
+if "direct" not in paths or any(path not in ("direct", "rdmig", "unix", "pipe", "splice") for path in paths):
+    sys.exit(f"PATHS must name direct and any of rdmig, unix, pipe, splice: {paths}")
 for run in range(runs):
     for rate in rates:
         # Interleaved: direct and rdmig alternate within each rate and run, first one then the other.
-        order = ["direct", "rdmig"] if run % 2 == 0 else ["rdmig", "direct"]
+        order = paths if run % 2 == 0 else paths[::-1]
         for path in order:
             name = f"qvr{os.getpid()}-{path}-{int(rate)}-{run}"
             src = start(name + "-src", rate, False)
@@ -143,7 +231,8 @@ for run in range(runs):
                 qemus = [int(src["RDMIG_PID"]), int(dst["RDMIG_PID"])]
                 qemu_before, rdmig_before = sum(map(cpu_seconds, qemus)), children_cpu()
                 with QMP(src["RDMIG_QMP"]) as sq, QMP(dst["RDMIG_QMP"]) as dq:
-                    info = direct(src, dst, sq, dq) if path == "direct" else through_rdmig(src, dst)
+                    info = {"direct": lambda: direct(src, dst, sq, dq), "rdmig": lambda: through_rdmig(src, dst),
+                            "unix": lambda: unix_pair(src, dst, sq, dq), "pipe": lambda: pipe_only(src, dst, sq, dq), "splice": lambda: splice_relay(src, dst, sq, dq)}[path]()
                     # CPU seconds both QEMUs and (through rdmig) both services used, to see
                     # what the relay costs on these shared cores.
                     qemu_cpu, rdmig_cpu = sum(map(cpu_seconds, qemus)) - qemu_before, children_cpu() - rdmig_before
@@ -157,7 +246,7 @@ for run in range(runs):
                               total=info["total-time"], downtime=info["downtime"],
                               stop_resume=(stamp(resume_event) - stamp(stop_event)) * 1000,
                               transferred=info.get("ram", {}).get("transferred", 0),
-                              qemu_cpu=round(qemu_cpu, 3), rdmig_cpu=round(rdmig_cpu, 3))
+                              qemu_cpu=round(qemu_cpu, 3), rdmig_cpu=round(info.get("relay-cpu", rdmig_cpu), 3))
             except Exception as error:
                 record.update(status=f"failed: {error}")
             finally:
@@ -175,30 +264,34 @@ import json, os, statistics
 records = [json.loads(line) for line in open(os.environ["RESULTS"]) if line.strip()]
 def median(values):
     return statistics.median(values) if values else float("nan")
+labels = {"direct": "QEMU tcp:", "unix": "QEMU fd: socket pair, no relay (reference)",
+          "pipe": "QEMU fd: pipe, no relay (reference)",
+          "splice": "zero-copy splice relay + TCP (reference)", "rdmig": "rdmig"}
+present = [path for path in labels if any(r["path"] == path for r in records)]
 print(f"Measured {__import__('datetime').date.today()} on {os.environ['MACHINE']}: 1 GiB guest, 256 MiB working set, "
-      f"max-bandwidth 10 GiB/s and downtime-limit 50 ms on both paths, direct and rdmig interleaved, "
+      f"max-bandwidth 10 GiB/s and downtime-limit 50 ms on every path, paths interleaved, "
       f"median of {os.environ['RUNS']} runs each (rdmig: release build, tcp backend over loopback); "
       + ("destination QEMUs with -mem-prealloc. " if os.environ["PREALLOC"] == "1"
          else "destination QEMUs as QEMU starts them (RAM faulted in while loading). ")
       + "total/downtime: QEMU's own query-migrate figures; STOP→RESUME: source STOP to destination RESUME event; "
-      "CPU: seconds both QEMUs / both rdmig services used during the migration; paired: the median of "
-      "rdmig / direct over the runs' back-to-back pairs, which the host's drift between runs does not skew.")
+      "CPU: seconds both QEMUs / the relay (both rdmig services, or the splice relay's two threads) used during "
+      "the migration; paired: the median of path / direct over the runs' back-to-back pairs, which the host's "
+      "drift between runs does not skew.")
 print()
-print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | CPU QEMUs / rdmig | rdmig / direct total (medians; paired) |")
+print("| dirty rate | path | completed | total time | downtime (QEMU) | STOP→RESUME | CPU QEMUs / relay | / direct total (medians; paired) |")
 print("|---|---|---|---|---|---|---|---|")
 for rate in sorted({r["rate"] for r in records}):
-    medians = {}
-    for path in ("direct", "rdmig"):
+    direct = {r["run"]: r["total"] for r in records
+              if r["rate"] == rate and r["path"] == "direct" and r["status"] == "completed"}
+    direct_median = median(list(direct.values()))
+    for path in present:
         group = [r for r in records if r["rate"] == rate and r["path"] == path]
         good = [r for r in group if r["status"] == "completed"]
-        medians[path] = median([r["total"] for r in good])
         ratio = ""
-        if path == "rdmig" and good and medians.get("direct") == medians.get("direct"):
-            direct = {r["run"]: r["total"] for r in records
-                      if r["rate"] == rate and r["path"] == "direct" and r["status"] == "completed"}
+        if path != "direct" and good and direct:
             pairs = [r["total"] / direct[r["run"]] for r in good if direct.get(r["run"])]
-            ratio = f"{medians['rdmig'] / medians['direct']:.2f}; {median(pairs):.2f}"
-        print(f"| {rate:g} MB/s | {'QEMU tcp:' if path == 'direct' else 'rdmig'} | {len(good)}/{len(group)} | "
+            ratio = f"{median([r['total'] for r in good]) / direct_median:.2f}; {median(pairs):.2f}"
+        print(f"| {rate:g} MB/s | {labels[path]} | {len(good)}/{len(group)} | "
               f"{median([r['total'] for r in good]):.0f} ms | {median([r['downtime'] for r in good]):.0f} ms | "
               f"{median([r['stop_resume'] for r in good]):.1f} ms | "
               f"{median([r.get('qemu_cpu', float('nan')) for r in good]):.2f} / {median([r.get('rdmig_cpu', 0) for r in good]):.2f} s | {ratio} |")
