@@ -164,16 +164,18 @@ public struct PinnedMemory: ~Copyable {
     }
 
     private static func populate(_ address: UnsafeMutableRawPointer, length: Int, pageSize: PageSize) throws(MemoryError) {
-        if madvise(address, length, MADV_POPULATE_WRITE) == 0 { return }
-        let error = SystemCall.currentErrno()
-        if error == EINVAL {
-            // Kernel before 5.14: a second, plain mlock faults the locked-on-fault range in.
-            if mlock(address, length) == 0 { return }
-            throw .system(SystemCallError(call: "mlock", errno: SystemCall.currentErrno(), context: "pre-faulting the pool"))
+        let populated: Bool
+        do {
+            populated = try PageFaulting.populate(address, length: length)
+        } catch {
+            throw .system(SystemCallError(
+                call: error.call, errno: error.errno,
+                context: "pre-faulting \(ByteCount(UInt64(length)).humanReadable) of \(pageSize) pages"))
         }
-        throw .system(SystemCallError(
-            call: "madvise(MADV_POPULATE_WRITE)", errno: error,
-            context: "pre-faulting \(ByteCount(UInt64(length)).humanReadable) of \(pageSize) pages"))
+        if populated { return }
+        // Kernel before 5.14: a second, plain mlock faults the locked-on-fault range in.
+        if mlock(address, length) == 0 { return }
+        throw .system(SystemCallError(call: "mlock", errno: SystemCall.currentErrno(), context: "pre-faulting the pool"))
     }
 
     /// MLOCK_ONFAULT from include/uapi/asm-generic/mman-common.h.

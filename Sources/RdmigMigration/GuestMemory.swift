@@ -19,10 +19,11 @@ public final class GuestMemory: Sendable {
 
     /// The destination's side of LAYOUT: maps a region for each layout (with the same
     /// backing kind for all; a memfd or file backing gets the region id appended to its name)
-    /// and, with `pin`, locks each in RAM before any window is exported.
+    /// and, with `pin`, locks each in RAM before any window is exported (faulting it in on
+    /// `pinThreads` threads, on `pinCPUs` if given).
     public static func map(
         layouts: [GuestMemoryRegionLayout], backing: GuestMemoryBacking = .anonymous,
-        hugePages: Bool = false, pin: Bool
+        hugePages: Bool = false, pin: Bool, pinThreads: Int = 1, pinCPUs: [Int32] = []
     ) throws(GuestMemoryError) -> GuestMemory {
         var regions: [GuestMemoryRegion] = []
         for layout in layouts {
@@ -34,7 +35,7 @@ public final class GuestMemory: Sendable {
                 regionBacking = .file(path: layouts.count > 1 ? "\(path).\(layout.id)" : path, offset: offset, create: create)
             }
             let region = try GuestMemoryRegion(layout: layout, backing: regionBacking, hugePages: hugePages)
-            if pin { try region.pin() }
+            if pin { try region.pin(threads: pinThreads, cpus: pinCPUs) }
             regions.append(region)
         }
         return try GuestMemory(regions: regions)

@@ -8,6 +8,7 @@ public enum GuestMemoryError: Error, CustomStringConvertible, Equatable, Sendabl
     case fileTooShort(region: UInt32, path: String, size: UInt64, needed: UInt64)
     case hugePagesUnavailable(region: UInt32, length: UInt64, free: UInt64?, pageSize: UInt64?, SystemCallError)
     case memoryLockFailed(region: UInt32, length: UInt64, limit: UInt64?, SystemCallError)
+    case populateFailed(region: UInt32, length: UInt64, SystemCallError)
     case duplicateRegion(UInt32)
     case overlappingRegions(UInt32, UInt32)
     case unknownRegion(UInt32)
@@ -33,6 +34,9 @@ public enum GuestMemoryError: Error, CustomStringConvertible, Equatable, Sendabl
                 + "the memlock limit (RLIMIT_MEMLOCK) is \(limitText) and pinned guest memory needs at least "
                 + "\(ByteCountText.text(length)) more: raise it (ulimit -l unlimited, LimitMEMLOCK=infinity in the "
                 + "systemd unit, memlock in /etc/security/limits.conf) or run with CAP_IPC_LOCK"
+        case .populateFailed(let region, let length, let error):
+            return "faulting in region \(region) (\(ByteCountText.text(length))) before pinning it failed (\(error)): "
+                + "the host could not provide that much memory now (see MemAvailable in /proc/meminfo)"
         case .duplicateRegion(let id):
             return "two guest memory regions have id \(id): region ids must be unique"
         case .overlappingRegions(let a, let b):

@@ -108,6 +108,20 @@ import RdmigSystem
         #expect(!region.isPinned)
     }
 
+    /// Locking 160 MiB needs CAP_IPC_LOCK (root) or a memlock limit that large.
+    static let mayLock160MiB = geteuid() == 0 || (GuestMemoryRegion.memoryLockLimit() ?? 0) >= 161 << 20
+
+    @Test(.enabled(if: mayLock160MiB, "needs root or a memlock limit of 161 MiB (ulimit -l)"))
+    func pinningOnSeveralThreadsFaultsEveryPageInAndLocksIt() throws {
+        let region = try makeRegion(pages: (160 << 20) / 4096 + 3)
+        try region.pin(threads: 4)
+        #expect(region.isPinned)
+        var vector = [UInt8](repeating: 0, count: region.pageCount)
+        #expect(mincore(region.baseAddress, region.length, &vector) == 0)
+        #expect(vector.allSatisfy { $0 & 1 == 1 }, "\(vector.filter { $0 & 1 == 0 }.count) pages are not resident")
+        region.unpin()
+    }
+
     @Test func memlockErrorNamesTheLimitAndTheFix() {
         let error = GuestMemoryError.memoryLockFailed(
             region: 0, length: 1 << 30, limit: 8 << 20, SystemCallError(call: "mlock", errno: ENOMEM))
