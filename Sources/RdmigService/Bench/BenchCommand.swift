@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure rdmig against a baseline run in the same invocation.",
-        subcommands: [BenchTransportCommand.self, BenchTransportReceiverCommand.self])
+        subcommands: [BenchTransportCommand.self, BenchTransportReceiverCommand.self, BenchPinCommand.self])
 }
 
 /// Options both processes of the transport benchmark must agree on.
