@@ -89,14 +89,21 @@ def stop(guest):
         pass
     shutil.rmtree(guest["RDMIG_RUN_DIR"], ignore_errors=True)
 
-def direct(src, dst, sq, dq):
-    port = socket.socket(); port.bind(("127.0.0.1", 0)); number = port.getsockname()[1]; port.close()
+def qemu_migration(sq, dq, outgoing, incoming):
+    """QEMU migrating by itself, with the same settings on every path: `outgoing` and
+    `incoming` are URIs, or descriptors that are passed with getfd (and closed here)."""
     caps = [{"capability": "events", "state": True}]
     dq.command("migrate-set-capabilities", {"capabilities": caps})
-    dq.command("migrate-incoming", {"uri": f"tcp:127.0.0.1:{number}"})
+    if isinstance(incoming, int):
+        dq.command("getfd", {"fdname": "incoming"}, fds=[incoming]); os.close(incoming)
+        incoming = "fd:incoming"
+    dq.command("migrate-incoming", {"uri": incoming})
     sq.command("migrate-set-capabilities", {"capabilities": caps})
     sq.command("migrate-set-parameters", {"max-bandwidth": max_bandwidth, "downtime-limit": downtime_limit})
-    sq.command("migrate", {"uri": f"tcp:127.0.0.1:{number}"})
+    if isinstance(outgoing, int):
+        sq.command("getfd", {"fdname": "outgoing"}, fds=[outgoing]); os.close(outgoing)
+        outgoing = "fd:outgoing"
+    sq.command("migrate", {"uri": outgoing})
     deadline = time.monotonic() + 120
     while True:
         info = sq.command("query-migrate")
@@ -104,50 +111,28 @@ def direct(src, dst, sq, dq):
             break
         time.sleep(0.02)
     if info.get("status") != "completed":
-        raise RuntimeError(f"direct migration {info.get('status')}: {info.get('error-desc', '')}")
+        raise RuntimeError(f"migration {info.get('status')}: {info.get('error-desc', '')}")
     # Wait for the destination's own `completed` before cont, as rdmig does.
     dq.wait_event("MIGRATION", 60, lambda e: e["data"]["status"] == "completed")
     dq.command("cont")
     return info
 
+def direct(src, dst, sq, dq):
+    port = socket.socket(); port.bind(("127.0.0.1", 0)); number = port.getsockname()[1]; port.close()
+    return qemu_migration(sq, dq, f"tcp:127.0.0.1:{number}", f"tcp:127.0.0.1:{number}")
+
 F_SETPIPE_SZ = 1031
-
-def through_fd(sq, dq, outgoing, incoming):
-    """QEMU's fd: migration with `outgoing` for the source and `incoming` for the destination
-    (both closed here once passed)."""
-    caps = [{"capability": "events", "state": True}]
-    dq.command("migrate-set-capabilities", {"capabilities": caps})
-    dq.command("getfd", {"fdname": "incoming"}, fds=[incoming]); os.close(incoming)
-    dq.command("migrate-incoming", {"uri": "fd:incoming"})
-    sq.command("migrate-set-capabilities", {"capabilities": caps})
-    sq.command("migrate-set-parameters", {"max-bandwidth": max_bandwidth, "downtime-limit": downtime_limit})
-    sq.command("getfd", {"fdname": "outgoing"}, fds=[outgoing]); os.close(outgoing)
-    sq.command("migrate", {"uri": "fd:outgoing"})
-    deadline = time.monotonic() + 120
-    while True:
-        info = sq.command("query-migrate")
-        if info.get("status") in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    return info
-
-def finish_reference(info, dq):
-    if info.get("status") != "completed":
-        raise RuntimeError(f"migration {info.get('status')}: {info.get('error-desc', '')}")
-    dq.wait_event("MIGRATION", 60, lambda e: e["data"]["status"] == "completed")
-    dq.command("cont")
-    return info
 
 def unix_pair(src, dst, sq, dq):
     # No relay at all: what QEMU's two ends of a socket pair cost, for scale.
     a, b = socket.socketpair()
-    return finish_reference(through_fd(sq, dq, a.detach(), b.detach()), dq)
+    return qemu_migration(sq, dq, a.detach(), b.detach())
 
 def pipe_only(src, dst, sq, dq):
     # No relay either: QEMU to QEMU over one pipe (1 MiB), to compare with the socket pair.
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)
-    return finish_reference(through_fd(sq, dq, write_end, read_end), dq)
+    return qemu_migration(sq, dq, write_end, read_end)
 
 def splice_relay(src, dst, sq, dq):
     # The cheapest relay found here: the kernel moves page references from QEMU's socket pair
@@ -181,14 +166,14 @@ def splice_relay(src, dst, sq, dq):
     for thread in threads:
         thread.start()
     try:
-        info = through_fd(sq, dq, source_qemu.detach(), dest_qemu.detach())
+        info = qemu_migration(sq, dq, source_qemu.detach(), dest_qemu.detach())
     finally:
         for thread in threads:
             thread.join(30)
         for end in (source_relay, dest_relay, up, down):
             end.close()
     info["relay-cpu"] = sum(cpu)
-    return finish_reference(info, dq)
+    return info
 
 def through_rdmig(src, dst):
     errors = tempfile.NamedTemporaryFile(delete=False)
