@@ -264,11 +264,20 @@ extension TransportConformance {
                    "a SEND completed before the peer posted a receive: \(buffer[0])")
         try expectNoCompletion(on: peers.server, "the receiver without a posted receive")
         try expect(peers.client.failure == nil && peers.server.failure == nil, "waiting for a receive failed the connection")
+        let clock = ContinuousClock()
+        let posted = clock.now
         try expectNoError("post the late receive") {
             try peers.server.postReceive(serverRegistration.slice(offset: 0, length: slot), id: 51)
         }
         let late = try completions(1, on: peers.server, "the SEND waiting for a receive")[0]
+        let waited = clock.now - posted
         try expectCompletion(late, id: 51, kind: .receive, "the SEND waiting for a receive")
+        // Not a speed target: the bound only tells a prompt retry (well under a millisecond of
+        // RNR timer on verbs, a credit advertisement on tcp) from the 655 ms a verbs QP waits
+        // between retries when the RNR timer is left as rdma_cm sets it.
+        try expect(waited < .milliseconds(400),
+                   "the SEND waiting for a receive arrived \(waited) after the receive was posted: the sender retries too seldom "
+                   + "(a verbs responder's min_rnr_timer left at 0 means 655 ms between retries)")
         try expect(late.byteCount == 8, "the late SEND delivered \(late.byteCount) bytes, sent 8")
         try expectCompletion(try completions(1, on: peers.client, "the SEND waiting for a receive")[0], id: 50, kind: .send,
                              "the SEND waiting for a receive on the sender")

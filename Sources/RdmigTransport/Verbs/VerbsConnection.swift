@@ -27,6 +27,19 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
     public let deviceName: String
     /// The peer's hello from the CM private data.
     public let peerHello: ConnectionHello
+    /// This side's RNR NAK timer as the QP reports it after `establish` shortened it (IB
+    /// encoding: 12 is 0.64 ms, 0 is 655.36 ms); nil when the provider refused or could not
+    /// say, with the reason in `rnrTimerProblem`.
+    public private(set) var responderRNRTimer: UInt8?
+    public private(set) var rnrTimerProblem: String?
+
+    /// The RNR NAK timer this side asks for: 0.64 ms, perftest's MIN_RNR_TIMER. The kernel's IB
+    /// CM moves an RC QP to RTR with min_rnr_timer 0 (drivers/infiniband/core/cm.c,
+    /// cm_init_qp_rtr_attr), and 0 encodes the longest wait there is, 655.36 ms: a SEND that
+    /// found no receive posted here would wait that long before its retry — thirteen times a
+    /// 50 ms downtime limit. RTS to RTS may change it (an optional attribute of that
+    /// transition for RC QPs).
+    public static let requestedRNRTimer: UInt8 = 12
 
     /// perftest's CTX_POLL_BATCH.
     static let pollBatch = 16
@@ -135,12 +148,34 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         let connection = VerbsConnection(
             endpoint: endpoint, resources: resources, state: state, local: local, peer: peer,
             peerHello: peerHello, relaxedOrdering: relaxedOrdering)
+        connection.shortenRNRTimer()
         AsyncEventRouter.shared.register(
             queuePair: connection.queuePair, completionQueue: connection.completionQueue, context: context, state: state)
         connection.monitor = try ConnectionMonitor(
             channel: endpoint.channel, context: context, queuePair: connection.queuePair, state: state,
             cpus: resources.effectiveOptions.threadCPUs)
         return connection
+    }
+
+    /// Sets and reads back this side's RNR NAK timer (see `requestedRNRTimer`). A provider that
+    /// refuses leaves the connection working, with the long timer, and says so.
+    private func shortenRNRTimer() {
+        var attributes = ibv_qp_attr()
+        attributes.min_rnr_timer = VerbsConnection.requestedRNRTimer
+        let result = ibv_modify_qp(queuePair, &attributes, Int32(bitPattern: IBV_QP_MIN_RNR_TIMER.rawValue))
+        if result != 0 {
+            // ibv_modify_qp(3) returns the errno itself.
+            rnrTimerProblem = "ibv_modify_qp(IBV_QP_MIN_RNR_TIMER) failed: \(SystemCallError(call: "ibv_modify_qp", errno: result))"
+            return
+        }
+        var current = ibv_qp_attr()
+        var initial = ibv_qp_init_attr()
+        let queried = ibv_query_qp(queuePair, &current, Int32(bitPattern: IBV_QP_MIN_RNR_TIMER.rawValue), &initial)
+        if queried != 0 {
+            rnrTimerProblem = "ibv_query_qp(IBV_QP_MIN_RNR_TIMER) failed: \(SystemCallError(call: "ibv_query_qp", errno: queried))"
+            return
+        }
+        responderRNRTimer = current.min_rnr_timer
     }
 
     deinit {
