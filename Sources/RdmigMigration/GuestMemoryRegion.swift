@@ -193,8 +193,11 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
     public func pin(threads: Int = 1, cpus: [Int32] = []) throws(GuestMemoryError) {
         if isPinned { return }
         do {
+            // A file keeps its pages clean until the peer writes them, as mlock's read faults did.
+            var forWriting = true
+            if case .file = backing { forWriting = false }
             try PageFaulting.populate(baseAddress, length: length, threads: threads, cpus: cpus,
-                                      alignment: max(pageSize, GuestMemoryRegion.hostPageSize))
+                                      alignment: max(pageSize, GuestMemoryRegion.hostPageSize), forWriting: forWriting)
         } catch {
             throw .populateFailed(region: id, length: layout.length, error)
         }

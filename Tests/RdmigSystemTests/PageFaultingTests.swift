@@ -48,6 +48,13 @@ import Testing
         #expect(try mapping.nonResidentPages() == 0)
     }
 
+    @Test func readFaultingPopulatesWhatCannotBeWriteFaulted() throws {
+        let mapping = try Mapping(2 * PageFaulting.minimumSliceBytes, protection: PROT_READ)
+        let populated = try PageFaulting.populate(mapping.address, length: mapping.length, threads: 2, forWriting: false)
+        #expect(populated)
+        #expect(try mapping.nonResidentPages() == 0)
+    }
+
     @Test func aMappingTheKernelCannotWriteFaultIsLeftToTheCaller() throws {
         let mapping = try Mapping(2 * PageFaulting.minimumSliceBytes, protection: PROT_READ)
         let onThreads = try PageFaulting.populate(mapping.address, length: mapping.length, threads: 2)
