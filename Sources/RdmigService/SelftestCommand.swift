@@ -3,6 +3,7 @@ import Foundation
 import RdmigSystem
 import RdmigTransport
 import RdmigTransportConformance
+import Synchronization
 
 struct SelftestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,6 +66,49 @@ struct SelftestTransportCommand: ParsableCommand {
             }
         }
         print("\(passed) passed, \(failed) failed, \(skipped) skipped")
-        if failed > 0 { throw ExitCode(1) }
+        var timersFailed = false
+        if selection.kind == .verbs && cases.isEmpty {
+            timersFailed = !checkVerbsTimers(selection.backend, options: environment.options)
+        }
+        if failed > 0 || timersFailed { throw ExitCode(1) }
+    }
+
+    /// Not a conformance case (tcp has no such timers): on one more verbs connection, both
+    /// ends' QPs must carry the RNR timer and ACK timeout rdmig asks for. Prints one line.
+    private func checkVerbsTimers(_ backend: any TransportBackend, options: TransportOptions) -> Bool {
+        let wanted = "RNR timer \(VerbsConnection.requestedRNRTimer), ACK timeout \(VerbsConnection.requestedAckTimeout)"
+        do {
+            let listener = try backend.listen(on: TransportEndpoint(host: host, port: 0), options: options)
+            defer { listener.close() }
+            let accepted = Mutex<(any TransportConnection)?>(nil)
+            let acceptor = try SystemThread(name: "selftest-accept") {
+                let connection = try? listener.accept(timeout: .seconds(10))
+                accepted.withLock { $0 = connection }
+            }
+            let client = try backend.connect(to: listener.localEndpoint, options: options)
+            defer { client.close() }
+            acceptor.join()
+            guard let server = accepted.withLock({ $0 }) else {
+                printFlushed("FAIL verbsQueuePairTimers: the listener accepted nothing")
+                return false
+            }
+            defer { server.close() }
+            var ends: [String] = []
+            var good = true
+            for (name, connection) in [("client", client), ("server", server)] {
+                guard let verbs = connection as? VerbsConnection else { continue }
+                let rnr = verbs.responderRNRTimer.map(String.init) ?? "unknown"
+                let ack = verbs.localAckTimeout.map(String.init) ?? "unknown"
+                ends.append("\(name) RNR timer \(rnr), ACK timeout \(ack)"
+                    + (verbs.timerProblems.isEmpty ? "" : " (\(verbs.timerProblems.joined(separator: "; ")))"))
+                good = good && verbs.responderRNRTimer == VerbsConnection.requestedRNRTimer
+                    && verbs.localAckTimeout == VerbsConnection.requestedAckTimeout
+            }
+            printFlushed("\(good ? "PASS" : "FAIL") verbsQueuePairTimers: \(ends.joined(separator: "; ")) (wanted \(wanted))")
+            return good
+        } catch {
+            printFlushed("FAIL verbsQueuePairTimers: \(error)")
+            return false
+        }
     }
 }

@@ -46,6 +46,9 @@ import RdmigTransportConformance
                 #expect(cases[conformanceCase.name] != nil, "conformance case \(conformanceCase.name) did not report in the guest's step \(step)")
                 #expect(cases[conformanceCase.name] == .pass, "conformance case \(conformanceCase.name) did not pass in the guest's step \(step)")
             }
+            // Both ends' QPs carry the RNR timer and ACK timeout rdmig asks for (selftest's
+            // extra verbs-only check after the cases).
+            #expect(cases["verbsQueuePairTimers"] == .pass, "the verbs queue pair timers were not as asked in the guest's step \(step)")
         }
 
         let bandwidth = try #require(run.output.bandwidth, "no verbs-vs-ib_write_bw line in the guest's output")

@@ -79,6 +79,29 @@ final class QueuePairResources: @unchecked Sendable {
             sendDepth: effectiveOptions.sendQueueDepth, receiveDepth: effectiveOptions.receiveQueueDepth)
         queuePairPointer = qp.pointer
         queuePair = Optional(qp)
+        requestShortAckTimeout(identifier)
+    }
+
+    /// Why the ACK timeout could not be asked for; nil when rdma_cm took it.
+    private(set) var ackTimeoutProblem: String?
+
+    /// The local ACK timeout rdmig asks rdma_cm to give the QP when it moves it to RTS: 14,
+    /// 4.096 µs × 2^14 ≈ 67 ms, perftest's DEF_QP_TIME. Without it the CM derives one from the
+    /// path's packet lifetime (on RoCE ~0.5 s and more), and a lost packet on a lossy RoCE
+    /// fabric stalls the queue pair that long before its retransmission — inside a
+    /// migration's downtime, ten times its limit.
+    static let requestedAckTimeout: UInt8 = 14
+
+    /// RDMA_OPTION_ID_ACK_TIMEOUT (rdma_set_option(3)) before connect/accept; rdma_cm applies
+    /// it in the RTS transition. A kernel without the option leaves the CM's value (noted).
+    private func requestShortAckTimeout(_ identifier: UnsafeMutablePointer<rdma_cm_id>) {
+        var timeout = QueuePairResources.requestedAckTimeout
+        let result = rdma_set_option(identifier, Int32(RDMA_OPTION_ID), Int32(RDMA_OPTION_ID_ACK_TIMEOUT),
+                                     &timeout, MemoryLayout<UInt8>.size)
+        if result != 0 {
+            ackTimeoutProblem = "rdma_set_option(RDMA_OPTION_ID_ACK_TIMEOUT) failed: "
+                + "\(SystemCallError(call: "rdma_set_option", errno: SystemCall.currentErrno()))"
+        }
     }
 
     /// `options` cut to what the device and port allow. perftest does the same with tx_depth

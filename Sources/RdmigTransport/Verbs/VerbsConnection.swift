@@ -27,11 +27,13 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
     public let deviceName: String
     /// The peer's hello from the CM private data.
     public let peerHello: ConnectionHello
-    /// This side's RNR NAK timer as the QP reports it after `establish` shortened it (IB
-    /// encoding: 12 is 0.64 ms, 0 is 655.36 ms); nil when the provider refused or could not
-    /// say, with the reason in `rnrTimerProblem`.
+    /// This side's RNR NAK timer and local ACK timeout as the QP reports them once connected
+    /// (`requestedRNRTimer`, `QueuePairResources.requestedAckTimeout`; IB encodings: RNR 12 is
+    /// 0.64 ms and 0 is 655.36 ms, ACK timeout t is 4.096 µs × 2^t). nil when the QP could
+    /// not be queried; what went wrong setting either is in `timerProblems`.
     public private(set) var responderRNRTimer: UInt8?
-    public private(set) var rnrTimerProblem: String?
+    public private(set) var localAckTimeout: UInt8?
+    public private(set) var timerProblems: [String] = []
 
     /// The RNR NAK timer this side asks for: 0.64 ms, perftest's MIN_RNR_TIMER. The kernel's IB
     /// CM moves an RC QP to RTR with min_rnr_timer 0 (drivers/infiniband/core/cm.c,
@@ -40,6 +42,9 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
     /// 50 ms downtime limit. RTS to RTS may change it (an optional attribute of that
     /// transition for RC QPs).
     public static let requestedRNRTimer: UInt8 = 12
+    /// The local ACK timeout asked of rdma_cm before connect and accept (see
+    /// `QueuePairResources.requestedAckTimeout`).
+    public static var requestedAckTimeout: UInt8 { QueuePairResources.requestedAckTimeout }
 
     /// perftest's CTX_POLL_BATCH.
     static let pollBatch = 16
@@ -148,7 +153,7 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         let connection = VerbsConnection(
             endpoint: endpoint, resources: resources, state: state, local: local, peer: peer,
             peerHello: peerHello, relaxedOrdering: relaxedOrdering)
-        connection.shortenRNRTimer()
+        connection.shortenRNRTimer(ackTimeoutProblem: resources.ackTimeoutProblem)
         AsyncEventRouter.shared.register(
             queuePair: connection.queuePair, completionQueue: connection.completionQueue, context: context, state: state)
         connection.monitor = try ConnectionMonitor(
@@ -159,23 +164,25 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
 
     /// Sets and reads back this side's RNR NAK timer (see `requestedRNRTimer`). A provider that
     /// refuses leaves the connection working, with the long timer, and says so.
-    private func shortenRNRTimer() {
+    private func shortenRNRTimer(ackTimeoutProblem: String?) {
+        if let ackTimeoutProblem { timerProblems.append(ackTimeoutProblem) }
         var attributes = ibv_qp_attr()
         attributes.min_rnr_timer = VerbsConnection.requestedRNRTimer
         let result = ibv_modify_qp(queuePair, &attributes, Int32(bitPattern: IBV_QP_MIN_RNR_TIMER.rawValue))
         if result != 0 {
             // ibv_modify_qp(3) returns the errno itself.
-            rnrTimerProblem = "ibv_modify_qp(IBV_QP_MIN_RNR_TIMER) failed: \(SystemCallError(call: "ibv_modify_qp", errno: result))"
-            return
+            timerProblems.append("ibv_modify_qp(IBV_QP_MIN_RNR_TIMER) failed: \(SystemCallError(call: "ibv_modify_qp", errno: result))")
         }
         var current = ibv_qp_attr()
         var initial = ibv_qp_init_attr()
-        let queried = ibv_query_qp(queuePair, &current, Int32(bitPattern: IBV_QP_MIN_RNR_TIMER.rawValue), &initial)
+        let mask = IBV_QP_MIN_RNR_TIMER.rawValue | IBV_QP_TIMEOUT.rawValue
+        let queried = ibv_query_qp(queuePair, &current, Int32(bitPattern: mask), &initial)
         if queried != 0 {
-            rnrTimerProblem = "ibv_query_qp(IBV_QP_MIN_RNR_TIMER) failed: \(SystemCallError(call: "ibv_query_qp", errno: queried))"
+            timerProblems.append("ibv_query_qp(IBV_QP_MIN_RNR_TIMER | IBV_QP_TIMEOUT) failed: \(SystemCallError(call: "ibv_query_qp", errno: queried))")
             return
         }
         responderRNRTimer = current.min_rnr_timer
+        localAckTimeout = current.timeout
     }
 
     deinit {
