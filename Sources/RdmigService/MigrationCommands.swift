@@ -22,6 +22,9 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("connect-timeout"), help: "How long connecting may take, refused attempts retried (source), e.g. 10s.")
     var connectTimeout: String?
 
+    @Option(help: "IP type of service / traffic class of rdmig's packets, 0-255 (DSCP × 4 + ECN; on RoCE the class switches map to a priority). Default: the config's [transport] tos, else the system's.")
+    var tos: Int?
+
     @Flag(help: "Print the final report as one JSON object on stdout.")
     var json = false
 
@@ -43,6 +46,10 @@ struct ServiceOptions: ParsableArguments {
             } catch {
                 throw ValidationError("--connect-timeout: \(error)")
             }
+        }
+        if let tos {
+            guard (0...255).contains(tos) else { throw ValidationError("--tos \(tos): use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)") }
+            configuration.transport.options.trafficClass = UInt8(tos)
         }
         if let keyFile { configuration.keyFile = keyFile }
         if let backend { configuration.transport.backend = backend }

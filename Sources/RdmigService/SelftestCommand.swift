@@ -73,10 +73,15 @@ struct SelftestTransportCommand: ParsableCommand {
         if failed > 0 || timersFailed { throw ExitCode(1) }
     }
 
-    /// Not a conformance case (tcp has no such timers): on one more verbs connection, both
-    /// ends' QPs must carry the RNR timer and ACK timeout rdmig asks for. Prints one line.
+    /// Not a conformance case (tcp has no such timers): on one more verbs connection, asked
+    /// for traffic class 0x68 (DSCP 26), both ends' QPs must carry the RNR timer and ACK
+    /// timeout rdmig asks for and that traffic class. Prints one line.
     private func checkVerbsTimers(_ backend: any TransportBackend, options: TransportOptions) -> Bool {
-        let wanted = "RNR timer \(VerbsConnection.requestedRNRTimer), ACK timeout \(VerbsConnection.requestedAckTimeout)"
+        var options = options
+        let trafficClass: UInt8 = 0x68
+        options.trafficClass = trafficClass
+        let wanted = "RNR timer \(VerbsConnection.requestedRNRTimer), ACK timeout \(VerbsConnection.requestedAckTimeout), "
+            + "traffic class \(trafficClass)"
         do {
             let listener = try backend.listen(on: TransportEndpoint(host: host, port: 0), options: options)
             defer { listener.close() }
@@ -99,10 +104,11 @@ struct SelftestTransportCommand: ParsableCommand {
                 guard let verbs = connection as? VerbsConnection else { continue }
                 let rnr = verbs.responderRNRTimer.map(String.init) ?? "unknown"
                 let ack = verbs.localAckTimeout.map(String.init) ?? "unknown"
-                ends.append("\(name) RNR timer \(rnr), ACK timeout \(ack)"
+                let tclass = verbs.trafficClass.map(String.init) ?? "unknown"
+                ends.append("\(name) RNR timer \(rnr), ACK timeout \(ack), traffic class \(tclass)"
                     + (verbs.timerProblems.isEmpty ? "" : " (\(verbs.timerProblems.joined(separator: "; ")))"))
                 good = good && verbs.responderRNRTimer == VerbsConnection.requestedRNRTimer
-                    && verbs.localAckTimeout == VerbsConnection.requestedAckTimeout
+                    && verbs.localAckTimeout == VerbsConnection.requestedAckTimeout && verbs.trafficClass == trafficClass
             }
             printFlushed("\(good ? "PASS" : "FAIL") verbsQueuePairTimers: \(ends.joined(separator: "; ")) (wanted \(wanted))")
             return good

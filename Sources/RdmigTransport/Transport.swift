@@ -38,6 +38,11 @@ public struct TransportOptions: Sendable, Equatable {
     public var connectTimeout: Duration = .seconds(10)
     /// CPUs the backend's own threads (TCP I/O threads, verbs CQ pollers) are pinned to.
     public var threadCPUs: [Int32] = []
+    /// The IP type-of-service / traffic-class byte (DSCP << 2 | ECN) of the connection's
+    /// packets, nil for the system's default: on verbs rdma_cm's RDMA_OPTION_ID_TOS (on RoCE
+    /// the GRH traffic class, which switches map to a priority — how the traffic reaches a
+    /// lossless PFC class), on tcp IP_TOS / IPV6_TCLASS.
+    public var trafficClass: UInt8?
 
     public init() {}
 

@@ -35,6 +35,7 @@ import Testing
             [transport]
             backend = "tcp"
             queue-depth = 256
+            tos = 104
             [migration]
             downtime-limit = "20ms"
             hot-fraction = 0.3
@@ -44,6 +45,7 @@ import Testing
         let loaded = try ServiceConfiguration.load(file: file)
         #expect(loaded.transport.backend == .tcp)
         #expect(loaded.transport.options.sendQueueDepth == 256)
+        #expect(loaded.transport.options.trafficClass == 104)
         #expect(loaded.migration.convergence.downtimeLimit == .milliseconds(20))
         #expect(loaded.migration.guest.hotFraction == 0.3)
         #expect(loaded.deviceSpecs == ["ib-sw:qps=10"])
@@ -61,8 +63,27 @@ import Testing
         #expect(error("[transport]\nbackend = \"infiniband\"\n").contains("bad.toml: [transport] backend = \"infiniband\": use auto, verbs or tcp"))
         #expect(error("[transport]\nqueue-depth = \"deep\"\n").contains("[transport] queue-depth = "))
         #expect(error("[migration]\ndowntime-limit = \"soon\"\n").contains("bad.toml: [migration] downtime-limit"))
+        #expect(error("[transport]\ntos = 256\n").contains("bad.toml: [transport] tos = 256 is out of range: use 0 … 255"))
+        #expect(error("[transport]\ntos = -1\n").contains("[transport] tos = -1 is out of range"))
         #expect(error("[memry]\nnode = \"0\"\n").contains("unknown section [memry]"))
         #expect(error("queue-depth = 5\n").contains("must be inside a section"))
         #expect(error("[transport\n").contains("bad.toml:1"))
+    }
+}
+
+@Suite struct ServiceOptionFlags {
+    @Test func tosOverridesTheConfigAndOutOfRangeValuesNameTheFlag() throws {
+        let config = ConfigurationFiles.shippedConfig
+        let options = try ServiceOptions.parse(["--config", config, "--tos", "104"])
+        #expect(try options.load().transport.options.trafficClass == 104)
+        #expect(try ServiceOptions.parse(["--config", config]).load().transport.options.trafficClass == nil)
+        for bad in ["256", "-1"] {
+            do {
+                _ = try ServiceOptions.parse(["--config", config, "--tos=\(bad)"]).load()
+                Issue.record("--tos \(bad) was accepted")
+            } catch {
+                #expect("\(error)".contains("--tos \(bad): use 0 … 255"), "\(error)")
+            }
+        }
     }
 }

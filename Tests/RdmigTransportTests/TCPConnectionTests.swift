@@ -89,6 +89,43 @@ import Testing
         #expect(memcmp(window.baseAddress!, source.baseAddress!, source.count) == 0)
     }
 
+    /// The traffic-class byte of `fd` (IP_TOS, or IPV6_TCLASS on an IPv6 socket).
+    func trafficClass(of fd: Int32, ipv6: Bool) -> Int32 {
+        var value: Int32 = -1
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        let result = ipv6 ? getsockopt(fd, Int32(IPPROTO_IPV6), TCPSocket.ipv6TrafficClass, &value, &length)
+            : getsockopt(fd, Int32(IPPROTO_IP), IP_TOS, &value, &length)
+        return result == 0 ? value : -1
+    }
+
+    @Test(arguments: [("127.0.0.1", false), ("::1", true)])
+    func bothEndsMarkTheirPacketsWithTheTrafficClassAskedFor(host: String, ipv6: Bool) throws {
+        var options = TransportOptions()
+        options.trafficClass = 0x68
+        let listener = try tcp.listener(on: TransportEndpoint(host: host, port: 0), options: options)
+        defer { listener.close() }
+        let accepted = Mutex<TCPConnection?>(nil)
+        let thread = try TCPRawPeer.onThread {
+            let connection = try? listener.acceptConnection(timeout: .seconds(5))
+            accepted.withLock { $0 = connection }
+        }
+        let client = try tcp.connection(to: listener.localEndpoint, options: options)
+        thread.join()
+        let server = try #require(accepted.withLock { $0 })
+        defer {
+            client.close()
+            server.close()
+        }
+        #expect(trafficClass(of: client.pair.fd, ipv6: ipv6) == 0x68)
+        #expect(trafficClass(of: server.pair.fd, ipv6: ipv6) == 0x68)
+        let (plainClient, plainServer) = try connectedPair()
+        defer {
+            plainClient.close()
+            plainServer.close()
+        }
+        #expect(trafficClass(of: plainClient.pair.fd, ipv6: false) == 0, "without a traffic class the default stays")
+    }
+
     @Test func refusedWriteNamesAddressLengthKeyAndWindowOnBothSides() throws {
         let (client, server) = try connectedPair()
         let window = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 4096)

@@ -69,7 +69,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
             _ = fcntl(connected, F_SETFD, FD_CLOEXEC)
             do throws(TransportError) {
                 let peer = try TCPSocket.peerEndpoint(of: connected)
-                try TCPSocket.configureDataPath(connected, peer)
+                try TCPSocket.configureDataPath(connected, peer, trafficClass: options.trafficClass)
                 try TCPSocket.exchangePreambles(connected, peer: peer, deadline: ContinuousClock.now + options.connectTimeout,
                                                 timeout: options.connectTimeout)
             } catch {

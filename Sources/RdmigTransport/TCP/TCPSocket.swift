@@ -78,7 +78,9 @@ enum TCPSocket {
     }
 
     /// Connects within `deadline`; the socket comes back blocking, configured for the data path.
-    static func connect(to endpoint: TransportEndpoint, deadline: ContinuousClock.Instant, timeout: Duration) throws(TransportError) -> Int32 {
+    static func connect(
+        to endpoint: TransportEndpoint, deadline: ContinuousClock.Instant, timeout: Duration, trafficClass: UInt8? = nil
+    ) throws(TransportError) -> Int32 {
         let addresses = try resolve(endpoint, passive: false)
         var lastError: TransportError = .unreachable(endpoint, reason: "no address to connect to")
         for address in addresses {
@@ -111,7 +113,7 @@ enum TCPSocket {
                 }
                 let flags = fcntl(fd, F_GETFL)
                 try check("fcntl(F_SETFL)", endpoint) { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
-                try configureDataPath(fd, endpoint)
+                try configureDataPath(fd, endpoint, trafficClass: trafficClass)
                 return fd
             } catch {
                 Glibc.close(fd)
@@ -136,10 +138,28 @@ enum TCPSocket {
     }
 
     /// Headers are written together with their payloads (writev), so Nagle would only delay
-    /// ACK frames and small SENDs.
-    static func configureDataPath(_ fd: Int32, _ endpoint: TransportEndpoint) throws(TransportError) {
+    /// ACK frames and small SENDs. `trafficClass` marks the packets (IP_TOS or IPV6_TCLASS by
+    /// the socket's family).
+    static func configureDataPath(_ fd: Int32, _ endpoint: TransportEndpoint, trafficClass: UInt8?) throws(TransportError) {
         try setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, endpoint)
+        if let trafficClass {
+            var address = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = try check("getsockname", endpoint) {
+                withUnsafeMutablePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+                }
+            }
+            if Int32(address.ss_family) == AF_INET6 {
+                try setOption(fd, Int32(IPPROTO_IPV6), TCPSocket.ipv6TrafficClass, Int32(trafficClass), endpoint)
+            } else {
+                try setOption(fd, Int32(IPPROTO_IP), IP_TOS, Int32(trafficClass), endpoint)
+            }
+        }
     }
+
+    /// IPV6_TCLASS (include/uapi/linux/in6.h), which Glibc's module does not export.
+    static let ipv6TrafficClass: Int32 = 67
 
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, _ endpoint: TransportEndpoint) throws(TransportError) {
         var value = value

@@ -32,7 +32,8 @@ public struct TCPTransport: TransportBackend {
     public func connection(to endpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) -> TCPConnection {
         try TCPTransport.validate(options)
         let deadline = ContinuousClock.now + options.connectTimeout
-        let fd = try TCPSocket.connect(to: endpoint, deadline: deadline, timeout: options.connectTimeout)
+        let fd = try TCPSocket.connect(to: endpoint, deadline: deadline, timeout: options.connectTimeout,
+                                       trafficClass: options.trafficClass)
         do {
             try TCPSocket.exchangePreambles(fd, peer: endpoint, deadline: deadline, timeout: options.connectTimeout)
         } catch {

@@ -33,6 +33,8 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
     /// not be queried; what went wrong setting either is in `timerProblems`.
     public private(set) var responderRNRTimer: UInt8?
     public private(set) var localAckTimeout: UInt8?
+    /// The traffic class in the QP's address vector (its GRH), as the QP reports it.
+    public private(set) var trafficClass: UInt8?
     public private(set) var timerProblems: [String] = []
 
     /// The RNR NAK timer this side asks for: 0.64 ms, perftest's MIN_RNR_TIMER. The kernel's IB
@@ -175,14 +177,15 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         }
         var current = ibv_qp_attr()
         var initial = ibv_qp_init_attr()
-        let mask = IBV_QP_MIN_RNR_TIMER.rawValue | IBV_QP_TIMEOUT.rawValue
+        let mask = IBV_QP_MIN_RNR_TIMER.rawValue | IBV_QP_TIMEOUT.rawValue | IBV_QP_AV.rawValue
         let queried = ibv_query_qp(queuePair, &current, Int32(bitPattern: mask), &initial)
         if queried != 0 {
-            timerProblems.append("ibv_query_qp(IBV_QP_MIN_RNR_TIMER | IBV_QP_TIMEOUT) failed: \(SystemCallError(call: "ibv_query_qp", errno: queried))")
+            timerProblems.append("ibv_query_qp(IBV_QP_MIN_RNR_TIMER | IBV_QP_TIMEOUT | IBV_QP_AV) failed: \(SystemCallError(call: "ibv_query_qp", errno: queried))")
             return
         }
         responderRNRTimer = current.min_rnr_timer
         localAckTimeout = current.timeout
+        trafficClass = current.ah_attr.grh.traffic_class
     }
 
     deinit {

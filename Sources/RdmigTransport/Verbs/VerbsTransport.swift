@@ -89,6 +89,15 @@ public struct VerbsTransport: TransportBackend {
         }
         _ = try expect(RDMA_CM_EVENT_ADDR_RESOLVED, on: owner.channel, until: deadline, endpoint: endpoint, step: "address resolution", options: options)
 
+        if let trafficClass = options.trafficClass {
+            // Before route resolution, which puts it in the path (rdma_set_option(3)); the
+            // accepting side's path is built from this side's request, so it follows.
+            var tos = trafficClass
+            if rdma_set_option(identifier, Int32(RDMA_OPTION_ID), Int32(RDMA_OPTION_ID_TOS), &tos, MemoryLayout<UInt8>.size) != 0 {
+                throw .system(SystemCallError(call: "rdma_set_option(RDMA_OPTION_ID_TOS)", errno: SystemCall.currentErrno(),
+                                              context: "traffic class \(trafficClass) for \(endpoint)"))
+            }
+        }
         if rdma_resolve_route(identifier, VerbsTransport.stepTimeout(deadline)) != 0 {
             throw VerbsTransport.resolveFailure(call: "rdma_resolve_route", errno: SystemCall.currentErrno(), endpoint: endpoint)
         }
