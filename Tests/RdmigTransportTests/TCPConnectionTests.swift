@@ -11,9 +11,9 @@ import Testing
 @Suite struct TCPConnectionTests {
     let tcp = TCPTransport()
 
-    /// A connected pair over loopback.
-    func connectedPair(_ options: TransportOptions = TransportOptions()) throws -> (client: TCPConnection, server: TCPConnection) {
-        let listener = try tcp.listener(on: TransportEndpoint(host: "127.0.0.1", port: 0), options: options)
+    /// A connected pair over loopback (`host`: 127.0.0.1 or ::1).
+    func connectedPair(_ options: TransportOptions = TransportOptions(), host: String = "127.0.0.1") throws -> (client: TCPConnection, server: TCPConnection) {
+        let listener = try tcp.listener(on: TransportEndpoint(host: host, port: 0), options: options)
         defer { listener.close() }
         let accepted = Mutex<TCPConnection?>(nil)
         let thread = try TCPRawPeer.onThread {
@@ -102,16 +102,7 @@ import Testing
     func bothEndsMarkTheirPacketsWithTheTrafficClassAskedFor(host: String, ipv6: Bool) throws {
         var options = TransportOptions()
         options.trafficClass = 0x68
-        let listener = try tcp.listener(on: TransportEndpoint(host: host, port: 0), options: options)
-        defer { listener.close() }
-        let accepted = Mutex<TCPConnection?>(nil)
-        let thread = try TCPRawPeer.onThread {
-            let connection = try? listener.acceptConnection(timeout: .seconds(5))
-            accepted.withLock { $0 = connection }
-        }
-        let client = try tcp.connection(to: listener.localEndpoint, options: options)
-        thread.join()
-        let server = try #require(accepted.withLock { $0 })
+        let (client, server) = try connectedPair(options, host: host)
         defer {
             client.close()
             server.close()
