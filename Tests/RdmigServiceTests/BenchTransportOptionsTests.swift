@@ -33,6 +33,19 @@ struct BenchTransportOptionsTests {
         #expect(options.buffers == .pool)
     }
 
+    @Test func tosReachesTheTransportOptionsAndTheReceiverAndIsRangeChecked() throws {
+        let options = try TransportBenchmarkOptions.parse(["--tos", "104"])
+        #expect(options.parameters.transportOptions.trafficClass == 104)
+        #expect(options.receiverArguments.suffix(2) == ["--tos", "104"])
+        #expect(try TransportBenchmarkOptions.parse([]).parameters.transportOptions.trafficClass == nil)
+        do {
+            _ = try TransportBenchmarkOptions.parse(["--tos", "256"])
+            Issue.record("--tos 256 was accepted")
+        } catch {
+            #expect(TransportBenchmarkOptions.message(for: error).contains("--tos 256: use 0 … 255"))
+        }
+    }
+
     @Test func unknownBufferKindAndBadPoolSettingsAreRefused() {
         #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--buffers", "hugetlb"]) }
         #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--buffers", "pool", "--huge-pages", "big"]) }

@@ -51,7 +51,13 @@ struct TransportBenchmarkOptions: ParsableArguments {
             transform: { text in try HugePagePolicy(parsing: text) })
     var hugePages: HugePagePolicy?
 
+    @Option(help: "IP type of service / traffic class, 0-255 (as rdmig source/dest --tos; perftest's --tos).")
+    var tos: Int?
+
     func validate() throws {
+        if let tos, !(0...255).contains(tos) {
+            throw ValidationError("--tos \(tos): use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)")
+        }
         guard messageSize.bytes >= 1, messageSize.bytes <= 1 << 30 else {
             throw ValidationError("--message-size \(messageSize) is out of range: use 1B … 1GiB")
         }
@@ -101,13 +107,14 @@ struct TransportBenchmarkOptions: ParsableArguments {
         ]
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
+        if let tos { arguments += ["--tos", "\(tos)"] }
         return arguments
     }
 
     var parameters: TransportBenchmarkParameters {
         TransportBenchmarkParameters(
             messageSize: Int(messageSize.bytes), queueDepth: queueDepth,
-            totalBytes: total.bytes, signalInterval: signalInterval)
+            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.map(UInt8.init))
     }
 }
 

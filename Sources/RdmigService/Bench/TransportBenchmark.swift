@@ -14,12 +14,15 @@ public struct TransportBenchmarkParameters: Sendable, Codable, Equatable {
     public var queueDepth: Int
     public var totalBytes: UInt64
     public var signalInterval: Int
+    /// `TransportOptions.trafficClass` (`--tos`).
+    public var trafficClass: UInt8?
 
-    public init(messageSize: Int, queueDepth: Int, totalBytes: UInt64, signalInterval: Int) {
+    public init(messageSize: Int, queueDepth: Int, totalBytes: UInt64, signalInterval: Int, trafficClass: UInt8? = nil) {
         self.messageSize = messageSize
         self.queueDepth = queueDepth
         self.totalBytes = totalBytes
         self.signalInterval = signalInterval
+        self.trafficClass = trafficClass
     }
 
     /// Number of writes: the total rounded up to whole messages.
@@ -34,6 +37,7 @@ public struct TransportBenchmarkParameters: Sendable, Codable, Equatable {
         options.sendQueueDepth = queueDepth
         options.signalInterval = signalInterval
         options.receiveQueueDepth = 16
+        options.trafficClass = trafficClass
         return options
     }
 }
