@@ -197,7 +197,8 @@ def through_rdmig(src, dst):
         raise RuntimeError(f"rdmig: {report.get('error')}")
     qemu = report["qemu"]
     return {"total-time": qemu["total-time-milliseconds"], "downtime": qemu["downtime-milliseconds"],
-            "ram": {"transferred": qemu.get("transferred-bytes", 0)}, "rdmig-wall": report["wall-time-milliseconds"]}
+            "ram": {"transferred": qemu.get("transferred-bytes", 0)}, "rdmig-wall": report["wall-time-milliseconds"],
+            "source-relay-cpu": (report.get("relay") or {}).get("cpu-milliseconds")}
 
 paths = os.environ.get("PATHS", "direct rdmig").split()
 if "direct" not in paths or any(path not in ("direct", "rdmig", "unix", "pipe", "splice") for path in paths):
@@ -232,6 +233,9 @@ for run in range(runs):
                               stop_resume=(stamp(resume_event) - stamp(stop_event)) * 1000,
                               transferred=info.get("ram", {}).get("transferred", 0),
                               qemu_cpu=round(qemu_cpu, 3), rdmig_cpu=round(info.get("relay-cpu", rdmig_cpu), 3))
+                if info.get("source-relay-cpu") is not None:
+                    # The source service's own CPU while it relayed (no process start in it).
+                    record["source_relay_cpu"] = round(info["source-relay-cpu"] / 1000, 3)
             except Exception as error:
                 record.update(status=f"failed: {error}")
             finally:

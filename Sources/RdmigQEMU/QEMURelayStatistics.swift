@@ -13,12 +13,16 @@ public struct QEMURelayStatistics: Sendable, Hashable, CustomStringConvertible {
     /// does not count them. Bytes over chunks is the average piece: small pieces mean more
     /// posts, completions, credits and syscalls per byte.
     public var chunks: UInt64
+    /// CPU time the whole process used while the relay ran (all threads, transport included);
+    /// nil when not measured.
+    public var cpuTime: Duration?
 
-    public init(bytes: UInt64, elapsed: Duration, stallTime: Duration = .zero, chunks: UInt64 = 0) {
+    public init(bytes: UInt64, elapsed: Duration, stallTime: Duration = .zero, chunks: UInt64 = 0, cpuTime: Duration? = nil) {
         self.bytes = bytes
         self.elapsed = elapsed
         self.stallTime = stallTime
         self.chunks = chunks
+        self.cpuTime = cpuTime
     }
 
     /// Bytes over elapsed time (zero for an instant relay).
@@ -29,6 +33,7 @@ public struct QEMURelayStatistics: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         "\(ByteCount(bytes).humanReadable) in \(elapsed.qmpText) (\(ByteCount.humanReadable(Double(bandwidth.bytesPerSecond)))/s, "
-            + "stalled \(stallTime.qmpText)" + (chunks > 0 ? ", \(chunks) chunks" : "") + ")"
+            + "stalled \(stallTime.qmpText)" + (chunks > 0 ? ", \(chunks) chunks" : "")
+            + (cpuTime.map { ", CPU \($0.qmpText)" } ?? "") + ")"
     }
 }

@@ -43,6 +43,7 @@ final class ChannelIncomingRelay: QEMUIncomingStreamRelay, @unchecked Sendable {
             try await DedicatedThread.run(name: "rdmig-qemu-in", cpus: cpus) { [receiver, idleTimeout] in
                 defer { receiver.close() }
                 var started: ContinuousClock.Instant?
+                var cpuStarted = Duration.zero
                 var lastData = ContinuousClock.now
                 var total: UInt64 = 0
                 let pipe = Self.isPipe(fd)
@@ -60,7 +61,10 @@ final class ChannelIncomingRelay: QEMUIncomingStreamRelay, @unchecked Sendable {
                     }
                     if count == 0 { break }
                     lastData = ContinuousClock.now
-                    if started == nil { started = lastData }
+                    if started == nil {
+                        started = lastData
+                        cpuStarted = ProcessCPUTime.now()
+                    }
                     total += UInt64(count)
                 }
                 // The pipe refers to the ring's pages until QEMU has read them: the ring must
@@ -77,7 +81,8 @@ final class ChannelIncomingRelay: QEMUIncomingStreamRelay, @unchecked Sendable {
                     }
                 }
                 let elapsed = started.map { ContinuousClock.now - $0 } ?? .zero
-                return QEMURelayStatistics(bytes: total, elapsed: elapsed)
+                return QEMURelayStatistics(bytes: total, elapsed: elapsed,
+                                           cpuTime: started == nil ? nil : ProcessCPUTime.now() - cpuStarted)
             }
         } onCancel: {
             cancelled.set()

@@ -24,6 +24,7 @@ final class ChannelOutgoingRelay: QEMUOutgoingStreamRelay, @unchecked Sendable {
         return try await withTaskCancellationHandler {
             try await DedicatedThread.run(name: "rdmig-qemu-out", cpus: cpus) { [sender, creditTimeout] in
                 let started = ContinuousClock.now
+                let cpuStarted = ProcessCPUTime.now()
                 let bytes = try sender.relay(fromFileDescriptor: fd, idleTimeout: creditTimeout)
                 // The driver shut the fd down to stop us: that end of file is not QEMU's, so
                 // the destination must not see an end marker (close() sends none).
@@ -33,7 +34,7 @@ final class ChannelOutgoingRelay: QEMUOutgoingStreamRelay, @unchecked Sendable {
                 }
                 try sender.finish(timeout: creditTimeout)
                 return QEMURelayStatistics(bytes: bytes, elapsed: ContinuousClock.now - started, stallTime: sender.creditWaitTime,
-                                           chunks: sender.slotsSent)
+                                           chunks: sender.slotsSent, cpuTime: ProcessCPUTime.now() - cpuStarted)
             }
         } onCancel: {
             // Only a flag: the sender is single-threaded and the relay thread owns it.

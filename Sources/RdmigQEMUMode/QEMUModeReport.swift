@@ -50,19 +50,23 @@ public struct QEMUModeReport: Encodable, Sendable {
         public var stallMilliseconds: Double?
         /// Byte-stream slots the stream travelled in (source relay only).
         public var chunks: UInt64?
+        /// CPU time this service used while relaying (all its threads): what the relay cost
+        /// the host.
+        public var cpuMilliseconds: Double?
 
-        init(bytes: UInt64, elapsed: Duration, stall: Duration? = nil, chunks: UInt64? = nil) {
+        init(bytes: UInt64, elapsed: Duration, stall: Duration? = nil, chunks: UInt64? = nil, cpu: Duration? = nil) {
             self.bytes = bytes
             milliseconds = elapsed.milliseconds
             let seconds = elapsed.seconds
             bytesPerSecond = seconds > 0 ? UInt64(Double(bytes) / seconds) : 0
             stallMilliseconds = stall?.milliseconds
             self.chunks = chunks
+            cpuMilliseconds = cpu?.milliseconds
         }
 
         init(_ statistics: QEMURelayStatistics, withStall: Bool) {
             self.init(bytes: statistics.bytes, elapsed: statistics.elapsed, stall: withStall ? statistics.stallTime : nil,
-                      chunks: statistics.chunks > 0 ? statistics.chunks : nil)
+                      chunks: statistics.chunks > 0 ? statistics.chunks : nil, cpu: statistics.cpuTime)
         }
 
         var text: String {
@@ -70,6 +74,7 @@ public struct QEMUModeReport: Encodable, Sendable {
                 + "(\(ByteCount.humanReadable(Double(bytesPerSecond)))/s)"
             if let stall = stallMilliseconds { text += ", stalled \(formatFixed(stall, decimals: 0)) ms" }
             if let chunks, chunks > 0 { text += ", \(chunks) slots of \(ByteCount(bytes / chunks).humanReadable) on average" }
+            if let cpu = cpuMilliseconds { text += ", CPU \(formatFixed(cpu, decimals: 0)) ms" }
             return text
         }
     }

@@ -123,6 +123,9 @@ struct ChannelRelayTests {
         #expect(sent.description.contains("\(sent.chunks) chunks"))
         #expect(received.bytes == UInt64(total))
         #expect(wrong == 0, "\(wrong) bytes differ (-1: the stream ended early)")
+        // Both relays say what the process spent while they ran (moving megabytes costs CPU).
+        #expect((sent.cpuTime ?? .zero) > .zero && (received.cpuTime ?? .zero) > .zero)
+        #expect(sent.description.contains(", CPU "))
     }
 
     @Test func aCancelledIncomingRelayStopsPromptlyWhileTheSourceIsSilent() async throws {
