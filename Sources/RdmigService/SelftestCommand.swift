@@ -3,7 +3,6 @@ import Foundation
 import RdmigSystem
 import RdmigTransport
 import RdmigTransportConformance
-import Synchronization
 
 struct SelftestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -68,7 +67,7 @@ struct SelftestTransportCommand: ParsableCommand {
         print("\(passed) passed, \(failed) failed, \(skipped) skipped")
         var timersFailed = false
         if selection.kind == .verbs && cases.isEmpty {
-            timersFailed = !checkVerbsTimers(selection.backend, options: environment.options)
+            timersFailed = !checkVerbsTimers(environment)
         }
         if failed > 0 || timersFailed { throw ExitCode(1) }
     }
@@ -76,31 +75,17 @@ struct SelftestTransportCommand: ParsableCommand {
     /// Not a conformance case (tcp has no such timers): on one more verbs connection, asked
     /// for traffic class 0x68 (DSCP 26), both ends' QPs must carry the RNR timer and ACK
     /// timeout rdmig asks for and that traffic class. Prints one line.
-    private func checkVerbsTimers(_ backend: any TransportBackend, options: TransportOptions) -> Bool {
-        var options = options
+    private func checkVerbsTimers(_ environment: ConformanceEnvironment) -> Bool {
+        var options = environment.options
         let trafficClass: UInt8 = 0x68
         options.trafficClass = trafficClass
         let wanted = "RNR timer \(VerbsConnection.requestedRNRTimer), ACK timeout \(VerbsConnection.requestedAckTimeout), "
             + "traffic class \(trafficClass)"
         do {
-            let listener = try backend.listen(on: TransportEndpoint(host: host, port: 0), options: options)
-            defer { listener.close() }
-            let accepted = Mutex<(any TransportConnection)?>(nil)
-            let acceptor = try SystemThread(name: "selftest-accept") {
-                let connection = try? listener.accept(timeout: .seconds(10))
-                accepted.withLock { $0 = connection }
-            }
-            let client = try backend.connect(to: listener.localEndpoint, options: options)
-            defer { client.close() }
-            acceptor.join()
-            guard let server = accepted.withLock({ $0 }) else {
-                printFlushed("FAIL verbsQueuePairTimers: the listener accepted nothing")
-                return false
-            }
-            defer { server.close() }
+            let peers = try ConformancePeers(environment, options: options)
             var ends: [String] = []
             var good = true
-            for (name, connection) in [("client", client), ("server", server)] {
+            for (name, connection) in [("client", peers.client), ("server", peers.server)] {
                 guard let verbs = connection as? VerbsConnection else { continue }
                 let rnr = verbs.responderRNRTimer.map(String.init) ?? "unknown"
                 let ack = verbs.localAckTimeout.map(String.init) ?? "unknown"

@@ -4,18 +4,19 @@ import Synchronization
 
 /// Both ends of one connection made with the environment's backend, on its host and port 0:
 /// `client` connected, `server` accepted. Memory made with `memory(...)` lives until both ends
-/// are closed. Only the public Transport API is used.
-final class ConformancePeers {
+/// are closed. Only the public Transport API is used. Public for checks outside the suite
+/// that need a connected pair too (`rdmig selftest`'s verbs queue-pair check).
+public final class ConformancePeers {
     let environment: ConformanceEnvironment
     let listener: any TransportListener
-    let client: any TransportConnection
-    let server: any TransportConnection
+    public let client: any TransportConnection
+    public let server: any TransportConnection
     private var memories: [ConformanceMemory] = []
 
     /// How long any single wait may take before the case fails: a failure guard, never a pacing.
     static let guardTime: Duration = .seconds(5)
 
-    init(_ environment: ConformanceEnvironment, options: TransportOptions? = nil) throws {
+    public init(_ environment: ConformanceEnvironment, options: TransportOptions? = nil) throws {
         self.environment = environment
         var options = options ?? environment.options
         options.connectTimeout = min(options.connectTimeout, ConformancePeers.guardTime)

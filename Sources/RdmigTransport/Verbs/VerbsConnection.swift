@@ -155,7 +155,7 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         let connection = VerbsConnection(
             endpoint: endpoint, resources: resources, state: state, local: local, peer: peer,
             peerHello: peerHello, relaxedOrdering: relaxedOrdering)
-        connection.shortenRNRTimer(ackTimeoutProblem: resources.ackTimeoutProblem)
+        connection.applyRNRTimerAndReadBack(ackTimeoutProblem: resources.ackTimeoutProblem)
         AsyncEventRouter.shared.register(
             queuePair: connection.queuePair, completionQueue: connection.completionQueue, context: context, state: state)
         connection.monitor = try ConnectionMonitor(
@@ -164,9 +164,10 @@ public final class VerbsConnection: TransportConnection, @unchecked Sendable {
         return connection
     }
 
-    /// Sets and reads back this side's RNR NAK timer (see `requestedRNRTimer`). A provider that
-    /// refuses leaves the connection working, with the long timer, and says so.
-    private func shortenRNRTimer(ackTimeoutProblem: String?) {
+    /// Sets this side's RNR NAK timer (see `requestedRNRTimer`) and reads back what the QP
+    /// carries: that timer, the ACK timeout asked of rdma_cm, the traffic class. A provider
+    /// that refuses leaves the connection working, with the long timer, and says so.
+    private func applyRNRTimerAndReadBack(ackTimeoutProblem: String?) {
         if let ackTimeoutProblem { timerProblems.append(ackTimeoutProblem) }
         var attributes = ibv_qp_attr()
         attributes.min_rnr_timer = VerbsConnection.requestedRNRTimer
