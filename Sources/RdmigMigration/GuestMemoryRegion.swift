@@ -196,8 +196,11 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
             // A file keeps its pages clean until the peer writes them, as mlock's read faults did.
             var forWriting = true
             if case .file = backing { forWriting = false }
+            // Slices start on a page of the mapping, so no two threads fault the same page: a
+            // hugetlb mapping's are the default huge page size (MAP_HUGETLB without a size flag).
+            let mappingPage = usesHugePages ? Int(GuestMemoryRegion.hugePageInfo().pageSize ?? 1 << 30) : GuestMemoryRegion.hostPageSize
             try PageFaulting.populate(baseAddress, length: length, threads: threads, cpus: cpus,
-                                      alignment: max(pageSize, GuestMemoryRegion.hostPageSize), forWriting: forWriting)
+                                      alignment: max(pageSize, mappingPage), forWriting: forWriting)
         } catch {
             throw .populateFailed(region: id, length: layout.length, error)
         }

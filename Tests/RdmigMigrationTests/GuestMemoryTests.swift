@@ -122,6 +122,25 @@ import RdmigSystem
         region.unpin()
     }
 
+    /// 130 MiB of default-size huge pages free, and the right to lock them.
+    static let mayPinHugePages: Bool = {
+        let info = GuestMemoryRegion.hugePageInfo()
+        guard let free = info.free, let size = info.pageSize, size == 2 << 20 else { return false }
+        return free * size >= 130 << 20 && mayLock160MiB
+    }()
+
+    @Test(.enabled(if: mayPinHugePages, "needs 65 free 2 MiB huge pages (vm.nr_hugepages) and root or a memlock limit of 161 MiB"))
+    func aHugePageRegionIsFaultedInOnThreadsInWholeHugePages() throws {
+        // Guest pages of 4 KiB in a hugetlb mapping: slices on huge-page boundaries, all faulted.
+        let layout = GuestMemoryRegionLayout(id: 3, length: 130 << 20, pageSize: 4096)
+        let region = try GuestMemoryRegion(layout: layout, hugePages: true)
+        let populated = try PageFaulting.populate(region.baseAddress, length: region.length, threads: 2, alignment: 2 << 20)
+        #expect(populated, "MADV_POPULATE_WRITE refused huge-page-aligned slices of a hugetlb mapping")
+        try region.pin(threads: 2)
+        #expect(region.isPinned)
+        region.unpin()
+    }
+
     @Test func memlockErrorNamesTheLimitAndTheFix() {
         let error = GuestMemoryError.memoryLockFailed(
             region: 0, length: 1 << 30, limit: 8 << 20, SystemCallError(call: "mlock", errno: ENOMEM))
