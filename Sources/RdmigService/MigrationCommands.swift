@@ -48,8 +48,10 @@ struct ServiceOptions: ParsableArguments {
             }
         }
         if let tos {
-            guard (0...255).contains(tos) else { throw ValidationError("--tos \(tos): use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)") }
-            configuration.transport.options.trafficClass = UInt8(tos)
+            guard let trafficClass = TransportOptions.trafficClass(tos) else {
+                throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
+            }
+            configuration.transport.options.trafficClass = trafficClass
         }
         if let keyFile { configuration.keyFile = keyFile }
         if let backend { configuration.transport.backend = backend }

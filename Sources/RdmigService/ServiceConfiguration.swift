@@ -46,10 +46,10 @@ struct ServiceConfiguration {
         }
         if let timeout = try transport.duration("connect-timeout") { configuration.transport.options.connectTimeout = timeout }
         if let tos = try transport.int("tos") {
-            guard (0...255).contains(tos) else {
-                throw ConfigurationFile.Error("\(file.path): [transport] tos = \(tos) is out of range: use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)")
+            guard let trafficClass = TransportOptions.trafficClass(tos) else {
+                throw ConfigurationFile.Error("\(file.path): [transport] tos = \(tos) is out of range: \(TransportOptions.trafficClassRange)")
             }
-            configuration.transport.options.trafficClass = UInt8(tos)
+            configuration.transport.options.trafficClass = trafficClass
         }
         for (key, value) in [("queue-depth", configuration.transport.options.sendQueueDepth),
                              ("receive-depth", configuration.transport.options.receiveQueueDepth),

@@ -44,6 +44,11 @@ public struct TransportOptions: Sendable, Equatable {
     /// lossless PFC class), on tcp IP_TOS / IPV6_TCLASS.
     public var trafficClass: UInt8?
 
+    /// `value` as a traffic class, nil outside 0-255 (then say `trafficClassRange`).
+    public static func trafficClass(_ value: Int) -> UInt8? { UInt8(exactly: value) }
+    /// What a traffic-class setting must be, for error messages.
+    public static let trafficClassRange = "use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)"
+
     public init() {}
 
     public enum CompletionMode: String, Sendable, Equatable, CaseIterable {

@@ -55,8 +55,8 @@ struct TransportBenchmarkOptions: ParsableArguments {
     var tos: Int?
 
     func validate() throws {
-        if let tos, !(0...255).contains(tos) {
-            throw ValidationError("--tos \(tos): use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)")
+        if let tos, TransportOptions.trafficClass(tos) == nil {
+            throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
         }
         guard messageSize.bytes >= 1, messageSize.bytes <= 1 << 30 else {
             throw ValidationError("--message-size \(messageSize) is out of range: use 1B … 1GiB")
@@ -114,7 +114,7 @@ struct TransportBenchmarkOptions: ParsableArguments {
     var parameters: TransportBenchmarkParameters {
         TransportBenchmarkParameters(
             messageSize: Int(messageSize.bytes), queueDepth: queueDepth,
-            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.map(UInt8.init))
+            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.flatMap(TransportOptions.trafficClass))
     }
 }
 
