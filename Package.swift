@@ -49,7 +49,8 @@ let package = Package(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .target(
-            name: "RdmigChannels", dependencies: ["RdmigTransport", "RdmigSystem"],
+            name: "RdmigChannels",
+            dependencies: ["RdmigTransport", "RdmigSystem", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigDeviceState", dependencies: ["RdmigSystem", "CRdmigShims"],

@@ -27,6 +27,9 @@ public enum ChannelError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidArgument(detail: String)
     /// A system call made by a channel failed (reading or writing a relayed descriptor).
     case system(SystemCallError)
+    /// A control frame failed its keyed MAC: changed on the path, replayed, reordered, or
+    /// sent by someone without this migration's session key.
+    case authenticationFailed(detail: String)
 
     public var description: String {
         switch self {
@@ -54,6 +57,8 @@ public enum ChannelError: Error, Equatable, Sendable, CustomStringConvertible {
             return "invalid argument: \(detail)"
         case .system(let error):
             return error.description
+        case .authenticationFailed(let detail):
+            return "control frame authentication failed: \(detail)"
         }
     }
 }

@@ -75,6 +75,11 @@ public final class CompletionRouter: @unchecked Sendable {
     static let setupFrameOffset = signalAreaWindowSize + 64
     static let signalAreaSize = 4096
 
+    /// Authenticates the setup frames (the control channel authenticates its own).
+    private let authenticator: ControlFrameAuthenticator?
+    /// The setup frame's sequence number for its MAC, apart from every control frame's.
+    static let setupFrameSequence = UInt64.max
+
     private let receivePool: RegisteredBuffer
     private let signalArea: RegisteredBuffer
     private var peerSignalWindow = RemoteWindow(address: 0, length: 0, remoteKey: 0)
@@ -110,7 +115,12 @@ public final class CompletionRouter: @unchecked Sendable {
 
     /// Registers the router's buffers, posts every receive, starts the poller and exchanges
     /// setup frames with the peer's router (which must be created at the same time).
-    public init(connection: any TransportConnection, configuration: Configuration = Configuration()) throws(ChannelError) {
+    ///
+    /// Call it only after the peer authenticated: it registers memory, posts receives into it and
+    /// exports a window. If it fails it closes the connection before its buffers are freed, so
+    /// no receive posted here can outlive the memory it points to.
+    public init(connection: any TransportConnection, configuration: Configuration = Configuration(),
+                authenticator: ControlFrameAuthenticator? = nil) throws(ChannelError) {
         guard configuration.receiveCount >= 2, configuration.receiveCount <= connection.options.receiveQueueDepth else {
             throw .invalidArgument(detail: "receive count \(configuration.receiveCount) must be between 2 and the connection's receive queue depth \(connection.options.receiveQueueDepth)")
         }
@@ -119,6 +129,7 @@ public final class CompletionRouter: @unchecked Sendable {
         }
         self.connection = connection
         self.configuration = configuration
+        self.authenticator = authenticator
         receivePool = try RegisteredBuffer(
             connection: connection, byteCount: configuration.receiveCount * configuration.receiveBufferSize,
             access: [.localWrite], purpose: "control receive buffers")
@@ -143,6 +154,7 @@ public final class CompletionRouter: @unchecked Sendable {
             try exchangeSetup()
         } catch {
             close()
+            connection.close()
             throw error
         }
     }
@@ -169,7 +181,7 @@ public final class CompletionRouter: @unchecked Sendable {
             receiveCount: UInt32(configuration.receiveCount),
             receiveBufferSize: UInt32(configuration.receiveBufferSize))
         let frameArea = signalArea.bytes(offset: Self.setupFrameOffset, length: Self.signalAreaSize - Self.setupFrameOffset)
-        let length = try ControlFrame.encode(setup, into: frameArea)
+        let length = try ControlFrame.encode(setup, into: frameArea, authenticator: authenticator, sequence: Self.setupFrameSequence)
         try post { connection throws(TransportError) in
             try connection.postSend(signalArea.registration.slice(offset: Self.setupFrameOffset, length: length),
                                     id: WorkRequestID.make(.router, 0), signaled: true)
@@ -186,7 +198,9 @@ public final class CompletionRouter: @unchecked Sendable {
             case .receive:
                 let slot = Int(WorkRequestID.sequence(of: completion.id))
                 let frame = receivedFrame(slot: slot, length: completion.byteCount)
-                let decoded = Result { () throws(ChannelError) -> ChannelSetup in try ControlFrame.decode(frame, as: ChannelSetup.self) }
+                let decoded = Result { () throws(ChannelError) -> ChannelSetup in
+                    try ControlFrame.decode(frame, as: ChannelSetup.self, authenticator: authenticator, sequence: Self.setupFrameSequence)
+                }
                 repostReceive(slot: slot)
                 peerSetup = try decoded.get()
             default:

@@ -35,7 +35,11 @@ public final class ControlChannel: @unchecked Sendable {
     /// Largest frame (header + payload) this side sends: the peer's receive buffer size.
     public let frameSize: Int
     /// Largest payload a message may have.
-    public var maximumPayloadSize: Int { frameSize - ControlFrameHeader.size }
+    public var maximumPayloadSize: Int {
+        frameSize - ControlFrameHeader.size - (authenticator == nil ? 0 : ControlFrameAuthenticator.tagSize)
+    }
+    /// The keyed MAC of every frame both ways (nil only where no handshake ran: channel tests).
+    public let authenticator: ControlFrameAuthenticator?
 
     private let sendInbox: CompletionInbox
     private let receiveInbox: CompletionInbox
@@ -62,12 +66,14 @@ public final class ControlChannel: @unchecked Sendable {
 
     /// Opens the control channel on `router`; the peer must open its control channel too
     /// (the first credit grant comes from there).
-    public init(router: CompletionRouter, configuration: Configuration = Configuration()) throws(ChannelError) {
+    public init(router: CompletionRouter, configuration: Configuration = Configuration(),
+                authenticator: ControlFrameAuthenticator? = nil) throws(ChannelError) {
         guard configuration.receiveCredits >= 1, configuration.sendSlots >= 1 else {
             throw .invalidArgument(detail: "a control channel needs at least one credit and one send slot")
         }
         self.router = router
         self.configuration = configuration
+        self.authenticator = authenticator
         frameSize = min(router.peerReceiveBufferSize, router.connection.options.maxSendBytes)
         sendBuffer = try RegisteredBuffer(connection: router.connection, byteCount: configuration.sendSlots * frameSize,
                                           access: [.localWrite], purpose: "control send slots")
@@ -105,7 +111,8 @@ public final class ControlChannel: @unchecked Sendable {
             }
             // The slot is free: its previous message's SEND completed (`hasRoom` above).
             let slot = Int(state.account.posted % UInt64(configuration.sendSlots))
-            let length = try ControlFrame.encode(message, into: sendBuffer.bytes(offset: slot * frameSize, length: frameSize))
+            let length = try ControlFrame.encode(message, into: sendBuffer.bytes(offset: slot * frameSize, length: frameSize),
+                                                 authenticator: authenticator, sequence: state.sent)
             let (sequence, _) = state.account.claim(forceSignal: true)
             try router.post { connection throws(TransportError) in
                 try connection.postSend(sendBuffer.registration.slice(offset: slot * frameSize, length: length),
@@ -147,7 +154,10 @@ public final class ControlChannel: @unchecked Sendable {
                 case .receive:
                     let slot = Int(WorkRequestID.sequence(of: completion.id))
                     let frame = router.receivedFrame(slot: slot, length: completion.byteCount)
-                    let decoded = Result { () throws(ChannelError) -> M in try ControlFrame.decode(frame, as: M.self) }
+                    let sequence = state.consumed
+                    let decoded = Result { () throws(ChannelError) -> M in
+                        try ControlFrame.decode(frame, as: M.self, authenticator: authenticator, sequence: sequence)
+                    }
                     router.repostReceive(slot: slot)
                     state.consumed += 1
                     // Granting can fail only with the connection; the message already arrived.

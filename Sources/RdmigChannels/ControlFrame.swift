@@ -4,29 +4,58 @@ import RdmigSystem
 /// registered buffer: the send path writes straight into its send slot, the receive path
 /// decodes straight out of the receive buffer.
 public enum ControlFrame {
-    /// Encodes `message` into `buffer` and returns the frame's length.
-    public static func encode<M: ControlMessage>(_ message: M, into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int {
-        guard buffer.count >= ControlFrameHeader.size else {
-            throw .messageTooLarge(message: message.wireName, bytes: ControlFrameHeader.size, limit: buffer.count)
+    /// Encodes `message` into `buffer` and returns the frame's length. With an authenticator,
+    /// the frame ends in its keyed MAC for send `sequence` (see `ControlFrameAuthenticator`).
+    public static func encode<M: ControlMessage>(_ message: M, into buffer: UnsafeMutableRawBufferPointer,
+                                                 authenticator: ControlFrameAuthenticator? = nil,
+                                                 sequence: UInt64 = 0) throws(ChannelError) -> Int {
+        let tagSize = authenticator == nil ? 0 : ControlFrameAuthenticator.tagSize
+        guard buffer.count >= ControlFrameHeader.size + tagSize else {
+            throw .messageTooLarge(message: message.wireName, bytes: ControlFrameHeader.size + tagSize, limit: buffer.count)
         }
-        let payloadArea = UnsafeMutableRawBufferPointer(rebasing: buffer[ControlFrameHeader.size...])
+        let payloadArea = UnsafeMutableRawBufferPointer(rebasing: buffer[ControlFrameHeader.size..<(buffer.count - tagSize)])
         var writer = WireWriter(into: payloadArea, messageName: message.wireName)
         do {
             try message.encodePayload(to: &writer)
         } catch {
             if case .overflow = error, let size = try? WireWriter.encodedSize(of: message) {
-                throw .messageTooLarge(message: message.wireName, bytes: ControlFrameHeader.size + size, limit: buffer.count)
+                throw .messageTooLarge(message: message.wireName, bytes: ControlFrameHeader.size + size + tagSize, limit: buffer.count)
             }
             throw .malformedMessage(error)
         }
         let payload = UnsafeRawBufferPointer(rebasing: payloadArea[..<writer.count])
         ControlFrameHeader(type: message.wireType, payloadLength: UInt32(writer.count),
                            payloadChecksum: CRC32C.checksum(payload)).store(into: buffer)
-        return ControlFrameHeader.size + writer.count
+        let length = ControlFrameHeader.size + writer.count
+        if let authenticator {
+            authenticator.seal(UnsafeRawBufferPointer(rebasing: buffer[..<length]), sequence: sequence,
+                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[length..<(length + tagSize)]))
+        }
+        return length + tagSize
     }
 
-    /// Decodes one frame that arrived as `frame` (exactly the bytes received).
-    public static func decode<M: ControlMessage>(_ frame: UnsafeRawBufferPointer, as type: M.Type) throws(ChannelError) -> M {
+    /// Decodes one frame that arrived as `frame` (exactly the bytes received). With an
+    /// authenticator the frame must end in the keyed MAC for receive `sequence`, checked
+    /// before any field of the message is looked at.
+    public static func decode<M: ControlMessage>(_ received: UnsafeRawBufferPointer, as type: M.Type,
+                                                 authenticator: ControlFrameAuthenticator? = nil,
+                                                 sequence: UInt64 = 0) throws(ChannelError) -> M {
+        var frame = received
+        if let authenticator {
+            let tagSize = ControlFrameAuthenticator.tagSize
+            guard received.count >= ControlFrameHeader.size + tagSize else {
+                _ = try ControlFrameHeader.load(from: received)
+                throw .authenticationFailed(detail: "a \(received.count)-byte frame has no room for its \(tagSize)-byte MAC")
+            }
+            frame = UnsafeRawBufferPointer(rebasing: received[..<(received.count - tagSize)])
+            let tag = UnsafeRawBufferPointer(rebasing: received[(received.count - tagSize)...])
+            guard authenticator.check(frame, sequence: sequence, received: tag) else {
+                // Magic and version still come first, so a peer of another release is told so.
+                let header = try ControlFrameHeader.load(from: frame)
+                throw .authenticationFailed(detail: "frame #\(sequence) (type \(header.type), \(header.payloadLength) payload bytes) "
+                    + "does not carry this session's MAC: it was changed, replayed or reordered on the path")
+            }
+        }
         let header = try ControlFrameHeader.load(from: frame)
         let payload = UnsafeRawBufferPointer(rebasing: frame[ControlFrameHeader.size...])
         guard let name = M.name(ofType: header.type) else {

@@ -15,6 +15,8 @@ public final class MigrationDestination {
     public struct Options {
         public var key: PreSharedKey
         public var peerTimeout: Duration = .seconds(60)
+        /// How long the source may take to authenticate (see `TransportOptions.handshakeTimeout`).
+        public var handshakeTimeout: Duration = .seconds(5)
         /// Backing for the incoming guest memory (anonymous, memfd, file).
         public var memoryBacking: GuestMemoryBacking = .anonymous
         /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
@@ -45,29 +47,50 @@ public final class MigrationDestination {
         self.options = options
     }
 
-    /// Serves one accepted connection to its end.
+    /// The router configuration the destination's sessions use.
+    public static func routerConfiguration(pollerCPUs: [Int32]) -> CompletionRouter.Configuration {
+        var configuration = CompletionRouter.Configuration()
+        configuration.pollerCPUs = pollerCPUs
+        return configuration
+    }
+
+    /// Authenticates the source on an accepted connection, then serves it to its end.
     public func run(connection: any TransportConnection) -> MigrationReport {
         let start = clock.now
-        var report = MigrationReport(status: .setup)
-        var session: MigrationSession?
+        let session: MigrationSession
         do {
-            var routerConfiguration = CompletionRouter.Configuration()
-            routerConfiguration.pollerCPUs = options.pollerCPUs
-            let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: routerConfiguration)
-            session = opened
-            try opened.handshake(key: options.key, timeout: options.peerTimeout)
-            options.log("authenticated the source \(connection.peerEndpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
-            try receive(session: opened, report: &report, start: start)
+            session = try MigrationSession(connection: connection, role: .destination, key: options.key,
+                                           handshakeTimeout: options.handshakeTimeout,
+                                           routerConfiguration: Self.routerConfiguration(pollerCPUs: options.pollerCPUs))
+        } catch {
+            var report = MigrationReport(status: .failed)
+            report.errorDescription = error.description
+            report.guestLocation = "not here (incoming guest discarded)"
+            options.log("migration failed: \(error.description); the incoming guest was discarded")
+            report.totalTime = (clock.now - start).milliseconds
+            return report
+        }
+        return run(session: session, start: start)
+    }
+
+    /// Serves an authenticated session to its end.
+    package func run(session: MigrationSession, start: ContinuousClock.Instant? = nil) -> MigrationReport {
+        let start = start ?? clock.now
+        var report = MigrationReport(status: .setup)
+        let connection = session.connection
+        options.log("authenticated the source \(connection.peerEndpoint) (\(session.peerHello?.software ?? "?")) over \(connection.backend)")
+        do {
+            try receive(session: session, report: &report, start: start)
         } catch {
             let reason = error.description
             report.status = .failed
             report.errorDescription = reason
             report.guestLocation = "not here (incoming guest discarded)"
             options.log("migration failed: \(reason); the incoming guest was discarded")
-            session?.abort(reason)
+            session.abort(reason)
             memory = nil
         }
-        session?.close()
+        session.close()
         report.totalTime = (clock.now - start).milliseconds
         return report
     }

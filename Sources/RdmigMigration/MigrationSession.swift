@@ -5,33 +5,63 @@ import RdmigTransport
 
 /// What both services share: the channels on one connection and the HELLO/AUTH handshake.
 /// `package`: QEMU mode (RdmigQEMUMode) runs the same handshake.
-package final class MigrationSession {
+/// Sendable: every stored property is set once in `init`; the channels serialize their own users.
+package final class MigrationSession: @unchecked Sendable {
     package let connection: any TransportConnection
     package let router: CompletionRouter
     package let control: ControlChannel
     package let role: MigrationMessage.Role
     /// What this side announces; `qemuStream` marks QEMU mode, which a native peer refuses.
     package let features: MigrationMessage.Features
-    package var peerHello: MigrationMessage.Hello?
+    package let peerHello: MigrationMessage.Hello?
 
     package static let nativeFeatures: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
     package static let qemuModeFeatures: MigrationMessage.Features = [.qemuStream, .deviceState, .digests]
     package static let software = "rdmig 0.1.0"
 
-    package init(connection: any TransportConnection, role: MigrationMessage.Role, routerConfiguration: CompletionRouter.Configuration,
-                 features: MigrationMessage.Features = MigrationSession.nativeFeatures) throws(MigrationError) {
+    /// The keys this migration derived from the pre-shared key and both nonces.
+    package let keys: SessionKeys
+
+    /// Authenticates the peer on `connection` (HELLO both ways, then AUTH both ways, over a
+    /// `HandshakeChannel`: before the peer proved it holds the key it gets no registered memory,
+    /// no receive into registered memory and no window), then opens the channels, whose
+    /// control frames carry a MAC under the session key. The whole handshake must finish
+    /// within `handshakeTimeout`. On any failure the connection is closed.
+    package init(connection: any TransportConnection, role: MigrationMessage.Role, key: PreSharedKey,
+                 handshakeTimeout: Duration, routerConfiguration: CompletionRouter.Configuration,
+                 features: MigrationMessage.Features = MigrationSession.nativeFeatures,
+                 log: @Sendable (String) -> Void = { _ in }) throws(MigrationError) {
         self.connection = connection
         self.role = role
         self.features = features
+        let handshake: HandshakeChannel
         do {
-            router = try CompletionRouter(connection: connection, configuration: routerConfiguration)
+            handshake = try HandshakeChannel(connection: connection, timeout: handshakeTimeout)
+        } catch {
+            throw MigrationError.channel(error, .authentication, during: "preparing the handshake")
+        }
+        let nonces: (source: [UInt8], destination: [UInt8])
+        let peer: MigrationMessage.Hello
+        do {
+            (peer, nonces) = try Self.authenticate(handshake, role: role, features: features, key: key, log: log)
+            handshake.finish()
+        } catch {
+            handshake.fail()
+            throw error
+        }
+        peerHello = peer
+        keys = SessionKeys(preSharedKey: key.bytes, sourceNonce: nonces.source, destinationNonce: nonces.destination)
+        let authenticator = keys.frameAuthenticator(sending: role)
+        do {
+            router = try CompletionRouter(connection: connection, configuration: routerConfiguration, authenticator: authenticator)
         } catch {
             throw MigrationError(.setup, "setting up the channels with \(connection.peerEndpoint): \(error)")
         }
         do {
-            control = try ControlChannel(router: router)
+            control = try ControlChannel(router: router, authenticator: authenticator)
         } catch {
             router.close()
+            connection.close()
             throw MigrationError(.setup, "opening the control channel: \(error)")
         }
     }
@@ -42,23 +72,41 @@ package final class MigrationSession {
         connection.close()
     }
 
-    /// HELLO both ways, then AUTH both ways. The destination checks the source's MAC before
-    /// it answers with its own, and before anything is exported.
-    package func handshake(key: PreSharedKey, timeout: Duration) throws(MigrationError) {
+    /// HELLO both ways, then AUTH both ways. The source speaks first each time; the
+    /// destination checks the source's MAC before it sends its own, and long before anything
+    /// is registered for the peer.
+    private static func authenticate(_ handshake: HandshakeChannel, role: MigrationMessage.Role, features: MigrationMessage.Features,
+                                     key: PreSharedKey, log: @Sendable (String) -> Void)
+        throws(MigrationError) -> (MigrationMessage.Hello, (source: [UInt8], destination: [UInt8])) {
         let nonce = PeerAuthentication.freshNonce()
-        var hello = MigrationMessage.Hello(role: role, features: features, nonce: nonce, software: Self.software)
+        var hello = MigrationMessage.Hello(role: role, features: features, nonce: nonce, software: software)
         if let version = FaultInjection.helloVersion {
             FileHandle.standardError.write(Data("rdmig fault: announcing protocol v\(version)\n".utf8))
             hello.protocolVersion = version
         }
+        let peerName = role == .source ? "destination" : "source"
         let peer: MigrationMessage.Hello
         do {
-            try control.send(MigrationMessage.hello(hello))
-            let message = try control.receive(timeout: timeout)
-            guard case .hello(let received) = message else {
-                throw MigrationError(.authentication, "the peer sent \(message.wireName) instead of HELLO: is it an rdmig service?")
+            // HELLO: the source's first; each side's receive is posted before the frame that
+            // provokes the peer's answer goes out.
+            let received: MigrationMessage
+            if role == .source {
+                try handshake.expectFrame()
+                try handshake.send(.hello(hello))
+                received = try handshake.receive(operation: "waiting for the destination's HELLO")
+            } else {
+                try handshake.expectFrame()
+                received = try handshake.receive(operation: "waiting for the source's HELLO")
+                try handshake.expectFrame()
+                // Sent whatever the source announced, so that a source of another version
+                // learns which version this side speaks.
+                try handshake.send(.hello(hello))
             }
-            peer = received
+            switch received {
+            case .hello(let value): peer = value
+            case .abort(let abort): throw MigrationError(.authentication, "the \(peerName) refused: \(abort.reason)")
+            default: throw MigrationError(.authentication, "the peer sent \(received.wireName) instead of HELLO: is it an rdmig service?")
+            }
         } catch let error as MigrationError {
             throw error
         } catch let error as ChannelError {
@@ -78,28 +126,32 @@ package final class MigrationSession {
         // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
         let peerQEMU = peer.features.contains(.qemuStream)
         if peerQEMU != features.contains(.qemuStream) {
-            let peerName = peer.role == .source ? "source" : "destination"
             throw MigrationError(.authentication, peerQEMU
                 ? "the \(peerName) runs in QEMU mode (--qemu-qmp) and this side in native mode: give both sides --qemu-qmp, or neither"
                 : "the \(peerName) runs in native mode and this side in QEMU mode (--qemu-qmp): give both sides --qemu-qmp, or neither")
         }
-        peerHello = peer
         let sourceNonce = role == .source ? nonce : peer.nonce
         let destinationNonce = role == .source ? peer.nonce : nonce
         let ownMAC = PeerAuthentication.mac(key: key, role: role, sourceNonce: sourceNonce, destinationNonce: destinationNonce)
         do {
-            if role == .source { try control.send(MigrationMessage.auth(.init(mac: ownMAC))) }
-            let message = try control.receive(timeout: timeout)
+            if role == .source {
+                try handshake.expectFrame()
+                try handshake.send(.auth(.init(mac: ownMAC)))
+            }
+            let message = try handshake.receive(operation: "waiting for the \(peerName)'s AUTH")
             guard case .auth(let auth) = message else {
-                if case .abort(let abort) = message { throw MigrationError(.authentication, "the destination refused: \(abort.reason)") }
+                if case .abort(let abort) = message {
+                    throw MigrationError(.authentication, "the destination refused: \(abort.reason) (this side uses \(key.path))")
+                }
                 throw MigrationError(.authentication, "the peer sent \(message.wireName) instead of AUTH")
             }
             guard PeerAuthentication.verify(auth.mac, key: key, role: expectedPeerRole, sourceNonce: sourceNonce, destinationNonce: destinationNonce) else {
-                let reason = "authentication failed: the peers do not share the pre-shared key (this side uses \(key.path))"
-                if role == .destination { try? control.send(MigrationMessage.abort(.init(reason: reason))) }
-                throw MigrationError(.authentication, reason)
+                // The peer is told what failed, never where this side keeps its key.
+                let reason = "authentication failed: the peers do not share the pre-shared key"
+                if role == .destination { try? handshake.send(.abort(.init(reason: reason + " (run `rdmig keygen` on one host and copy the key file to the other, mode 600)"))) }
+                throw MigrationError(.authentication, "\(reason) (this side uses \(key.path))")
             }
-            if role == .destination { try control.send(MigrationMessage.auth(.init(mac: ownMAC))) }
+            if role == .destination { try handshake.send(.auth(.init(mac: ownMAC))) }
         } catch let error as MigrationError {
             throw error
         } catch let error as ChannelError {
@@ -107,6 +159,7 @@ package final class MigrationSession {
         } catch {
             throw MigrationError(.authentication, "exchanging AUTH: \(error)")
         }
+        return (peer, (sourceNonce, destinationNonce))
     }
 
     /// The next control message; ABORT and ERROR from the peer become errors.

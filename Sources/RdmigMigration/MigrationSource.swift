@@ -70,9 +70,10 @@ public final class MigrationSource {
             let connection = try connectRetryingRefusal(options.backend, to: options.endpoint, options: options.transportOptions)
             var routerConfiguration = CompletionRouter.Configuration()
             routerConfiguration.pollerCPUs = options.pollerCPUs
-            let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: routerConfiguration)
+            let opened = try MigrationSession(connection: connection, role: .source, key: options.key,
+                                              handshakeTimeout: options.transportOptions.handshakeTimeout,
+                                              routerConfiguration: routerConfiguration)
             session = opened
-            try opened.handshake(key: options.key, timeout: options.peerTimeout)
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
             try migrate(guest: guest, devices: &devices, session: opened, report: &report, start: start,
                         paused: &paused, committed: &committed)

@@ -24,6 +24,8 @@ public final class QEMUModeDestination: @unchecked Sendable {
     public struct Options {
         public var key: PreSharedKey
         public var peerTimeout: Duration = .seconds(60)
+        /// How long the source may take to authenticate (see `TransportOptions.handshakeTimeout`).
+        public var handshakeTimeout: Duration = .seconds(5)
         /// CPUs for the stream relay thread (the transport's own threads take theirs from
         /// its options); empty: anywhere.
         public var relayCPUs: [Int32] = []
@@ -64,15 +66,34 @@ public final class QEMUModeDestination: @unchecked Sendable {
         return status
     }
 
-    /// Serves one accepted connection to its end.
+    /// Authenticates the source on an accepted connection, then serves it to its end.
     public func run(connection: any TransportConnection) async -> QEMUModeReport {
+        do {
+            let session = try await DedicatedThread.run(name: "rdmig-handshake") {
+                try MigrationSession(connection: connection, role: .destination, key: self.options.key,
+                                     handshakeTimeout: self.options.handshakeTimeout,
+                                     routerConfiguration: CompletionRouter.Configuration(), features: MigrationSession.qemuModeFeatures)
+            }
+            return await run(session: session)
+        } catch {
+            var report = QEMUModeReport(role: "destination")
+            report.qemuVersion = qmp.version.description
+            report.status = .failed
+            report.error = "\(error)"
+            report.guestLocation = "not here (never ran)"
+            return report
+        }
+    }
+
+    /// Serves an authenticated session to its end.
+    package func run(session authenticated: MigrationSession) async -> QEMUModeReport {
         let start = ContinuousClock.now
         var report = QEMUModeReport(role: "destination")
         report.qemuVersion = qmp.version.description
         var outcome = MigrationMessage.QEMUOutcome(guest: .neverRan, completedMicroseconds: 0, resumeMicroseconds: 0,
                                                    relayBytes: 0, relayMicroseconds: 0, detail: "")
         do {
-            try await DedicatedThread.run(name: "rdmig-setup") { try self.setUp(connection: connection) }
+            try await DedicatedThread.run(name: "rdmig-setup") { try self.setUp(session: authenticated) }
             try await receive(report: &report, outcome: &outcome)
             do {
                 try pump?.send(.qemuOutcome(outcome), .commit)
@@ -104,11 +125,9 @@ public final class QEMUModeDestination: @unchecked Sendable {
         return report
     }
 
-    private func setUp(connection: any TransportConnection) throws {
-        let opened = try MigrationSession(connection: connection, role: .destination, routerConfiguration: CompletionRouter.Configuration(),
-                                          features: MigrationSession.qemuModeFeatures)
+    private func setUp(session opened: MigrationSession) throws {
         session = opened
-        try opened.handshake(key: options.key, timeout: options.peerTimeout)
+        let connection = opened.connection
         logger.info("authenticated the source \(connection.peerEndpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
         guard case .layout(let layout) = try opened.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout) else {
             throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")

@@ -134,10 +134,10 @@ public final class QEMUModeSource: @unchecked Sendable {
     private func setUp() throws -> (BandwidthProbe.Measurement?, ByteRate) {
         devices = try SourceDevice.make(specs: options.deviceSpecs, changesPerSecond: options.deviceChangesPerSecond)
         let connection = try connectRetryingRefusal(options.backend, to: options.endpoint, options: options.transportOptions)
-        let opened = try MigrationSession(connection: connection, role: .source, routerConfiguration: CompletionRouter.Configuration(),
-                                          features: MigrationSession.qemuModeFeatures)
+        let opened = try MigrationSession(connection: connection, role: .source, key: options.key,
+                                          handshakeTimeout: options.transportOptions.handshakeTimeout,
+                                          routerConfiguration: CompletionRouter.Configuration(), features: MigrationSession.qemuModeFeatures)
         session = opened
-        try opened.handshake(key: options.key, timeout: options.peerTimeout)
         logger.info("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
 
         let layout = MigrationMessage.Layout(

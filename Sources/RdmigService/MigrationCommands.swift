@@ -22,6 +22,9 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("connect-timeout"), help: "How long connecting may take, refused attempts retried (source), e.g. 10s.")
     var connectTimeout: String?
 
+    @Option(name: .customLong("handshake-timeout"), help: "How long a connecting peer may take to authenticate, e.g. 5s (default: [auth] handshake-timeout).")
+    var handshakeTimeout: String?
+
     @Option(help: "IP type of service / traffic class of rdmig's packets, 0-255 (DSCP × 4 + ECN; on RoCE the class switches map to a priority). Default: the config's [transport] tos, else the system's.")
     var tos: Int?
 
@@ -46,6 +49,16 @@ struct ServiceOptions: ParsableArguments {
             } catch {
                 throw ValidationError("--connect-timeout: \(error)")
             }
+        }
+        if let handshakeTimeout {
+            let timeout: Duration
+            do {
+                timeout = try DurationParser.parse(handshakeTimeout)
+            } catch {
+                throw ValidationError("--handshake-timeout: \(error)")
+            }
+            guard timeout > .zero else { throw ValidationError("--handshake-timeout \(handshakeTimeout): must be longer than 0, e.g. 5s") }
+            configuration.transport.options.handshakeTimeout = timeout
         }
         if let tos {
             guard let trafficClass = TransportOptions.trafficClass(tos) else {
@@ -218,6 +231,7 @@ struct DestCommand: ParsableCommand {
         let key = try service.key(configuration, log: log)
         var options = MigrationDestination.Options(key: key)
         options.peerTimeout = configuration.peerTimeout
+        options.handshakeTimeout = configuration.transport.options.handshakeTimeout
         if let memoryBacking {
             do {
                 options.memoryBacking = try GuestMemoryBacking(parsing: memoryBacking)
@@ -242,20 +256,33 @@ struct DestCommand: ParsableCommand {
         defer { listener.close() }
         // Scripts wait for this line (and read the port from it when they asked for port 0).
         FileHandle.standardError.write(Data("rdmig dest: listening on \(listener.localEndpoint) (\(selection.kind): \(selection.reason))\n".utf8))
+        // Every connecting peer authenticates on a thread of its own within the handshake
+        // timeout; junk, port scans and silent peers are logged and dropped, never fatal.
+        var acceptorOptions = AuthenticatingListener.Options(key: key)
+        acceptorOptions.handshakeTimeout = transportOptions.handshakeTimeout
+        acceptorOptions.maximumPending = transportOptions.maximumPendingHandshakes
+        acceptorOptions.routerConfiguration = MigrationDestination.routerConfiguration(pollerCPUs: placement.cpus)
+        acceptorOptions.log = { logger.notice("\($0)") }
+        let acceptor: AuthenticatingListener
+        do {
+            acceptor = try AuthenticatingListener(listener: listener, options: acceptorOptions)
+        } catch {
+            throw RdmigCommandError("starting to accept migrations on \(listener.localEndpoint): \(error)")
+        }
+        defer { acceptor.stop() }
         var failures = 0
         repeat {
-            let connection: any TransportConnection
-            do {
-                connection = try listener.accept(timeout: nil)
-            } catch {
-                throw RdmigCommandError("accepting a migration: \(error)")
+            guard let session = acceptor.nextSession() else {
+                throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
             }
-            let destination = MigrationDestination(options: options)
-            let report = destination.run(connection: connection)
+            // One migration per launch: peers still in their handshake are turned away.
+            if !keepServing { acceptor.stop() }
+            let peer = session.connection.peerEndpoint
+            let report = MigrationDestination(options: options).run(session: session)
             try service.emit(report, role: "dest")
             if report.status != .completed {
                 failures += 1
-                log.error("migration from \(connection.peerEndpoint) failed: \(report.errorDescription ?? "unknown"); nothing runs here")
+                log.error("migration from \(peer) failed: \(report.errorDescription ?? "unknown"); nothing runs here")
             }
         } while keepServing
         if failures > 0 { throw ExitCode(1) }

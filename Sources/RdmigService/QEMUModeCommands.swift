@@ -61,6 +61,7 @@ enum QEMUModeCommands {
         defer { qmp.close() }
         var options = QEMUModeDestination.Options(key: key)
         options.peerTimeout = configuration.peerTimeout
+        options.handshakeTimeout = configuration.transport.options.handshakeTimeout
         options.logger = log
         let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
         let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
@@ -76,17 +77,29 @@ enum QEMUModeCommands {
         }
         defer { listener.close() }
         FileHandle.standardError.write(Data("rdmig dest: listening on \(listener.localEndpoint) (\(selection.kind): \(selection.reason)); QEMU \(qmp.version.number) at \(qmpPath)\n".utf8))
-        let connection: any TransportConnection
+        var acceptorOptions = AuthenticatingListener.Options(key: key)
+        acceptorOptions.features = MigrationSession.qemuModeFeatures
+        acceptorOptions.handshakeTimeout = configuration.transport.options.handshakeTimeout
+        acceptorOptions.maximumPending = configuration.transport.options.maximumPendingHandshakes
+        let logger = log
+        acceptorOptions.log = { logger.notice("\($0)") }
+        let acceptor: AuthenticatingListener
         do {
-            connection = try listener.accept(timeout: nil)
+            acceptor = try AuthenticatingListener(listener: listener, options: acceptorOptions)
         } catch {
-            throw RdmigCommandError("accepting a migration: \(error)")
+            throw RdmigCommandError("starting to accept migrations on \(listener.localEndpoint): \(error)")
         }
+        defer { acceptor.stop() }
+        guard let session = acceptor.nextSession() else {
+            throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
+        }
+        acceptor.stop()
+        let peer = session.connection.peerEndpoint
         let destination = QEMUModeDestination(options: options, qmp: qmp)
-        let report = waitForAsync { await destination.run(connection: connection) }
+        let report = waitForAsync { await destination.run(session: session) }
         try emit(report, role: "dest", service: service)
         if report.status != .completed {
-            log.error("QEMU migration from \(connection.peerEndpoint) failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
+            log.error("QEMU migration from \(peer) failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
             throw ExitCode(1)
         }
     }

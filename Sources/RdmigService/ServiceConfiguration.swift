@@ -76,7 +76,20 @@ struct ServiceConfiguration {
                 throw ConfigurationFile.Error("\(file.path): [migration] \(setting.name): \(error)")
             }
         }
-        if let keyFile = try file.section("auth").string("key-file"), !keyFile.isEmpty { configuration.keyFile = keyFile }
+        let auth = file.section("auth")
+        if let keyFile = try auth.string("key-file"), !keyFile.isEmpty { configuration.keyFile = keyFile }
+        if let timeout = try auth.duration("handshake-timeout") {
+            guard timeout > .zero else {
+                throw ConfigurationFile.Error("\(file.path): [auth] handshake-timeout must be longer than 0, e.g. \"5s\"")
+            }
+            configuration.transport.options.handshakeTimeout = timeout
+        }
+        if let pending = try auth.int("max-unauthenticated") {
+            guard (1...4096).contains(pending) else {
+                throw ConfigurationFile.Error("\(file.path): [auth] max-unauthenticated = \(pending) is out of range: use 1 … 4096")
+            }
+            configuration.transport.options.maximumPendingHandshakes = pending
+        }
         let service = file.section("service")
         if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
         if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }

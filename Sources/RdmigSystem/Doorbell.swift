@@ -31,6 +31,12 @@ public final class Doorbell: Sendable {
         _ = write(fileDescriptor, &one, 8)
     }
 
+    /// Consumer side, for callers that poll `fileDescriptor` themselves: takes the rings.
+    public func drain() {
+        var value: UInt64 = 0
+        _ = read(fileDescriptor, &value, 8)
+    }
+
     /// Consumer side: `hasWork` is evaluated after arming; sleeps only when it is false.
     /// Returns false when `timeoutMilliseconds` passed without a ring (-1 waits forever).
     @discardableResult

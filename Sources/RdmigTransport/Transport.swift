@@ -36,6 +36,12 @@ public struct TransportOptions: Sendable, Equatable {
     public var completionMode: CompletionMode = .event
     /// How long connect and accept may take before `TransportError.timedOut`.
     public var connectTimeout: Duration = .seconds(10)
+    /// How long a peer that has not authenticated yet may take to complete its side of the
+    /// handshake (the tcp preamble, then HELLO/AUTH) on a listener: it holds a connection
+    /// slot only this long.
+    public var handshakeTimeout: Duration = .seconds(5)
+    /// Connections a listener keeps in their handshake at once; more are closed at once.
+    public var maximumPendingHandshakes: Int = 16
     /// CPUs the backend's own threads (TCP I/O threads, verbs CQ pollers) are pinned to.
     public var threadCPUs: [Int32] = []
     /// The IP type-of-service / traffic-class byte (DSCP << 2 | ECN) of the connection's

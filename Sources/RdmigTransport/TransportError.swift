@@ -32,6 +32,9 @@ public enum TransportError: Error, CustomStringConvertible, Equatable, Sendable 
     case deviceUnavailable(reason: String)
     /// A system or library call failed.
     case system(SystemCallError)
+    /// A listener turned away one connecting peer (bad preamble, silence, too many at once);
+    /// the listener itself carries on.
+    case peerRefused(TransportEndpoint, reason: String)
 
     public var description: String {
         switch self {
@@ -61,6 +64,8 @@ public enum TransportError: Error, CustomStringConvertible, Equatable, Sendable 
             return "memory registration failed: \(detail)"
         case .deviceUnavailable(let reason):
             return "no RDMA device: \(reason)"
+        case .peerRefused(let endpoint, let reason):
+            return "refused the connection from \(endpoint): \(reason)"
         case .system(let error):
             return error.description
         }

@@ -124,7 +124,7 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
         try checkOpen()
         try checkLocal(local, access: .localWrite, what: "receive")
         let receiveQueue = pair.receiveQueue
-        guard receiveQueue.post(.init(id: id, address: local.address, length: local.length)) else {
+        guard receiveQueue.post(.init(id: id, address: local.address, length: local.length, localKey: local.localKey)) else {
             throw .queueFull(queue: "receive", depth: receiveQueue.depth)
         }
         pair.advertiseCreditsIfDue()

@@ -1,17 +1,45 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import RdmigSystem
 import Synchronization
 
-/// A listening socket of the `tcp` backend. `accept` exchanges preambles before it returns a
-/// connection, so a peer that is not an rdmig tcp transport of the same version is refused here.
+/// A listening socket of the `tcp` backend. Each accepted socket exchanges preambles on a
+/// thread of its own (at most `options.maximumPendingHandshakes` at once, each bounded by
+/// `options.handshakeTimeout`), so a peer that connects and says nothing, or junk, never
+/// holds up the next peer; `accept` hands out connections in the order their preambles
+/// completed. A peer whose preamble fails is reported by `accept` as that peer's error
+/// (`TransportError.rejectedByPeer` naming it) and the listener stays usable.
 public final class TCPListener: TransportListener, @unchecked Sendable {
     public let localEndpoint: TransportEndpoint
     private let fd: Int32
     private let options: TransportOptions
     private let closeBell: Doorbell
     private let closed = Atomic<Bool>(false)
+    private let pending: PendingPreambles
+
+    /// Preambles in progress and their outcomes, shared with the threads running them (which
+    /// may outlive the listener by up to the handshake timeout).
+    final class PendingPreambles: @unchecked Sendable {
+        let readyBell: Doorbell
+        let state = Mutex<(running: Int, outcomes: [Result<TCPConnection, TransportError>], closed: Bool)>((0, [], false))
+
+        init() throws(TransportError) {
+            do { readyBell = try Doorbell() } catch { throw .system(error) }
+        }
+
+        func finish(_ outcome: Result<TCPConnection, TransportError>) {
+            let dropped: TCPConnection? = state.withLock { state in
+                state.running -= 1
+                if state.closed, case .success(let connection) = outcome { return connection }
+                state.outcomes.append(outcome)
+                return nil
+            }
+            dropped?.close()
+            readyBell.forceRing()
+        }
+    }
 
     init(on endpoint: TransportEndpoint, options: TransportOptions) throws(TransportError) {
         do {
@@ -19,6 +47,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
         } catch {
             throw .system(error)
         }
+        pending = try PendingPreambles()
         let (fd, local) = try TCPSocket.listen(on: endpoint)
         self.fd = fd
         self.localEndpoint = local
@@ -42,6 +71,8 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
             guard !closed.load(ordering: .acquiring) else {
                 throw .connectionClosed(detail: "the listener on \(localEndpoint) was closed")
             }
+            let outcome = pending.state.withLock { state in state.outcomes.isEmpty ? nil : state.outcomes.removeFirst() }
+            if let outcome { return try outcome.get() }
             var milliseconds: Int32 = -1
             if let deadline {
                 let remaining = deadline - ContinuousClock.now
@@ -49,13 +80,15 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
                 milliseconds = Int32(clamping: Int64((remaining.seconds * 1000).rounded(.up)))
             }
             var descriptors = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                               pollfd(fd: closeBell.fileDescriptor, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&descriptors, 2, milliseconds)
+                               pollfd(fd: closeBell.fileDescriptor, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: pending.readyBell.fileDescriptor, events: Int16(POLLIN), revents: 0)]
+            let ready = poll(&descriptors, 3, milliseconds)
             if ready < 0 {
                 let error = SystemCall.currentErrno()
                 if error == EINTR { continue }
                 throw .system(SystemCallError(call: "poll", errno: error, context: "accept on \(localEndpoint)"))
             }
+            if descriptors[2].revents != 0 { pending.readyBell.drain() }
             guard ready > 0, descriptors[0].revents != 0, !closed.load(ordering: .acquiring) else { continue }
             // Glibc's module does not export accept4 (it needs _GNU_SOURCE); Linux's accept() does
             // not pass O_NONBLOCK on, and FD_CLOEXEC is set right after.
@@ -67,21 +100,54 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
                 throw .system(SystemCallError(call: "accept4", errno: error, context: "accept on \(localEndpoint)"))
             }
             _ = fcntl(connected, F_SETFD, FD_CLOEXEC)
+            startPreamble(connected)
+        }
+    }
+
+    private func startPreamble(_ connected: Int32) {
+        let limit = options.maximumPendingHandshakes
+        let admitted = pending.state.withLock { state in
+            guard state.running < limit else { return false }
+            state.running += 1
+            return true
+        }
+        let peer = try? TCPSocket.peerEndpoint(of: connected)
+        guard admitted else {
+            Glibc.close(connected)
+            let who = peer.map { "\($0)" } ?? "a peer"
+            pending.finish(.failure(.peerRefused(peer ?? localEndpoint, reason:
+                "\(who) was closed at once: \(limit) connections are already in their handshake ([auth] max-unauthenticated)")))
+            pending.state.withLock { $0.running += 1 }  // `finish` counted it down
+            return
+        }
+        let options = options
+        let pending = pending
+        let deadline = ContinuousClock.now + options.handshakeTimeout
+        Thread.detachNewThread {
             do throws(TransportError) {
-                let peer = try TCPSocket.peerEndpoint(of: connected)
+                guard let peer else {
+                    throw TransportError.peerDisconnected(TransportEndpoint(host: "unknown", port: 0), detail: "gone before its preamble")
+                }
                 try TCPSocket.configureDataPath(connected, peer, trafficClass: options.trafficClass)
-                try TCPSocket.exchangePreambles(connected, peer: peer, deadline: ContinuousClock.now + options.connectTimeout,
-                                                timeout: options.connectTimeout)
+                try TCPSocket.exchangePreambles(connected, peer: peer, deadline: deadline, timeout: options.handshakeTimeout)
             } catch {
                 Glibc.close(connected)
-                throw error
+                pending.finish(.failure(.peerRefused(peer ?? TransportEndpoint(host: "unknown", port: 0), reason: "\(error)")))
+                return
             }
-            return try TCPConnection(fd: connected, options: options)
+            // TCPConnection owns the descriptor from here, and closes it if it fails.
+            pending.finish(Result { () throws(TransportError) -> TCPConnection in try TCPConnection(fd: connected, options: options) })
         }
     }
 
     public func close() {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let unclaimed = pending.state.withLock { state in
+            state.closed = true
+            defer { state.outcomes = [] }
+            return state.outcomes
+        }
+        for case .success(let connection) in unclaimed { connection.close() }
         closeBell.forceRing()
         // On Linux shutdown() of a listening socket stops listening (inet_csk_listen_stop): new
         // connection attempts are refused at once.

@@ -1,10 +1,14 @@
 import Synchronization
 
 /// A receive posted on one `tcp` connection.
+/// It names its registration by key, and the receiver places a payload only after finding
+/// that registration still live, so a receive can never outlive the memory it points to (as on
+/// a verbs device, whose receive fails with a protection error once its MR is gone).
 struct TCPPostedReceive {
     var id: UInt64 = 0
     var address: UInt64 = 0
     var length: Int = 0
+    var localKey: UInt32 = 0
 }
 
 /// The receive queue of one `tcp` connection: posted receive buffers, consumed in order by

@@ -184,7 +184,23 @@ struct TCPReceiver {
             return false
         }
         if length > 0 {
+            // The registration is looked up again now, not trusted from posting time: memory
+            // deregistered (and perhaps freed) since then must never be written.
+            let registrations = pair.registrations
+            guard let found = registrations.find(key: receive.localKey), found.access.contains(.localWrite),
+                  TCPRegistrationTable.range(address: receive.address, length: UInt64(length), isInside: found),
+                  registrations.beginPlacing(found) else {
+                pair.completionQueue.push(.init(
+                    completion: Completion(id: receive.id, kind: .receive, status: .otherError, byteCount: length),
+                    freesReceive: true))
+                let detail = "an incoming SEND of \(length) bytes found its posted receive (id \(receive.id)) pointing into "
+                    + "memory that is no longer registered (local protection error); connection torn down"
+                refuse(.invalidWorkRequest(detail: detail), .protocolViolation, sequence: frame.sequence,
+                       text: "SEND of \(length) bytes: the peer's posted receive is no longer registered")
+                return false
+            }
             let result = read(into: UnsafeMutableRawPointer(bitPattern: UInt(receive.address))!, count: length)
+            registrations.endPlacing()
             guard case .complete = result else {
                 disconnect(midPayload: result, what: "a SEND of \(length) bytes")
                 return false
