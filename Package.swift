@@ -118,7 +118,7 @@ let package = Package(
             dependencies: ["RdmigTestSupport", "rdmig", "RdmigQEMUMode", "RdmigQEMU", "RdmigChannels", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigServiceTests", dependencies: ["RdmigTestSupport", "rdmig", "RdmigService", "RdmigQEMU", "RdmigMigration", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
+            name: "RdmigServiceTests", dependencies: ["RdmigTestSupport", "rdmig", "RdmigService", "RdmigQEMU", "RdmigMigration", "RdmigChannels", "RdmigMemory", "RdmigTransport", "RdmigSystem"],
             swiftSettings: swiftSettings),
         // Boots the Soft-RoCE guest (Tests/softroce) and runs the `rdmig` binary there.
         .testTarget(

@@ -114,24 +114,14 @@ package final class MigrationSession: @unchecked Sendable {
         } catch {
             throw MigrationError(.authentication, "exchanging HELLO: \(error)")
         }
-        do {
-            try peer.checkCompatible()
-        } catch {
-            throw MigrationError(.authentication, "\(error) (peer: \(peer.software))")
-        }
-        let expectedPeerRole: MigrationMessage.Role = role == .source ? .destination : .source
-        guard peer.role == expectedPeerRole else {
-            throw MigrationError(.authentication, "the peer is also a \(peer.role == .source ? "source" : "destination"): start `rdmig dest` on one side and `rdmig source` on the other")
-        }
-        // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
-        let peerQEMU = peer.features.contains(.qemuStream)
-        if peerQEMU != features.contains(.qemuStream) {
-            throw MigrationError(.authentication, peerQEMU
-                ? "the \(peerName) runs in QEMU mode (--qemu-qmp) and this side in native mode: give both sides --qemu-qmp, or neither"
-                : "the \(peerName) runs in native mode and this side in QEMU mode (--qemu-qmp): give both sides --qemu-qmp, or neither")
+        if let refusal = Self.incompatibility(of: peer, role: role, features: features) {
+            // Harmless to tell: which version and mode this side runs, so the source can say so.
+            if role == .destination { try? handshake.send(.abort(.init(reason: refusal))) }
+            throw MigrationError(.authentication, refusal)
         }
         let sourceNonce = role == .source ? nonce : peer.nonce
         let destinationNonce = role == .source ? peer.nonce : nonce
+        let expectedPeerRole = peer.role
         let ownMAC = PeerAuthentication.mac(key: key, role: role, sourceNonce: sourceNonce, destinationNonce: destinationNonce)
         do {
             if role == .source {
@@ -160,6 +150,30 @@ package final class MigrationSession: @unchecked Sendable {
             throw MigrationError(.authentication, "exchanging AUTH: \(error)")
         }
         return (peer, (sourceNonce, destinationNonce))
+    }
+
+    /// Why this side cannot migrate with `peer` (another version, the same role, the other
+    /// mode), or nil.
+    private static func incompatibility(of peer: MigrationMessage.Hello, role: MigrationMessage.Role,
+                                        features: MigrationMessage.Features) -> String? {
+        do {
+            try peer.checkCompatible()
+        } catch {
+            return "\(error) (peer: \(peer.software))"
+        }
+        let expectedPeerRole: MigrationMessage.Role = role == .source ? .destination : .source
+        guard peer.role == expectedPeerRole else {
+            return "the peer is also a \(peer.role == .source ? "source" : "destination"): start `rdmig dest` on one side and `rdmig source` on the other"
+        }
+        // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
+        let peerName = role == .source ? "destination" : "source"
+        let peerQEMU = peer.features.contains(.qemuStream)
+        guard peerQEMU == features.contains(.qemuStream) else {
+            return peerQEMU
+                ? "the \(peerName) runs in QEMU mode (--qemu-qmp) and this side in native mode: give both sides --qemu-qmp, or neither"
+                : "the \(peerName) runs in native mode and this side in QEMU mode (--qemu-qmp): give both sides --qemu-qmp, or neither"
+        }
+        return nil
     }
 
     /// The next control message; ABORT and ERROR from the peer become errors.

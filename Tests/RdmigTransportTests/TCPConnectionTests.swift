@@ -172,6 +172,33 @@ import Testing
         }
     }
 
+    /// The audit's first finding, at the transport: a receive posted into memory that was
+    /// deregistered since (and might be freed) must never be written. Like a verbs device,
+    /// whose receive fails once its MR is gone, the tcp backend looks the registration up again
+    /// before it places a SEND, refuses it and tears the connection down.
+    @Test func aSendIsNeverPlacedIntoAReceiveWhoseRegistrationIsGone() throws {
+        let (client, server) = try connectedPair()
+        let receiveBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
+        let sendBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
+        defer {
+            client.close()
+            server.close()
+            receiveBuffer.deallocate()
+            sendBuffer.deallocate()
+        }
+        receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0x11)
+        sendBuffer.initializeMemory(as: UInt8.self, repeating: 0xEE)
+        let registration = try server.register(receiveBuffer, access: .localWrite)
+        try server.postReceive(registration.wholeSlice, id: 9)
+        try server.deregister(registration)
+        let sending = try client.register(sendBuffer, access: .localWrite)
+        try client.postSend(sending.slice(offset: 0, length: 1024), id: 1, signaled: true)
+        let completion = try #require(waitForOne(server))
+        #expect(completion.id == 9 && completion.status != .success, "\(completion)")
+        #expect(receiveBuffer.allSatisfy { $0 == 0x11 }, "a payload was written into deregistered memory")
+        #expect(server.failure != nil)
+    }
+
     @Test func orderlyCloseIsReportedAsClosedByPeer() throws {
         let (client, server) = try connectedPair()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)
