@@ -51,9 +51,14 @@ public enum ControlFrame {
             let tag = UnsafeRawBufferPointer(rebasing: received[(received.count - tagSize)...])
             guard authenticator.check(frame, sequence: sequence, received: tag) else {
                 // Magic and version still come first, so a peer of another release is told so.
-                let header = try ControlFrameHeader.load(from: frame)
-                throw .authenticationFailed(detail: "frame #\(sequence) (type \(header.type), \(header.payloadLength) payload bytes) "
-                    + "does not carry this session's MAC: it was changed, replayed or reordered on the path")
+                do {
+                    _ = try ControlFrameHeader.load(from: received)
+                } catch {
+                    if case .versionMismatch = error { throw error }
+                    if received.count >= 4, received.loadUnaligned(as: UInt32.self) != ControlFrameHeader.magic.littleEndian { throw error }
+                }
+                throw .authenticationFailed(detail: "frame #\(sequence) of \(received.count) bytes does not carry this session's MAC: "
+                    + "it was changed, replayed or reordered on the path, or sent without the session key")
             }
         }
         let header = try ControlFrameHeader.load(from: frame)

@@ -178,22 +178,25 @@ package final class AuthenticatingListener: @unchecked Sendable {
         readyBell.forceRing()
     }
 
-    /// Logs a refused peer: the first failure from a host at once, later ones at most once per
-    /// `failureLogInterval`, with how many were not logged in between.
+    /// Logs a refused peer: the first failure of a kind from a host at once, later ones at most
+    /// once per `failureLogInterval`, with how many were not logged in between.
     private static func noteFailure(host: String, _ text: String, _ shared: Shared) {
         let options = shared.options
         let now = ContinuousClock.now
+        // One entry per host and kind of failure (the text without its numbers: ports,
+        // counts), so a scan does not hide a wrong key from the same host.
+        let key = host + " " + String(text.filter { !$0.isNumber }.prefix(120))
         let line: String? = shared.state.withLock { state in
             if state.failures.count > 4096 { state.failures = [:] }
-            guard let entry = state.failures[host] else {
-                state.failures[host] = (now, 0)
+            guard let entry = state.failures[key] else {
+                state.failures[key] = (now, 0)
                 return text
             }
             guard now - entry.logged >= failureLogInterval else {
-                state.failures[host] = (entry.logged, entry.suppressed + 1)
+                state.failures[key] = (entry.logged, entry.suppressed + 1)
                 return nil
             }
-            state.failures[host] = (now, 0)
+            state.failures[key] = (now, 0)
             return entry.suppressed == 0 ? text : "\(text) (and \(entry.suppressed) more failures from \(host) not logged since)"
         }
         if let line { options.log(line) }

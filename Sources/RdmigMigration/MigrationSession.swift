@@ -87,17 +87,14 @@ package final class MigrationSession: @unchecked Sendable {
         let peerName = role == .source ? "destination" : "source"
         let peer: MigrationMessage.Hello
         do {
-            // HELLO: the source's first; each side's receive is posted before the frame that
-            // provokes the peer's answer goes out.
+            // HELLO: the source's first; both receives are posted before anything is sent.
             let received: MigrationMessage
+            try handshake.expectFrames()
             if role == .source {
-                try handshake.expectFrame()
                 try handshake.send(.hello(hello))
                 received = try handshake.receive(operation: "waiting for the destination's HELLO")
             } else {
-                try handshake.expectFrame()
                 received = try handshake.receive(operation: "waiting for the source's HELLO")
-                try handshake.expectFrame()
                 // Sent whatever the source announced, so that a source of another version
                 // learns which version this side speaks.
                 try handshake.send(.hello(hello))
@@ -124,10 +121,7 @@ package final class MigrationSession: @unchecked Sendable {
         let expectedPeerRole = peer.role
         let ownMAC = PeerAuthentication.mac(key: key, role: role, sourceNonce: sourceNonce, destinationNonce: destinationNonce)
         do {
-            if role == .source {
-                try handshake.expectFrame()
-                try handshake.send(.auth(.init(mac: ownMAC)))
-            }
+            if role == .source { try handshake.send(.auth(.init(mac: ownMAC))) }
             let message = try handshake.receive(operation: "waiting for the \(peerName)'s AUTH")
             guard case .auth(let auth) = message else {
                 if case .abort(let abort) = message {
