@@ -92,6 +92,9 @@ public final class PageChannel: @unchecked Sendable {
     public let control: ControlChannel
     public let channel: ChannelID
     public let configuration: Configuration
+    /// When set, no wait for write completions goes past it (the source's switchover budget:
+    /// a link that stops moving must not keep the guest paused for a whole completion timeout).
+    public var completionDeadline: ContinuousClock.Instant?
 
     private let inbox: CompletionInbox
     private var account: SendQueueAccount
@@ -301,7 +304,8 @@ public final class PageChannel: @unchecked Sendable {
     private func post(_ write: (local: LocalSlice, remote: RemoteSlice), forceSignal: Bool) throws(ChannelError) {
         if !account.hasRoom {
             statistics.sendQueueWaits += 1
-            let deadline = ContinuousClock.now + configuration.completionTimeout
+            var deadline = ContinuousClock.now + configuration.completionTimeout
+            if let completionDeadline, completionDeadline < deadline { deadline = completionDeadline }
             while !account.hasRoom {
                 let completion = try router.wait(on: inbox, until: deadline, timeout: configuration.completionTimeout,
                                                  operation: "writing pages: waiting for the peer to complete earlier writes")

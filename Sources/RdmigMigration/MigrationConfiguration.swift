@@ -8,8 +8,16 @@ public struct MigrationConfiguration: Sendable, Equatable {
     public var guest = SyntheticGuestConfiguration()
     public var convergence = ConvergenceConfiguration()
     public var dirtyLog: DirtyLogKind = .synthetic
+    /// Longest the guest may stay paused before COMMIT; nil = `defaultSwitchoverBudget`.
+    public var switchoverBudget: Duration?
 
     public init() {}
+
+    /// The switchover budget: `switchover-budget`, or 20 × the downtime limit but at least 1 s
+    /// (room for a slow last pass, never the minute a peer timeout allows).
+    public var effectiveSwitchoverBudget: Duration {
+        switchoverBudget ?? max(.seconds(1), convergence.downtimeLimit * 20)
+    }
 
     /// One setting: its name, its default as written in a config file, and what it does.
     public struct Setting: Sendable, Equatable {
@@ -35,6 +43,8 @@ public struct MigrationConfiguration: Sendable, Equatable {
         Setting(name: "huge-pages", defaultValue: "false", summary: "map guest memory with huge pages (MAP_HUGETLB)"),
         Setting(name: "dirty-log", defaultValue: "synthetic", summary: "synthetic or userfaultfd"),
         Setting(name: "downtime-limit", defaultValue: "50ms", summary: "switch over when the predicted downtime is at most this"),
+        Setting(name: "switchover-budget", defaultValue: "auto",
+                summary: "longest the guest stays paused before COMMIT; past it the guest resumes on the source ('auto' = 20 x downtime-limit, at least 1s)"),
         Setting(name: "max-iterations", defaultValue: "30", summary: "pre-copy passes before on-no-convergence applies"),
         Setting(name: "on-no-convergence", defaultValue: "throttle", summary: "throttle, force or fail"),
         Setting(name: "throttle-initial", defaultValue: "20", summary: "first auto-converge throttle, percent"),
@@ -110,6 +120,14 @@ public struct MigrationConfiguration: Sendable, Equatable {
         case "huge-pages": guest.hugePages = try boolean()
         case "dirty-log": dirtyLog = try choice(DirtyLogKind.self)
         case "downtime-limit": convergence.downtimeLimit = try duration()
+        case "switchover-budget":
+            if value == "auto" {
+                switchoverBudget = nil
+            } else {
+                let budget = try duration()
+                guard budget > .zero else { throw invalid("a duration longer than 0, e.g. 2s, or auto") }
+                switchoverBudget = budget
+            }
         case "max-iterations": convergence.maxIterations = try integer()
         case "on-no-convergence": convergence.onNoConvergence = try choice(NoConvergenceAction.self)
         case "throttle-initial": convergence.throttleInitial = try integer()
@@ -157,6 +175,7 @@ public struct MigrationConfiguration: Sendable, Equatable {
         case "huge-pages": return "\(guest.hugePages)"
         case "dirty-log": return dirtyLog.rawValue
         case "downtime-limit": return DurationText.milliseconds(convergence.downtimeLimit)
+        case "switchover-budget": return switchoverBudget.map { DurationText.milliseconds($0) } ?? "auto"
         case "max-iterations": return "\(convergence.maxIterations)"
         case "on-no-convergence": return convergence.onNoConvergence.rawValue
         case "throttle-initial": return "\(convergence.throttleInitial)"

@@ -194,9 +194,9 @@ package final class MigrationSession: @unchecked Sendable {
         }
     }
 
-    package func send(_ message: MigrationMessage, _ phase: MigrationError.Phase) throws(MigrationError) {
+    package func send(_ message: MigrationMessage, _ phase: MigrationError.Phase, timeout: Duration? = nil) throws(MigrationError) {
         do {
-            try control.send(message)
+            try control.send(message, timeout: timeout)
         } catch {
             throw MigrationError.channel(error, phase, during: "sending \(message.wireName)")
         }

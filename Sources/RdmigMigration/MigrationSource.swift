@@ -48,6 +48,18 @@ public final class MigrationSource {
     private(set) public var guest: SyntheticGuest?
     /// The newest iteration the destination has applied and hashed (ZERO_PAGES_APPLIED).
     private var appliedThrough: UInt32?
+    /// Set when the guest is paused: every wait before COMMIT ends by then, and the guest is
+    /// given back to the source (the switchover budget).
+    private var switchoverDeadline: ContinuousClock.Instant?
+    /// When the guest was paused for the switchover.
+    private var pausedAt: ContinuousClock.Instant?
+
+    /// How long the next wait for the peer may take: the peer timeout, and inside the
+    /// switchover no longer than the budget has left.
+    private var waitTimeout: Duration {
+        guard let switchoverDeadline else { return options.peerTimeout }
+        return max(.milliseconds(1), min(options.peerTimeout, switchoverDeadline - clock.now))
+    }
 
     public init(options: Options) {
         self.options = options
@@ -78,15 +90,24 @@ public final class MigrationSource {
             try migrate(guest: guest, devices: &devices, session: opened, report: &report, start: start,
                         paused: &paused, committed: &committed)
         } catch {
-            let reason = (error as? MigrationError)?.description ?? "\(error)"
+            var reason = (error as? MigrationError)?.description ?? "\(error)"
+            if !committed, let switchoverDeadline, clock.now >= switchoverDeadline, !reason.contains("budget") {
+                reason = "switchover budget of \(DurationText.milliseconds(options.migration.effectiveSwitchoverBudget)) exhausted "
+                    + "([migration] switchover-budget), the guest resumed here: \(reason)"
+            }
             report.status = .failed
             report.errorDescription = reason
             options.log("migration failed: \(reason)")
             if !committed {
-                session?.abort(reason)
+                // The guest first (every millisecond here is downtime), then the destination,
+                // which runs nothing without COMMIT and discards its copy on ABORT or silence.
                 for device in devices { try? device.provider.abortToRunning() }
+                if let guest, paused {
+                    guest.resume()
+                    report.downtime = (clock.now - (pausedAt ?? clock.now)).milliseconds
+                }
+                session?.abort(reason)
                 if let guest {
-                    if paused { guest.resume() }
                     report.guestLocation = guestKeepsRunning(guest) ? "source (resumed)" : "source (paused: check the guest)"
                 }
             } else {
@@ -280,6 +301,10 @@ public final class MigrationSource {
         var steps = StepTimer()
         guest.pause()
         paused = true
+        pausedAt = pauseStart
+        let budget = options.migration.effectiveSwitchoverBudget
+        switchoverDeadline = pauseStart + budget
+        pages.completionDeadline = switchoverDeadline
         steps.lap("pause")
         FaultInjection.stall(at: "source-stall-after-pause")
         for device in devices {
@@ -301,7 +326,7 @@ public final class MigrationSource {
         if case .forceSwitchover = lastDecision?.action { reason = .forced } else { reason = .converged }
         steps.lap("collect")
         try session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
-                                           deviceStopCopyBytes: deviceStopBytes)), .switchover)
+                                           deviceStopCopyBytes: deviceStopBytes)), .switchover, timeout: waitTimeout)
         let finalStatistics = try sendPages(final, iteration: iteration, pages: pages, region: pageRegion, session: session, digester: digester, devices: &devices)
         steps.lap("last pages")
         var stopCopySent: UInt64 = 0
@@ -310,7 +335,7 @@ public final class MigrationSource {
         }
         if let stream {
             do {
-                try stream.flush(timeout: options.peerTimeout)
+                try stream.flush(timeout: waitTimeout)
             } catch {
                 throw MigrationError.channel(error, .switchover, during: "sending VF stop-copy state")
             }
@@ -339,7 +364,7 @@ public final class MigrationSource {
                 throw MigrationError(.switchover, "VF \(device.provider.name) digest: \(error)")
             }
         }
-        try session.send(.digests(.init(entries: entries)), .switchover)
+        try session.send(.digests(.init(entries: entries)), .switchover, timeout: waitTimeout)
         try expect(session, .switchover, during: "waiting for READY (the destination verifies memory and VF state)", pages: pages, devices: &devices) {
             if case .ready = $0 { return true } else { return false }
         }
@@ -347,8 +372,14 @@ public final class MigrationSource {
         steps.lap("verify+READY")
 
         // COMMIT: from the moment its send completes, the guest belongs to the destination.
-        try session.send(.commit, .commit)
+        // The budget's last check: past it the guest resumes here, whatever the destination
+        // verified (it discards its copy when it sees the ABORT or loses this side).
+        if clock.now > switchoverDeadline! {
+            throw MigrationError(.switchover, "the switchover took longer than its budget of \(DurationText.milliseconds(budget))")
+        }
+        try session.send(.commit, .commit, timeout: waitTimeout)
         committed = true
+        switchoverDeadline = nil
         for device in devices { try? device.provider.transition(to: .stop) }
         try expect(session, .commit, during: "waiting for RESUMED", pages: pages, devices: &devices) {
             if case .resumed = $0 { return true } else { return false }
@@ -405,7 +436,7 @@ public final class MigrationSource {
                            region: PageChannel.Region, session: MigrationSession, digester: ChunkDigester,
                            devices: inout [Device]) throws(MigrationError) -> PageIterationStatistics {
         while pages.awaitsZeroPagesApplied {
-            try handleAsynchronous(try session.receive(.precopy, during: "waiting for ZERO_PAGES_APPLIED", timeout: options.peerTimeout),
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for ZERO_PAGES_APPLIED", timeout: waitTimeout),
                                    pages: pages, devices: &devices)
         }
         let zeroRuns = knownZero.map { dirty.intersection($0).runs() } ?? []
@@ -454,7 +485,7 @@ public final class MigrationSource {
         try onChannel { () throws(ChannelError) in try pages.fence() }
         try sendTouched(touched, chunks: segment.map(chunks(of:)) ?? 0..<0, isLast: true, iteration: iteration, region: region,
                         chunkSize: digester.chunkSize, session: session)
-        let statistics = try onChannel { () throws(ChannelError) in try pages.endIteration(timeout: options.peerTimeout) }
+        let statistics = try onChannel { () throws(ChannelError) in try pages.endIteration(timeout: waitTimeout) }
         return statistics
     }
 
@@ -500,7 +531,7 @@ public final class MigrationSource {
             }
             guard let length else { break }
             do {
-                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: waitTimeout)
             } catch {
                 throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
             }
@@ -510,7 +541,7 @@ public final class MigrationSource {
         // initial bytes now, to acknowledge them before switchover.
         if wrote {
             do {
-                try stream.flush(timeout: options.peerTimeout)
+                try stream.flush(timeout: waitTimeout)
             } catch {
                 throw MigrationError.channel(error, .precopy, during: "streaming VF \(device.provider.name) state")
             }
@@ -531,7 +562,7 @@ public final class MigrationSource {
             guard let length else { break }
             records += 1
             do {
-                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+                try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: waitTimeout)
             } catch {
                 throw MigrationError.channel(error, .switchover, during: "streaming VF \(device.provider.name) stop-copy state")
             }
@@ -543,14 +574,14 @@ public final class MigrationSource {
     /// The destination applied the iteration's zero pages and hashed its chunks.
     private func waitForIterationApplied(_ iteration: UInt32, session: MigrationSession, pages: PageChannel, devices: inout [Device]) throws(MigrationError) {
         while appliedThrough.map({ $0 < iteration }) ?? true {
-            try handleAsynchronous(try session.receive(.precopy, during: "waiting for the destination to apply iteration \(iteration)", timeout: options.peerTimeout),
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for the destination to apply iteration \(iteration)", timeout: waitTimeout),
                                    pages: pages, devices: &devices)
         }
     }
 
     private func waitForSwitchoverAcks(_ devices: inout [Device], session: MigrationSession, pages: PageChannel) throws(MigrationError) {
         while devices.contains(where: { $0.provider.requiresSwitchoverAck && !$0.acknowledged }) {
-            try handleAsynchronous(try session.receive(.precopy, during: "waiting for SWITCHOVER_ACK", timeout: options.peerTimeout),
+            try handleAsynchronous(try session.receive(.precopy, during: "waiting for SWITCHOVER_ACK", timeout: waitTimeout),
                                    pages: pages, devices: &devices)
         }
     }
@@ -575,7 +606,7 @@ public final class MigrationSource {
     private func expect(_ session: MigrationSession, _ phase: MigrationError.Phase, during: String, pages: PageChannel,
                         devices: inout [Device], _ matches: (MigrationMessage) -> Bool) throws(MigrationError) {
         while true {
-            let message = try session.receive(phase, during: during, timeout: options.peerTimeout)
+            let message = try session.receive(phase, during: during, timeout: waitTimeout)
             if matches(message) { return }
             try handleAsynchronous(message, pages: pages, devices: &devices)
         }

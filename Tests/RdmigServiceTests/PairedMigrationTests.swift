@@ -147,6 +147,27 @@ import Testing
         try expectSourceKeptTheGuest(source)
     }
 
+    /// A destination that stops answering during stop-and-copy (here: it stalls on SWITCHOVER;
+    /// a cut link looks the same to the source) must not keep the guest paused until the peer
+    /// timeout: past the switchover budget the guest resumes on the source.
+    @Test func aDestinationSilentInStopAndCopyGetsNoMoreThanTheSwitchoverBudget() throws {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key],
+                                           environment: ["RDMIG_FAULT": "dest-stall-at-switchover"])
+        defer { destination.kill(); destination.wait(timeout: 10) }
+        let port = try destination.listeningPort()
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "--peer-timeout", "60s",
+                                       "--guest-size", "64MiB", "--dirty-rate", "16MiB/s", "--working-set", "16MiB",
+                                       "--set", "switchover-budget=1s"])
+        #expect(source.wait(timeout: 30) == 1, "source stderr:\n\(source.stderr)")
+        let report = try source.report()
+        #expect(report["guest-location"] as? String == "source (resumed)", "\(report)")
+        #expect((report["error-desc"] as? String ?? "").contains("switchover budget of 1000ms exhausted"), "\(report)")
+        // Paused from the pause to the resume: the budget, plus the last wait's granularity.
+        let paused = report["downtime"] as? Double ?? .infinity
+        #expect(paused >= 1000 && paused < 1500, "the guest was paused \(paused) ms")
+    }
+
     @Test func sourceKilledDuringPreCopyLeavesNothingRunningOnTheDestination() throws {
         let (_, destination) = try run(stall: "source-stall-in-precopy", in: "source")
         try expectDestinationDiscarded(destination)

@@ -18,8 +18,9 @@ import Testing
         let raw = try TCPRawPeer.connect(to: listener.localEndpoint)
         raw.send(Array("GET / HTTP/1.1\r\n\r\n".utf8))
         let error = #expect(throws: TransportError.self) { try listener.acceptConnection(timeout: .seconds(5)) }
-        guard case .protocolViolation(let detail)? = error else {
-            Issue.record("expected protocolViolation, got \(String(describing: error))")
+        // The listener names the peer it turned away and carries on (see below).
+        guard case .peerRefused(_, let detail)? = error, detail.contains("protocol violation") else {
+            Issue.record("expected the peer refused with a protocol violation, got \(String(describing: error))")
             return
         }
         #expect(detail.contains("47 45 54 20 2f 20 48 54"), "detail names the bytes: \(detail)")
@@ -34,11 +35,42 @@ import Testing
         let raw = try TCPRawPeer.connect(to: listener.localEndpoint)
         raw.send(TCPPreamble.encode(version: 2))
         let error = #expect(throws: TransportError.self) { try listener.acceptConnection(timeout: .seconds(5)) }
-        guard case .protocolViolation(let detail)? = error else {
-            Issue.record("expected protocolViolation, got \(String(describing: error))")
+        // The listener names the peer it turned away and carries on (see below).
+        guard case .peerRefused(_, let detail)? = error, detail.contains("protocol violation") else {
+            Issue.record("expected the peer refused with a protocol violation, got \(String(describing: error))")
             return
         }
         #expect(detail.contains("version 2") && detail.contains("version 1"), "detail names both versions: \(detail)")
+    }
+
+    /// A peer that connects and says nothing holds one preamble thread until the handshake
+    /// timeout, never the listener: the next peer is accepted at once.
+    @Test func aSilentPeerDoesNotHoldTheListener() throws {
+        var options = TransportOptions()
+        options.handshakeTimeout = .milliseconds(500)
+        let listener = try tcp.listener(on: loopback, options: options)
+        defer { listener.close() }
+        let silent = try TCPRawPeer.connect(to: listener.localEndpoint)
+        let accepted = Mutex<TCPConnection?>(nil)
+        let thread = try TCPRawPeer.onThread {
+            let connection = try? listener.acceptConnection(timeout: .seconds(5))
+            accepted.withLock { $0 = connection }
+        }
+        let client = try tcp.connection(to: listener.localEndpoint, options: options)
+        thread.join()
+        let server = try #require(accepted.withLock { $0 })
+        #expect(server.peerEndpoint == client.localEndpoint)
+        client.close()
+        server.close()
+        // Then the silent one is refused by name once its time is up, and let go.
+        let error = #expect(throws: TransportError.self) { try listener.acceptConnection(timeout: .seconds(5)) }
+        guard case .peerRefused(let peer, let detail)? = error else {
+            Issue.record("expected the silent peer refused, got \(String(describing: error))")
+            return
+        }
+        #expect(detail.contains("timed out"), "\(detail)")
+        #expect(peer.port != listener.localEndpoint.port)
+        withExtendedLifetime(silent) {}
     }
 
     @Test func peerOfAnotherVersionIsRefusedOnConnect() throws {
@@ -66,8 +98,9 @@ import Testing
         raw.send(Array("RDM".utf8))
         raw.shutdownAndClose()
         let error = #expect(throws: TransportError.self) { try listener.acceptConnection(timeout: .seconds(5)) }
-        guard case .protocolViolation(let detail)? = error else {
-            Issue.record("expected protocolViolation, got \(String(describing: error))")
+        // The listener names the peer it turned away and carries on (see below).
+        guard case .peerRefused(_, let detail)? = error, detail.contains("protocol violation") else {
+            Issue.record("expected the peer refused with a protocol violation, got \(String(describing: error))")
             return
         }
         #expect(detail.contains("after 3 of the 16"), "\(detail)")
