@@ -153,3 +153,144 @@ final class RawPeer {
         #expect(destination.process.isRunning)
     }
 }
+
+/// A man in the middle after the handshake: relays a source's tcp connection to the
+/// destination frame by frame and rewrites one frame the way an attacker on the path would —
+/// one bit of the first control message after the channel setup (LAYOUT), with the CRC-32C
+/// fixed up, or one bit of a page in a large WRITE.
+final class TamperingRelay: @unchecked Sendable {
+    enum Target: Sendable { case layoutMessage, pagePayload }
+
+    let port: UInt16
+    private let listenFD: Int32
+    private let target: Target
+    private let destinationPort: UInt16
+    private let tampered = NSCondition()
+    private var didTamper = false
+
+    init(to destinationPort: UInt16, target: Target) throws {
+        self.destinationPort = destinationPort
+        self.target = target
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        listenFD = fd
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                bind(fd, pointer, length) == 0 && listen(fd, 4) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw ProcessFailure("relay: cannot listen (errno \(errno))") }
+        port = UInt16(bigEndian: address.sin_port)
+        Thread.detachNewThread { self.serve() }
+    }
+
+    deinit { close(listenFD) }
+
+    var tamperedWithAFrame: Bool { tampered.lock(); defer { tampered.unlock() }; return didTamper }
+
+    private func serve() {
+        let client = accept(listenFD, nil, nil)
+        guard client >= 0, let server = try? RawPeer(port: destinationPort) else { return }
+        let serverFD = server.fd
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = recv(serverFD, &buffer, buffer.count, 0)
+                if count <= 0 || !Self.sendAll(client, Array(buffer[0..<count])) { break }
+            }
+            shutdown(client, Int32(SHUT_WR))
+        }
+        defer {
+            shutdown(serverFD, Int32(SHUT_WR))
+            close(client)
+            withExtendedLifetime(server) {}
+        }
+        guard let preamble = Self.receive(client, 16), Self.sendAll(serverFD, preamble) else { return }
+        var sends = 0
+        while true {
+            guard let header = Self.receive(client, 32) else { return }
+            let kind = header[0]
+            let length = [1, 2, 4].contains(kind) ? Int(header[16]) | Int(header[17]) << 8 | Int(header[18]) << 16 | Int(header[19]) << 24 : 0
+            guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
+            if kind == 2 { sends += 1 }
+            tampered.lock()
+            if !didTamper {
+                switch target {
+                case .layoutMessage where kind == 2 && sends == 4 && payload.count > 32:
+                    // HELLO, AUTH, CHANNEL_SETUP, then LAYOUT: flip a bit of its payload and fix
+                    // the CRC-32C, as anyone on the path can.
+                    payload[16] ^= 0x01
+                    let checksum = payload[16..<(payload.count - 16)].withUnsafeBytes { CRC32C.checksum($0) }
+                    withUnsafeBytes(of: checksum.littleEndian) { payload.replaceSubrange(12..<16, with: $0) }
+                    didTamper = true
+                case .pagePayload where kind == 1 && payload.count >= 4096:
+                    payload[payload.count / 2] ^= 0x01
+                    didTamper = true
+                default:
+                    break
+                }
+            }
+            tampered.unlock()
+            guard Self.sendAll(serverFD, header + payload) else { return }
+        }
+    }
+
+    static func receive(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var offset = 0
+        while offset < count {
+            let got = bytes[offset...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if got <= 0 { return nil }
+            offset += got
+        }
+        return bytes
+    }
+
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent <= 0 { return false }
+            offset += sent
+        }
+        return true
+    }
+}
+
+/// After a genuine handshake, someone on the path rewrites what passes: the destination
+/// detects it, nothing runs there, and the guest stays on the source.
+@Suite(.serialized) struct ManInTheMiddle {
+    func migrateThrough(_ target: TamperingRelay.Target) throws -> (source: [String: Any], destination: RdmigProcess, relay: TamperingRelay) {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "--keep-serving"])
+        let port = try destination.listeningPort()
+        let relay = try TamperingRelay(to: port, target: target)
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(relay.port)", "--json", "--key-file", key,
+                                       "--guest-size", "64MiB", "--dirty-rate", "16MiB/s", "--working-set", "16MiB", "--backend", "tcp"])
+        #expect(source.wait(timeout: 60) == 1, "source stderr:\n\(source.stderr)")
+        return (try source.report(), destination, relay)
+    }
+
+    @Test func aRewrittenControlMessageWithAValidChecksumFailsItsMAC() throws {
+        let (report, destination, relay) = try migrateThrough(.layoutMessage)
+        defer { destination.kill(); destination.wait(timeout: 10) }
+        #expect(relay.tamperedWithAFrame)
+        #expect(report["guest-location"] as? String == "source (resumed)", "\(report)")
+        let line = try destination.waitForLine(containing: "control frame authentication failed", timeout: 10)
+        #expect(line.contains("nothing runs here") || destination.stderr.contains("nothing runs here"), "\(destination.stderr)")
+    }
+
+    @Test func aRewrittenPageFailsVerificationAndNothingRunsOnTheDestination() throws {
+        let (report, destination, relay) = try migrateThrough(.pagePayload)
+        defer { destination.kill(); destination.wait(timeout: 10) }
+        #expect(relay.tamperedWithAFrame)
+        #expect(report["guest-location"] as? String == "source (resumed)", "\(report)")
+        #expect((report["error-desc"] as? String ?? "").contains("memory differs"), "\(report)")
+        _ = try destination.waitForLine(containing: "nothing runs here", timeout: 10)
+    }
+}
