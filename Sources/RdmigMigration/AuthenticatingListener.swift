@@ -89,6 +89,9 @@ package final class AuthenticatingListener: @unchecked Sendable {
         }
     }
 
+    /// The listener was closed or `stop` was called: no session will come any more.
+    package var isStopped: Bool { shared.state.withLock { $0.stopped } }
+
     /// Stops accepting: the accept thread ends, handshakes still running end in a closed
     /// connection, and sessions nobody took are aborted.
     package func stop() {

@@ -24,6 +24,9 @@ public final class MigrationDestination {
         /// CPUs for the completion poller.
         public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
+        /// Why the migration must stop (a signal), nil while it may go on. Before COMMIT a stop
+        /// discards the incoming guest and tells the source; after it, the hand-over finishes.
+        public var stopRequested: (@Sendable () -> String?)?
 
         public init(key: PreSharedKey) {
             self.key = key
@@ -78,12 +81,13 @@ public final class MigrationDestination {
         let start = start ?? clock.now
         var report = MigrationReport(status: .setup)
         let connection = session.connection
+        session.stopReason = options.stopRequested
         options.log("authenticated the source \(connection.peerEndpoint) (\(session.peerHello?.software ?? "?")) over \(connection.backend)")
         do {
             try receive(session: session, report: &report, start: start)
         } catch {
             let reason = error.description
-            report.status = .failed
+            report.status = options.stopRequested?() != nil && session.interruptible.load(ordering: .acquiring) ? .cancelled : .failed
             report.errorDescription = reason
             report.guestLocation = "not here (incoming guest discarded)"
             options.log("migration failed: \(reason); the incoming guest was discarded")
@@ -239,6 +243,7 @@ public final class MigrationDestination {
                 try session.send(.ready, .switchover)
             case .commit:
                 guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
+                session.interruptible.store(false, ordering: .releasing)
                 for device in devices {
                     do {
                         try device.provider.finishResuming(run: true)

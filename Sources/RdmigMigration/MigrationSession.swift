@@ -2,6 +2,7 @@ import Foundation
 import RdmigChannels
 import RdmigSystem
 import RdmigTransport
+import Synchronization
 
 /// What both services share: the channels on one connection and the HELLO/AUTH handshake.
 /// `package`: QEMU mode (RdmigQEMUMode) runs the same handshake.
@@ -21,6 +22,13 @@ package final class MigrationSession: @unchecked Sendable {
 
     /// The keys this migration derived from the pre-shared key and both nonces.
     package let keys: SessionKeys
+    /// Why this side must stop (a signal), asked in every wait for the peer while the session
+    /// is `interruptible`; set once before the migration starts.
+    package var stopReason: (@Sendable () -> String?)?
+    /// Cleared once the guest has been handed over (COMMIT): from then on a signal no longer
+    /// interrupts, the hand-over is finished first.
+    package let interruptible = Atomic<Bool>(true)
+    static let interruptCheckInterval: Duration = .milliseconds(250)
 
     /// Authenticates the peer on `connection` (HELLO both ways, then AUTH both ways, over a
     /// `HandshakeChannel`: before the peer proved it holds the key it gets no registered memory,
@@ -180,18 +188,33 @@ package final class MigrationSession: @unchecked Sendable {
 
     /// Like `receive`, but nil when nothing arrived within `timeout`.
     package func receiveIfAny(_ phase: MigrationError.Phase, during: String, timeout: Duration) throws(MigrationError) -> MigrationMessage? {
-        let message: MigrationMessage
-        do {
-            message = try control.receive(timeout: timeout)
-        } catch {
-            if case .timedOut = error { return nil }
-            throw MigrationError.channel(error, phase, during: during)
+        let deadline = ContinuousClock.now + timeout
+        var received: MigrationMessage?
+        while received == nil {
+            try checkInterrupted(phase)
+            let left = deadline - ContinuousClock.now
+            do {
+                received = try control.receive(timeout: max(.zero, min(left, Self.interruptCheckInterval)))
+            } catch {
+                if case .timedOut = error {
+                    if ContinuousClock.now >= deadline { return nil }
+                    continue
+                }
+                throw MigrationError.channel(error, phase, during: during)
+            }
         }
+        let message = received!
         switch message {
         case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)")
         case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)")
         default: return message
         }
+    }
+
+    /// Throws when a stop was asked for and the guest has not been handed over yet.
+    package func checkInterrupted(_ phase: MigrationError.Phase) throws(MigrationError) {
+        guard interruptible.load(ordering: .acquiring), let reason = stopReason?() else { return }
+        throw MigrationError(phase, reason)
     }
 
     package func send(_ message: MigrationMessage, _ phase: MigrationError.Phase, timeout: Duration? = nil) throws(MigrationError) {

@@ -29,6 +29,9 @@ public final class MigrationSource {
         public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
         public var progress: (MigrationProgress) -> Void = { _ in }
+        /// Why the migration must stop (a signal), nil while it may go on. Before COMMIT a stop
+        /// gives the guest back to the source; after it, the hand-over is finished first.
+        public var stopRequested: (@Sendable () -> String?)?
 
         public init(endpoint: TransportEndpoint, backend: any TransportBackend, transportOptions: TransportOptions,
                     migration: MigrationConfiguration, deviceSpecs: [String], key: PreSharedKey) {
@@ -86,6 +89,7 @@ public final class MigrationSource {
                                               handshakeTimeout: options.transportOptions.handshakeTimeout,
                                               routerConfiguration: routerConfiguration)
             session = opened
+            opened.stopReason = options.stopRequested
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
             try migrate(guest: guest, devices: &devices, session: opened, report: &report, start: start,
                         paused: &paused, committed: &committed)
@@ -96,8 +100,12 @@ public final class MigrationSource {
                     + "([migration] switchover-budget), the guest resumed here: \(reason)"
             }
             report.status = .failed
+            if !committed, let stop = options.stopRequested?() {
+                report.status = .cancelled
+                if !reason.contains(stop) { reason = "\(stop): \(reason)" }
+            }
             report.errorDescription = reason
-            options.log("migration failed: \(reason)")
+            options.log("migration \(report.status == .cancelled ? "cancelled" : "failed"): \(reason)")
             if !committed {
                 // The guest first (every millisecond here is downtime), then the destination,
                 // which runs nothing without COMMIT and discards its copy on ABORT or silence.
@@ -225,6 +233,7 @@ public final class MigrationSource {
         var pagesDirtiedAtStart = guest.pagesWritten
 
         while true {
+            try session.checkInterrupted(.precopy)
             let passStart = clock.now
             // The first pass sends never-populated memory as zero markers unread.
             let knownZero = iteration == 0 && digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
@@ -374,11 +383,13 @@ public final class MigrationSource {
         // COMMIT: from the moment its send completes, the guest belongs to the destination.
         // The budget's last check: past it the guest resumes here, whatever the destination
         // verified (it discards its copy when it sees the ABORT or loses this side).
+        try session.checkInterrupted(.switchover)
         if clock.now > switchoverDeadline! {
             throw MigrationError(.switchover, "the switchover took longer than its budget of \(DurationText.milliseconds(budget))")
         }
         try session.send(.commit, .commit, timeout: waitTimeout)
         committed = true
+        session.interruptible.store(false, ordering: .releasing)
         switchoverDeadline = nil
         for device in devices { try? device.provider.transition(to: .stop) }
         try expect(session, .commit, during: "waiting for RESUMED", pages: pages, devices: &devices) {

@@ -175,6 +175,9 @@ struct SourceCommand: ParsableCommand {
         if maxBandwidth != nil { throw ValidationError("--max-bandwidth is QEMU's parameter: use it with --qemu-qmp") }
         let log = service.logger("rdmig.source")
         let key = try service.key(configuration, log: log)
+        // SIGINT/SIGTERM/SIGHUP: before COMMIT an orderly abort (the guest resumes here, the
+        // report says so); after it the hand-over is finished first.
+        InterruptSignal.install()
         let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
         log.info("transport \(selection.kind): \(selection.reason)")
         let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
@@ -186,6 +189,7 @@ struct SourceCommand: ParsableCommand {
             migration: configuration.migration, deviceSpecs: configuration.deviceSpecs + vf, key: key)
         options.peerTimeout = configuration.peerTimeout
         options.pollerCPUs = placement.cpus
+        options.stopRequested = { InterruptSignal.stopReason }
         let logger = log
         options.log = { logger.info("\($0)") }
         let progress = ProgressReporter(fileDescriptor: 2)
@@ -194,7 +198,8 @@ struct SourceCommand: ParsableCommand {
         progress.finish()
         try service.emit(report, role: "source")
         if report.status != .completed {
-            log.error("migration failed: \(report.errorDescription ?? "unknown"); the guest runs on \(report.guestLocation ?? "the source")")
+            log.error("migration \(report.status == .cancelled ? "cancelled" : "failed"): \(report.errorDescription ?? "unknown"); the guest runs on \(report.guestLocation ?? "the source")")
+            if report.status == .cancelled, let signal = InterruptSignal.pending { throw ExitCode(128 + signal) }
             throw ExitCode(1)
         }
     }
@@ -229,7 +234,11 @@ struct DestCommand: ParsableCommand {
         }
         let log = service.logger("rdmig.dest")
         let key = try service.key(configuration, log: log)
+        // SIGINT/SIGTERM/SIGHUP: waiting, the service stops; in a migration before COMMIT the
+        // incoming guest is discarded and the source told; after COMMIT the hand-over finishes.
+        InterruptSignal.install()
         var options = MigrationDestination.Options(key: key)
+        options.stopRequested = { InterruptSignal.stopReason }
         options.peerTimeout = configuration.peerTimeout
         options.handshakeTimeout = configuration.transport.options.handshakeTimeout
         if let memoryBacking {
@@ -272,9 +281,18 @@ struct DestCommand: ParsableCommand {
         defer { acceptor.stop() }
         var failures = 0
         repeat {
-            guard let session = acceptor.nextSession() else {
-                throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
+            var next: MigrationSession?
+            while next == nil {
+                if let signal = InterruptSignal.pending {
+                    log.notice("\(ChildProcess.signalName(signal)): no longer accepting migrations on \(listener.localEndpoint)")
+                    throw ExitCode(failures > 0 ? 1 : (keepServing ? 0 : 128 + signal))
+                }
+                next = acceptor.nextSession(timeout: .milliseconds(250))
+                if next == nil, acceptor.isStopped {
+                    throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
+                }
             }
+            let session = next!
             // One migration per launch: peers still in their handshake are turned away.
             if !keepServing { acceptor.stop() }
             let peer = session.connection.peerEndpoint
@@ -282,7 +300,10 @@ struct DestCommand: ParsableCommand {
             try service.emit(report, role: "dest")
             if report.status != .completed {
                 failures += 1
-                log.error("migration from \(peer) failed: \(report.errorDescription ?? "unknown"); nothing runs here")
+                log.error("migration from \(peer) \(report.status == .cancelled ? "cancelled" : "failed"): \(report.errorDescription ?? "unknown"); nothing runs here")
+            }
+            if let signal = InterruptSignal.pending {
+                throw ExitCode(report.status == .completed && failures == 0 ? 0 : 128 + signal)
             }
         } while keepServing
         if failures > 0 { throw ExitCode(1) }

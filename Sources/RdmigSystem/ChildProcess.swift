@@ -216,7 +216,7 @@ public final class ChildProcess: Sendable {
         return descriptors
     }
 
-    static func signalName(_ signal: Int32) -> String {
+    public static func signalName(_ signal: Int32) -> String {
         switch signal {
         case SIGHUP: return "SIGHUP"
         case SIGINT: return "SIGINT"

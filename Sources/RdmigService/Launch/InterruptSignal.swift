@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import RdmigSystem
 import Synchronization
 
 /// SIGINT, SIGTERM and SIGHUP turned into a flag that `rdmig qemu-launch` checks in its waits,
@@ -44,6 +45,11 @@ enum InterruptSignal {
     struct Received: Error, CustomStringConvertible {
         let signal: Int32
         var description: String { "interrupted by signal \(signal)" }
+    }
+
+    /// What a migration says when it stops for the pending signal ("stopped by SIGTERM").
+    static var stopReason: String? {
+        pending.map { "stopped by \(ChildProcess.signalName($0))" }
     }
 
     static func check() throws(Received) {
