@@ -101,6 +101,9 @@ public final class MigrationDestination {
         var registrations: [MemoryRegistration] = []
         var windows: [MigrationMessage.RegionWindow] = []
         var digesters: [UInt32: ChunkDigester] = [:]
+        // Every outcome stops the digest threads here: each holds its region, so one left
+        // running would keep the guest mapped and pinned after the migration ended.
+        defer { for digester in digesters.values { digester.close() } }
         for region in guestMemory.regions {
             do {
                 let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
@@ -122,6 +125,7 @@ public final class MigrationDestination {
         try session.send(.windows(.init(regions: windows)), .layout)
 
         var loader: DeviceStateLoader?
+        defer { loader?.close() }
         if !devices.isEmpty {
             do {
                 let stream = try ByteStreamReceiver(router: session.router, channel: .deviceState,
@@ -274,85 +278,112 @@ public final class MigrationDestination {
 
 /// Reads the VF state stream on its own thread and feeds the providers, so the control thread
 /// never blocks on device state.
-package final class DeviceStateLoader: @unchecked Sendable {
-    private let stream: ByteStreamReceiver
-    private let condition = NSCondition()
-    private var receiver: DeviceStateReceiver
-    private var ended = false
-    private var error: String?
-    private var thread: SystemThread?
+package final class DeviceStateLoader: Sendable {
+    /// The thread holds this, never the loader: a thread holding its owner keeps it alive while
+    /// it runs, so the deinit that stops it never came (one thread, stream and ring leaked per
+    /// migration with a VF on a `dest --keep-serving`).
+    private let state: State
+    private let thread: SystemThread
 
     package init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
-        self.stream = stream
-        receiver = DeviceStateReceiver(providers: providers)
-        thread = try SystemThread(name: "rdmig-vf-load") { [unowned self] in self.run() }
+        let state = State(stream: stream, providers: providers)
+        self.state = state
+        thread = try SystemThread(name: "rdmig-vf-load") { state.run() }
+    }
+
+    /// Closes the stream, which ends the thread's read, and joins the thread; calling it again
+    /// does nothing.
+    package func close() {
+        state.stream.close()
+        thread.join()
     }
 
     deinit {
-        stream.close()
-        thread?.join()
+        close()
     }
 
-    private func run() {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let count: Int
-            do {
-                count = try stream.read(into: buffer, timeout: nil)
-            } catch {
-                finish(error: "\(error)")
-                return
-            }
-            if count == 0 {
-                finish(error: nil)
-                return
-            }
-            condition.lock()
-            do {
-                try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            } catch {
-                self.error = "\(error)"
-            }
-            let done = self.error != nil || receiver.allStopCopyComplete
-            condition.broadcast()
-            condition.unlock()
-            if done {
-                finish(error: nil)
-                return
-            }
-        }
-    }
-
-    private func finish(error: String?) {
-        condition.lock()
-        if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
-        ended = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    package var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
-    package var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
-    package var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
-
-    package func initialDataLoaded(tag: UInt32) -> Bool {
-        condition.lock(); defer { condition.unlock() }
-        return receiver.initialDataLoaded(tag: tag)
-    }
-
-    package func stopCopyComplete(tag: UInt32) -> Bool {
-        condition.lock(); defer { condition.unlock() }
-        return receiver.stopCopyComplete(tag: tag)
-    }
+    package var failure: String? { state.failure }
+    package var precopyBytes: UInt64 { state.precopyBytes }
+    package var stopCopyBytes: UInt64 { state.stopCopyBytes }
+    package func initialDataLoaded(tag: UInt32) -> Bool { state.initialDataLoaded(tag: tag) }
+    package func stopCopyComplete(tag: UInt32) -> Bool { state.stopCopyComplete(tag: tag) }
 
     /// Waits until every device's stop-copy state arrived or the stream ended.
-    package func waitForEnd(timeout: Duration) {
-        let deadline = Date(timeIntervalSinceNow: timeout.seconds)
-        condition.lock()
-        while !ended && !receiver.allStopCopyComplete {
-            if !condition.wait(until: deadline) { break }
+    package func waitForEnd(timeout: Duration) { state.waitForEnd(timeout: timeout) }
+
+    private final class State: @unchecked Sendable {
+        let stream: ByteStreamReceiver
+        private let condition = NSCondition()
+        private var receiver: DeviceStateReceiver
+        private var ended = false
+        private var error: String?
+
+        init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) {
+            self.stream = stream
+            receiver = DeviceStateReceiver(providers: providers)
         }
-        condition.unlock()
+
+        func run() {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+            defer { buffer.deallocate() }
+            while true {
+                let count: Int
+                do {
+                    count = try stream.read(into: buffer, timeout: nil)
+                } catch {
+                    finish(error: "\(error)")
+                    return
+                }
+                if count == 0 {
+                    finish(error: nil)
+                    return
+                }
+                condition.lock()
+                do {
+                    try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                } catch {
+                    self.error = "\(error)"
+                }
+                let done = self.error != nil || receiver.allStopCopyComplete
+                condition.broadcast()
+                condition.unlock()
+                if done {
+                    finish(error: nil)
+                    return
+                }
+            }
+        }
+
+        private func finish(error: String?) {
+            condition.lock()
+            if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
+            ended = true
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
+        var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
+        var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
+
+        func initialDataLoaded(tag: UInt32) -> Bool {
+            condition.lock(); defer { condition.unlock() }
+            return receiver.initialDataLoaded(tag: tag)
+        }
+
+        func stopCopyComplete(tag: UInt32) -> Bool {
+            condition.lock(); defer { condition.unlock() }
+            return receiver.stopCopyComplete(tag: tag)
+        }
+
+        /// Waits until every device's stop-copy state arrived or the stream ended.
+        func waitForEnd(timeout: Duration) {
+            let deadline = Date(timeIntervalSinceNow: timeout.seconds)
+            condition.lock()
+            while !ended && !receiver.allStopCopyComplete {
+                if !condition.wait(until: deadline) { break }
+            }
+            condition.unlock()
+        }
     }
 }

@@ -250,8 +250,10 @@ struct DestCommand: ParsableCommand {
             } catch {
                 throw RdmigCommandError("accepting a migration: \(error)")
             }
-            let destination = MigrationDestination(options: options)
-            let report = destination.run(connection: connection)
+            // Nothing keeps the destination after `run`: a completed guest stays mapped and
+            // pinned as long as its MigrationDestination lives, and the synthetic guest is not
+            // needed once it is verified and reported, so a serving loop must not hold it.
+            let report = MigrationDestination(options: options).run(connection: connection)
             try service.emit(report, role: "dest")
             if report.status != .completed {
                 failures += 1

@@ -95,6 +95,9 @@ import Testing
         }
         let end = try settled(pid, until: returned)
         print("keep-serving after migration 1: \(start); after migration \(plan.count): \(end)")
+        // Between migrations an idle destination pins nothing (before the fix the first
+        // guest was still pinned here: VmLck 65536 kB).
+        #expect(start.lockedKiB == 0, "pinned memory after the first migration: \(start)")
         #expect(end.lockedKiB <= start.lockedKiB + 4, "pinned memory grew: \(start) → \(end)")
         #expect(end.threads == start.threads, "threads grew: \(start) → \(end)")
         #expect(end.descriptors == start.descriptors, "descriptors grew: \(start) → \(end)")
