@@ -291,11 +291,13 @@ package final class DeviceStateLoader: Sendable {
         thread = try SystemThread(name: "rdmig-vf-load") { state.run() }
     }
 
-    /// Closes the stream, which ends the thread's read, and joins the thread; calling it again
-    /// does nothing.
+    /// Stops and joins the thread, then closes the stream; calling it again does nothing.
+    /// The stream is closed only after the join: a ByteStreamReceiver is used by one thread at
+    /// a time (closing it under a blocked read traps).
     package func close() {
-        state.stream.close()
+        state.stop()
         thread.join()
+        state.stream.close()
     }
 
     deinit {
@@ -316,7 +318,10 @@ package final class DeviceStateLoader: Sendable {
         private let condition = NSCondition()
         private var receiver: DeviceStateReceiver
         private var ended = false
+        private var stopping = false
         private var error: String?
+        /// How long one read waits before the thread looks whether it is being stopped.
+        static let stopCheckInterval = Duration.milliseconds(50)
 
         init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) {
             self.stream = stream
@@ -329,7 +334,10 @@ package final class DeviceStateLoader: Sendable {
             while true {
                 let count: Int
                 do {
-                    count = try stream.read(into: buffer, timeout: nil)
+                    count = try stream.read(into: buffer, timeout: Self.stopCheckInterval)
+                } catch .timedOut {
+                    if isStopping { return }
+                    continue
                 } catch {
                     finish(error: "\(error)")
                     return
@@ -353,6 +361,14 @@ package final class DeviceStateLoader: Sendable {
                 }
             }
         }
+
+        func stop() {
+            condition.lock()
+            stopping = true
+            condition.unlock()
+        }
+
+        private var isStopping: Bool { condition.lock(); defer { condition.unlock() }; return stopping }
 
         private func finish(error: String?) {
             condition.lock()
