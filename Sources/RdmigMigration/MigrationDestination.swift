@@ -17,8 +17,9 @@ public final class MigrationDestination {
         public var peerTimeout: Duration = .seconds(60)
         /// Backing for the incoming guest memory (anonymous, memfd, file).
         public var memoryBacking: GuestMemoryBacking = .anonymous
-        /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
-        public var maximumGuestBytes: UInt64 = 1 << 40
+        /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory;
+        /// nil: what this host can pin when LAYOUT arrives (`GuestSizeLimit.current()`).
+        public var maximumGuestBytes: UInt64?
         /// CPUs for the completion poller.
         public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
@@ -77,11 +78,9 @@ public final class MigrationDestination {
         guard case .layout(let layout) = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout) else {
             throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")
         }
-        let total = layout.regions.reduce(UInt64(0)) { $0 + $1.length }
-        guard !layout.regions.isEmpty, total <= options.maximumGuestBytes else {
-            throw MigrationError(.layout, layout.regions.isEmpty ? "LAYOUT has no memory region"
-                : "the guest's \(ByteCount(total).humanReadable) exceed this destination's limit of \(ByteCount(options.maximumGuestBytes).humanReadable)")
-        }
+        let limit = options.maximumGuestBytes.map { GuestSizeLimit(bytes: $0, reason: "[service] max-guest-size") } ?? GuestSizeLimit.current()
+        let (total, guestLayouts) = try Self.check(layout, limit: limit)
+        let guestPages = UInt64(guestLayouts.reduce(0) { $0 + $1.pageCount })
         let mapStart = clock.now
         // Faulting the guest's memory in is most of this side's setup; a thread per CPU the
         // hot path may use (or this process may) does it in parallel, and on the hot path's
@@ -91,7 +90,7 @@ public final class MigrationDestination {
         let guestMemory: GuestMemory
         do {
             guestMemory = try GuestMemory.map(
-                layouts: layout.regions.map { GuestMemoryRegionLayout(id: $0.id, guestPhysicalBase: $0.guestPhysicalBase, length: $0.length, pageSize: UInt64($0.pageSize)) },
+                layouts: guestLayouts,
                 backing: options.memoryBacking, pin: true, pinThreads: pinThreads, pinCPUs: options.pollerCPUs)
         } catch {
             throw MigrationError(.layout, "mapping the guest's memory: \(error)")
@@ -167,22 +166,33 @@ public final class MigrationDestination {
                 guard let region = try? guestMemory.region(id: zero.regionID) else {
                     throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
                 }
+                let applied: UInt64
                 do {
-                    let applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
-                    report.zeroPages += applied
+                    applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
                 } catch {
                     throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
                 }
+                try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
             case .iterationDone(let done):
+                // An iteration sends each page once at most: larger counts are not the source's.
+                for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
+                                             ("bytesWritten", done.bytesWritten, total)] where value > most {
+                    throw MigrationError(.precopy, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
+                }
                 report.iterations = Int(done.iteration) + 1
-                report.normalPages += done.pagesWritten
-                report.normalBytes += done.bytesWritten
-                report.transferred += done.bytesWritten
+                try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
+                try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
+                try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
                 if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
 
             case .touchedChunks(let touched):
                 guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
                     throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
+                }
+                let bitmapBytes = (digester.chunkCount + 7) / 8
+                let firstByte = Int(touched.firstChunk) / 8
+                guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
+                    throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
                 }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
                 if touched.isLast {
@@ -239,6 +249,46 @@ public final class MigrationDestination {
                 throw MigrationError(.precopy, "unexpected \(message.wireName) from the source")
             }
         }
+    }
+
+    /// Refuses a LAYOUT before anything is mapped or pinned: no regions, a total over `limit`
+    /// (naming both sizes), a region the mapping would refuse, overlapping regions. Returns the
+    /// guest's size and its regions.
+    static func check(_ layout: MigrationMessage.Layout, limit: GuestSizeLimit) throws(MigrationError) -> (UInt64, [GuestMemoryRegionLayout]) {
+        guard !layout.regions.isEmpty else { throw MigrationError(.layout, "LAYOUT has no memory region") }
+        guard let total = layout.totalLength else {
+            throw MigrationError(.layout, "LAYOUT's region lengths add up to more than 2^64 - 1 bytes")
+        }
+        guard total <= limit.bytes else {
+            throw MigrationError(.layout, "the guest's \(ByteCount(total).humanReadable) (\(total) bytes) exceed this destination's limit of "
+                + "\(ByteCount(limit.bytes).humanReadable) (\(limit.bytes) bytes: \(limit.reason)); nothing was mapped")
+        }
+        let regions = layout.regions.map {
+            GuestMemoryRegionLayout(id: $0.id, guestPhysicalBase: $0.guestPhysicalBase, length: $0.length, pageSize: UInt64($0.pageSize))
+        }
+        var ids = Set<UInt32>()
+        for region in regions {
+            guard ids.insert(region.id).inserted else { throw MigrationError(.layout, "LAYOUT names region \(region.id) twice") }
+            do {
+                try region.validate()
+            } catch {
+                throw MigrationError(.layout, "LAYOUT: \(error)")
+            }
+        }
+        let sorted = regions.sorted { $0.guestPhysicalBase < $1.guestPhysicalBase }
+        for (left, right) in zip(sorted, sorted.dropFirst()) where left.guestPhysicalRange.overlaps(right.guestPhysicalRange) {
+            throw MigrationError(.layout, "LAYOUT regions \(left.id) and \(right.id) overlap in guest-physical memory")
+        }
+        return (total, regions)
+    }
+
+    /// Adds a count the source sent into a report total; refuses a sum that does not fit.
+    static func add(_ value: UInt64, to total: inout UInt64, _ message: String, _ field: String) throws(MigrationError) {
+        let (sum, overflow) = total.addingReportingOverflow(value)
+        guard !overflow else {
+            throw MigrationError(.precopy, "\(message) '\(field)' \(value) overflows the total of \(total) received so far")
+        }
+        total = sum
     }
 
     /// Compares this side's memory and VF state with the source's digests; [] means equal.

@@ -218,6 +218,7 @@ struct DestCommand: ParsableCommand {
         let key = try service.key(configuration, log: log)
         var options = MigrationDestination.Options(key: key)
         options.peerTimeout = configuration.peerTimeout
+        options.maximumGuestBytes = configuration.maximumGuestBytes
         if let memoryBacking {
             do {
                 options.memoryBacking = try GuestMemoryBacking(parsing: memoryBacking)

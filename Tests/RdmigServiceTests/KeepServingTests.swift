@@ -119,3 +119,23 @@ import Testing
         return usage
     }
 }
+
+/// A guest bigger than the destination's limit is refused before anything is mapped.
+@Suite struct GuestSizeCap {
+    @Test func aGuestOverMaxGuestSizeIsRefusedNamingBothSizesAndNothingIsMapped() throws {
+        let key = try temporaryKeyFile()
+        let config = (key as NSString).deletingLastPathComponent + "/rdmig.toml"
+        try "[service]\nmax-guest-size = \"32MiB\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "--config", config, "-v"])
+        let port = try destination.listeningPort()
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "--guest-size", "64MiB"])
+        #expect(source.wait() == 1)
+        #expect(destination.wait() == 1)
+        let refused = try destination.report()
+        let reason = refused["error-desc"] as? String ?? ""
+        #expect(reason.contains("the guest's 64.00 MiB (67108864 bytes) exceed this destination's limit of 32.00 MiB (33554432 bytes: [service] max-guest-size)"),
+                "\(refused)")
+        #expect(!destination.stderr.contains("mapped and pinned"), "nothing may be mapped for a guest over the limit")
+        #expect(try source.report()["guest-location"] as? String == "source (resumed)")
+    }
+}
