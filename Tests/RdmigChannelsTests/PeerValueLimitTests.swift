@@ -138,10 +138,15 @@ import Testing
         }
         #expect(try refusedField(ring(address: .max, length: 1, slots: 1, size: 1)) == "window.length")
         #expect(try refusedField(ring(length: .max, slots: 0, size: 64)) == "slotCount")
-        // The largest product of two u32s fits 64 bits: compared, not wrapped.
+        // u32 max slots of u32 max bytes: their product overflowed the source's Int when it
+        // sized its staging buffer.
         let most = Int(UInt32.max)
-        #expect(try refusedField(ring(length: UInt64(most) * UInt64(most) - 1, slots: most, size: most)) == "window.length")
-        #expect(try decodingError(ring(length: .max, slots: most, size: most)) == nil)
+        #expect(try refusedField(ring(length: .max, slots: most, size: most)) == "slotCount")
+        #expect(try refusedField(ring(length: .max, slots: 1 << 20, size: most)) == "slotSize")
+        #expect(try refusedField(ring(length: .max, slots: 1, size: 63)) == "slotSize")
+        let largest = UInt64(1 << 20) * UInt64(1 << 30)
+        #expect(try refusedField(ring(length: largest - 1, slots: 1 << 20, size: 1 << 30)) == "window.length")
+        #expect(try decodingError(ring(length: largest, slots: 1 << 20, size: 1 << 30)) == nil)
     }
 
     @Test func aHostileCountInEveryArrayIsATruncationNotAnAllocation() throws {
