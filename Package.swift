@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "RdmigMigration",
             dependencies: [
-                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigSystem", "CRdmigShims",
+                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigMemory", "RdmigSystem", "CRdmigShims",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),

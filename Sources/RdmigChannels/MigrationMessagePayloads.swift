@@ -112,6 +112,10 @@ extension MigrationMessage {
         }
 
         public static let minimumEncodedSize = 24
+        /// Page sizes a peer may announce: the host's base page up to a 1 GiB huge page. A
+        /// smaller one could not be mapped or protected page by page; a larger one is no page
+        /// size any x86 or Arm host has.
+        public static let pageSizes: ClosedRange<UInt32> = 4096...(1 << 30)
 
         public func encode(to writer: inout WireWriter) throws(WireError) {
             try writer.write(id, "regions.id")
@@ -125,11 +129,23 @@ extension MigrationMessage {
             guestPhysicalBase = try reader.readUInt64("regions.guestPhysicalBase")
             length = try reader.readUInt64("regions.length")
             pageSize = try reader.readUInt32("regions.pageSize")
-            guard pageSize > 0, pageSize & (pageSize - 1) == 0 else {
-                throw .invalidValue(message: reader.messageName, field: "regions.pageSize", detail: "\(pageSize) is not a power of two")
+            guard pageSize.nonzeroBitCount == 1, Self.pageSizes.contains(pageSize) else {
+                throw .invalidValue(message: reader.messageName, field: "regions.pageSize",
+                                    detail: "\(pageSize) is not a power of two from \(Self.pageSizes.lowerBound) to \(Self.pageSizes.upperBound)")
+            }
+            guard length > 0 else {
+                throw .invalidValue(message: reader.messageName, field: "regions.length", detail: "region \(id) has 0 bytes")
             }
             guard length % UInt64(pageSize) == 0 else {
                 throw .invalidValue(message: reader.messageName, field: "regions.length", detail: "\(length) is not a multiple of the page size \(pageSize)")
+            }
+            guard guestPhysicalBase % UInt64(pageSize) == 0 else {
+                throw .invalidValue(message: reader.messageName, field: "regions.guestPhysicalBase",
+                                    detail: "0x\(String(guestPhysicalBase, radix: 16)) is not a multiple of the page size \(pageSize)")
+            }
+            guard !guestPhysicalBase.addingReportingOverflow(length).overflow else {
+                throw .invalidValue(message: reader.messageName, field: "regions.length",
+                                    detail: "\(length) bytes from guest-physical 0x\(String(guestPhysicalBase, radix: 16)) run past 2^64")
             }
         }
     }
@@ -183,9 +199,35 @@ extension MigrationMessage {
             try writer.write(devices, "devices")
         }
 
+        /// All regions' bytes; nil when the sum does not fit 64 bits (never for a decoded
+        /// LAYOUT, which refuses that).
+        public var totalLength: UInt64? {
+            var total: UInt64 = 0
+            for region in regions {
+                let (sum, overflow) = total.addingReportingOverflow(region.length)
+                if overflow { return nil }
+                total = sum
+            }
+            return total
+        }
+
+        /// Region and device ids are what every later message names, so each must be unique;
+        /// the regions' lengths must add up without overflowing.
         public init(from reader: inout WireReader) throws(WireError) {
             regions = try reader.readArray(of: RegionLayout.self, "regions")
             devices = try reader.readArray(of: DeviceLayout.self, "devices")
+            var regionIDs = Set<UInt32>()
+            for region in regions where !regionIDs.insert(region.id).inserted {
+                throw .invalidValue(message: reader.messageName, field: "regions.id", detail: "region \(region.id) appears more than once")
+            }
+            var deviceIDs = Set<UInt32>()
+            for device in devices where !deviceIDs.insert(device.id).inserted {
+                throw .invalidValue(message: reader.messageName, field: "devices.id", detail: "device \(device.id) appears more than once")
+            }
+            guard totalLength != nil else {
+                throw .invalidValue(message: reader.messageName, field: "regions.length",
+                                    detail: "the regions' lengths (\(regions.map { String($0.length) }.joined(separator: " + "))) add up to more than 2^64 - 1 bytes")
+            }
         }
     }
 

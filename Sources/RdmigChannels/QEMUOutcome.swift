@@ -55,6 +55,11 @@ extension MigrationMessage {
             resumeMicroseconds = try reader.readUInt64("resumeMicroseconds")
             relayBytes = try reader.readUInt64("relayBytes")
             relayMicroseconds = try reader.readUInt64("relayMicroseconds")
+            // The source turns these into signed durations and timestamps (Int64).
+            for (field, value) in [("completedMicroseconds", completedMicroseconds), ("resumeMicroseconds", resumeMicroseconds),
+                                   ("relayMicroseconds", relayMicroseconds)] where value > UInt64(Int64.max) {
+                throw .invalidValue(message: reader.messageName, field: field, detail: "\(value) µs is beyond 2^63 - 1")
+            }
             detail = try reader.readString("detail", limit: 4096)
         }
     }

@@ -18,6 +18,11 @@ public struct StreamRing: Hashable, Sendable {
 
 extension StreamRing: WireCodable {
     public static let minimumEncodedSize = 1 + 20 + 8
+    /// What a receiver may announce (a `ByteStreamReceiver` makes no other): the sender
+    /// allocates and registers slotCount × slotSize bytes of staging, so both are bounded
+    /// before anything multiplies them.
+    public static let slotCounts = 1...(1 << 20)
+    public static let slotSizes = 64...(1 << 30)
 
     public func encode(to writer: inout WireWriter) throws(WireError) {
         try writer.write(channel.rawValue, "channel")
@@ -31,8 +36,13 @@ extension StreamRing: WireCodable {
         window = try reader.read(RemoteWindow.self)
         slotCount = Int(try reader.readUInt32("slotCount"))
         slotSize = Int(try reader.readUInt32("slotSize"))
-        guard slotCount > 0, slotSize > 0 else {
-            throw .invalidValue(message: reader.messageName, field: "slotCount", detail: "a ring needs at least one slot of at least one byte")
+        guard Self.slotCounts.contains(slotCount) else {
+            throw .invalidValue(message: reader.messageName, field: "slotCount",
+                                detail: "\(slotCount) slots; a ring has \(Self.slotCounts.lowerBound) to \(Self.slotCounts.upperBound)")
+        }
+        guard Self.slotSizes.contains(slotSize) else {
+            throw .invalidValue(message: reader.messageName, field: "slotSize",
+                                detail: "\(slotSize)-byte slots; a slot holds \(Self.slotSizes.lowerBound) to \(Self.slotSizes.upperBound) bytes")
         }
         guard UInt64(slotCount) * UInt64(slotSize) <= window.length else {
             throw .invalidValue(message: reader.messageName, field: "window.length",

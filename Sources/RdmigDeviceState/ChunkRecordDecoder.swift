@@ -115,7 +115,9 @@ public struct ChunkRecordDecoder {
         if header.phase == .precopy && sawStopCopy {
             throw .phaseWentBackwards(seq: header.seq, offset: offset)
         }
-        nextSeq += 1
+        // Wrapping is harmless: only a decoder started near 2^64 (firstSeq) ever gets there,
+        // and then the next record must carry seq 0.
+        nextSeq &+= 1
         if header.phase == .stopCopy { sawStopCopy = true }
     }
 

@@ -11,28 +11,17 @@ import RdmigSystem
 /// marked and `drain()` returns, every chunk was last hashed after its last change, on both
 /// sides. On the destination a chunk is marked only after the iteration's ITERATION_DONE,
 /// which RC ordering delivers after the iteration's writes landed.
-public final class ChunkDigester: @unchecked Sendable {
+public final class ChunkDigester: Sendable {
     public let region: GuestMemoryRegion
     public let chunkSize: Int
     public let chunkCount: Int
 
-    private let condition = NSCondition()
-    private var hashes: [UInt64]
-    private var pending: [UInt8]
-    private var pendingCount = 0
-    private var busy = false
-    private var stopping = false
-    private var thread: SystemThread?
-    /// The region's digest, updated as chunks are rehashed: the sum of each chunk's
-    /// contribution (a hash of its index and digest), so `drain()` needs no pass over the
-    /// whole table inside the downtime (an XXH64 over a 4 GiB region's 8 MiB table took
-    /// ~0.7 ms per side). A sum is no defence against a forger — the peer is authenticated —
-    /// but any lost or torn page changes it except with probability 2^-64.
-    private var combined: UInt64 = 0
-    private var inProgressBytes: UInt64 = 0
-    private var hashedBytes: UInt64 = 0
-    private var hashingTime: Duration = .zero
-    private var fullZeroHash: UInt64?
+    /// What the digest thread works on. The thread holds this, never the digester: a thread
+    /// holding its owner (even `unowned`, whose call to a method retains it for the call)
+    /// keeps the owner alive for as long as it runs, so the deinit that stops it never came
+    /// and a `dest --keep-serving` kept every guest's pinned memory and a thread for each.
+    private let state: State
+    private let thread: SystemThread
 
     /// One chunk per page: what must be hashed inside the downtime is then exactly the last
     /// iteration's pages. (64 KiB chunks were measured first: with pages dirtied at random
@@ -45,17 +34,21 @@ public final class ChunkDigester: @unchecked Sendable {
         self.region = region
         self.chunkSize = chunkSize
         chunkCount = (region.length + chunkSize - 1) / chunkSize
-        hashes = [UInt64](repeating: 0, count: chunkCount)
-        pending = [UInt8](repeating: 0, count: (chunkCount + 7) / 8)
-        thread = try SystemThread(name: "rdmig-digest") { [unowned self] in self.run() }
+        let state = State(region: region, chunkSize: chunkSize, chunkCount: chunkCount)
+        self.state = state
+        thread = try SystemThread(name: "rdmig-digest") { state.run() }
+    }
+
+    /// Stops and joins the digest thread (the region's mapping is then released with the last
+    /// reference to the digester). Call it when the migration ends, whatever the outcome;
+    /// calling it again does nothing. Nothing may be marked or drained afterwards.
+    public func close() {
+        state.stop()
+        thread.join()
     }
 
     deinit {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
-        thread?.join()
+        close()
     }
 
     /// The bitmap (bit c = chunk c) of chunks that the page runs touch.
@@ -72,63 +65,15 @@ public final class ChunkDigester: @unchecked Sendable {
     }
 
     /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8).
-    public func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0) {
-        precondition(firstChunk % 8 == 0, "bitmaps start on a byte")
-        let offset = firstChunk / 8
-        condition.lock()
-        for (position, byte) in bitmap.enumerated() where byte != 0 && offset + position < pending.count {
-            let index = offset + position
-            let added = byte & ~pending[index]
-            pending[index] |= byte
-            pendingCount += added.nonzeroBitCount
-        }
-        // Bits beyond the last chunk are ignored: a peer's bitmap is not trusted to be exact.
-        if chunkCount % 8 != 0, pending.count > 0 {
-            let valid = UInt8((1 << (chunkCount % 8)) - 1)
-            let extra = pending[pending.count - 1] & ~valid
-            pendingCount -= extra.nonzeroBitCount
-            pending[pending.count - 1] &= valid
-        }
-        condition.signal()
-        condition.unlock()
-    }
+    public func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0) { state.mark(bitmap, firstChunk: firstChunk) }
 
     /// Records the chunks set in `bitmap` (bit 0 = chunk 0) as all zeros without reading
     /// them: never-populated memory, which reading would fault in. A chunk the guest writes
     /// afterwards is marked again by a later pass and hashed from its content then.
-    public func markZero(_ bitmap: [UInt8]) {
-        condition.lock()
-        defer { condition.unlock() }
-        for (index, byte) in bitmap.enumerated() where byte != 0 {
-            var bits = byte
-            while bits != 0 {
-                let chunk = index * 8 + bits.trailingZeroBitCount
-                bits &= bits - 1
-                guard chunk < chunkCount else { break }
-                let hash = zeroHash(count: min(chunkSize, region.length - chunk * chunkSize))
-                combined = combined &- Self.contribution(chunk: chunk, hash: hashes[chunk]) &+ Self.contribution(chunk: chunk, hash: hash)
-                hashes[chunk] = hash
-            }
-        }
-    }
-
-    /// XXH64 of `count` zero bytes (the last chunk of a region may be short).
-    private func zeroHash(count: Int) -> UInt64 {
-        if count == chunkSize, let known = fullZeroHash { return known }
-        let zeros = [UInt8](repeating: 0, count: count)
-        let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count) }
-        if count == chunkSize { fullZeroHash = hash }
-        return hash
-    }
+    public func markZero(_ bitmap: [UInt8]) { state.markZero(bitmap) }
 
     /// Waits until every marked chunk has been hashed; returns the region's digest.
-    public func drain() -> UInt64 {
-        condition.lock()
-        while pendingCount > 0 || busy { condition.wait() }
-        let digest = combined
-        condition.unlock()
-        return digest
-    }
+    public func drain() -> UInt64 { state.drain() }
 
     /// A never-hashed chunk (digest 0) contributes nothing, so the sum starts at 0.
     @inline(__always)
@@ -140,12 +85,7 @@ public final class ChunkDigester: @unchecked Sendable {
 
     /// Bytes queued and not hashed yet, and the hashing rate seen so far (bytes per second):
     /// together they predict how long `drain()` will take inside the downtime.
-    public var backlog: (pendingBytes: UInt64, bytesPerSecond: Double?) {
-        condition.lock()
-        defer { condition.unlock() }
-        let rate = hashingTime > .zero ? Double(hashedBytes) / hashingTime.seconds : nil
-        return (UInt64(pendingCount) * UInt64(chunkSize) + inProgressBytes, rate)
-    }
+    public var backlog: (pendingBytes: UInt64, bytesPerSecond: Double?) { state.backlog }
 
     /// The time `drain()` would take if `extraBytes` more were marked now.
     public func predictedDrainTime(extraBytes: UInt64) -> Duration {
@@ -155,74 +95,181 @@ public final class ChunkDigester: @unchecked Sendable {
         return .nanoseconds(Int64(seconds * 1e9))
     }
 
-    private let clock = ContinuousClock()
+    /// The digest table, the queue of chunks to hash, and the thread's loop.
+    private final class State: @unchecked Sendable {
+        let region: GuestMemoryRegion
+        let chunkSize: Int
+        let chunkCount: Int
+        private let condition = NSCondition()
+        private var hashes: [UInt64]
+        private var pending: [UInt8]
+        private var pendingCount = 0
+        private var busy = false
+        private var stopping = false
+        /// The region's digest, updated as chunks are rehashed: the sum of each chunk's
+        /// contribution (a hash of its index and digest), so `drain()` needs no pass over the
+        /// whole table inside the downtime (an XXH64 over a 4 GiB region's 8 MiB table took
+        /// ~0.7 ms per side). A sum is no defence against a forger — the peer is authenticated —
+        /// but any lost or torn page changes it except with probability 2^-64.
+        private var combined: UInt64 = 0
+        private var inProgressBytes: UInt64 = 0
+        private var hashedBytes: UInt64 = 0
+        private var hashingTime: Duration = .zero
+        private var fullZeroHash: UInt64?
 
-    @_optimize(speed)
-    private func run() {
-        var chunks: [Int] = []
-        chunks.reserveCapacity(chunkCount)
-        while true {
+        init(region: GuestMemoryRegion, chunkSize: Int, chunkCount: Int) {
+            self.region = region
+            self.chunkSize = chunkSize
+            self.chunkCount = chunkCount
+            hashes = [UInt64](repeating: 0, count: chunkCount)
+            pending = [UInt8](repeating: 0, count: (chunkCount + 7) / 8)
+        }
+
+        /// Ends `run()` at its next wait (a batch being hashed is finished first).
+        func stop() {
             condition.lock()
-            while pendingCount == 0 && !stopping { condition.wait() }
-            if stopping {
-                condition.unlock()
-                return
-            }
-            chunks.removeAll(keepingCapacity: true)
-            for index in 0..<pending.count where pending[index] != 0 {
-                var bits = pending[index]
-                while bits != 0 {
-                    let bit = bits.trailingZeroBitCount
-                    chunks.append(index * 8 + bit)
-                    bits &= bits - 1
-                }
-                pending[index] = 0
-            }
-            pendingCount = 0
-            busy = true
-            inProgressBytes = UInt64(chunks.count * chunkSize)
+            stopping = true
+            condition.broadcast()
             condition.unlock()
+        }
 
-            let started = clock.now
-            var results = [UInt64](repeating: 0, count: chunks.count)
-            let baseAddress = UInt(bitPattern: region.pagePointer(0))
-            let length = region.length
-            let size = chunkSize
-            // Large batches are split across the CPUs: the last iteration's pages are hashed
-            // inside the downtime, where nothing else needs them (measured on 2 cores: 10 MiB
-            // took 2-6 ms on one thread).
-            let workers = chunks.count >= 256 ? min(ProcessInfo.processInfo.activeProcessorCount, 4) : 1
-            chunks.withUnsafeBufferPointer { chunkList in
-                results.withUnsafeMutableBufferPointer { output in
-                    let output = UnsafeSendablePointer(pointer: output.baseAddress!)
-                    let input = UnsafeSendablePointer(pointer: UnsafeMutablePointer(mutating: chunkList.baseAddress!))
-                    let count = chunkList.count
-                    DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                        var index = worker * count / workers
-                        let end = (worker + 1) * count / workers
-                        while index < end {
-                            let start = input.pointer[index] * size
-                            let page = UnsafeRawPointer(bitPattern: baseAddress + UInt(start))!
-                            output.pointer[index] = XXHash64.hash(page, count: min(size, length - start))
-                            index += 1
+        /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8).
+        func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0) {
+            precondition(firstChunk % 8 == 0, "bitmaps start on a byte")
+            let offset = firstChunk / 8
+            condition.lock()
+            for (position, byte) in bitmap.enumerated() where byte != 0 && offset + position < pending.count {
+                let index = offset + position
+                let added = byte & ~pending[index]
+                pending[index] |= byte
+                pendingCount += added.nonzeroBitCount
+            }
+            // Bits beyond the last chunk are ignored: a peer's bitmap is not trusted to be exact.
+            if chunkCount % 8 != 0, pending.count > 0 {
+                let valid = UInt8((1 << (chunkCount % 8)) - 1)
+                let extra = pending[pending.count - 1] & ~valid
+                pendingCount -= extra.nonzeroBitCount
+                pending[pending.count - 1] &= valid
+            }
+            condition.signal()
+            condition.unlock()
+        }
+
+        /// Records the chunks set in `bitmap` (bit 0 = chunk 0) as all zeros without reading
+        /// them: never-populated memory, which reading would fault in. A chunk the guest writes
+        /// afterwards is marked again by a later pass and hashed from its content then.
+        func markZero(_ bitmap: [UInt8]) {
+            condition.lock()
+            defer { condition.unlock() }
+            for (index, byte) in bitmap.enumerated() where byte != 0 {
+                var bits = byte
+                while bits != 0 {
+                    let chunk = index * 8 + bits.trailingZeroBitCount
+                    bits &= bits - 1
+                    guard chunk < chunkCount else { break }
+                    let hash = zeroHash(count: min(chunkSize, region.length - chunk * chunkSize))
+                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk]) &+ ChunkDigester.contribution(chunk: chunk, hash: hash)
+                    hashes[chunk] = hash
+                }
+            }
+        }
+
+        /// XXH64 of `count` zero bytes (the last chunk of a region may be short).
+        private func zeroHash(count: Int) -> UInt64 {
+            if count == chunkSize, let known = fullZeroHash { return known }
+            let zeros = [UInt8](repeating: 0, count: count)
+            let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count) }
+            if count == chunkSize { fullZeroHash = hash }
+            return hash
+        }
+
+        /// Waits until every marked chunk has been hashed; returns the region's digest.
+        func drain() -> UInt64 {
+            condition.lock()
+            while pendingCount > 0 || busy { condition.wait() }
+            let digest = combined
+            condition.unlock()
+            return digest
+        }
+
+        /// Bytes queued and not hashed yet, and the hashing rate seen so far (bytes per second):
+        /// together they predict how long `drain()` will take inside the downtime.
+        var backlog: (pendingBytes: UInt64, bytesPerSecond: Double?) {
+            condition.lock()
+            defer { condition.unlock() }
+            let rate = hashingTime > .zero ? Double(hashedBytes) / hashingTime.seconds : nil
+            return (UInt64(pendingCount) * UInt64(chunkSize) + inProgressBytes, rate)
+        }
+
+        private let clock = ContinuousClock()
+
+        @_optimize(speed)
+        func run() {
+            var chunks: [Int] = []
+            chunks.reserveCapacity(chunkCount)
+            while true {
+                condition.lock()
+                while pendingCount == 0 && !stopping { condition.wait() }
+                if stopping {
+                    condition.unlock()
+                    return
+                }
+                chunks.removeAll(keepingCapacity: true)
+                for index in 0..<pending.count where pending[index] != 0 {
+                    var bits = pending[index]
+                    while bits != 0 {
+                        let bit = bits.trailingZeroBitCount
+                        chunks.append(index * 8 + bit)
+                        bits &= bits - 1
+                    }
+                    pending[index] = 0
+                }
+                pendingCount = 0
+                busy = true
+                inProgressBytes = UInt64(chunks.count * chunkSize)
+                condition.unlock()
+
+                let started = clock.now
+                var results = [UInt64](repeating: 0, count: chunks.count)
+                let baseAddress = UInt(bitPattern: region.pagePointer(0))
+                let length = region.length
+                let size = chunkSize
+                // Large batches are split across the CPUs: the last iteration's pages are hashed
+                // inside the downtime, where nothing else needs them (measured on 2 cores: 10 MiB
+                // took 2-6 ms on one thread).
+                let workers = chunks.count >= 256 ? min(ProcessInfo.processInfo.activeProcessorCount, 4) : 1
+                chunks.withUnsafeBufferPointer { chunkList in
+                    results.withUnsafeMutableBufferPointer { output in
+                        let output = UnsafeSendablePointer(pointer: output.baseAddress!)
+                        let input = UnsafeSendablePointer(pointer: UnsafeMutablePointer(mutating: chunkList.baseAddress!))
+                        let count = chunkList.count
+                        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            var index = worker * count / workers
+                            let end = (worker + 1) * count / workers
+                            while index < end {
+                                let start = input.pointer[index] * size
+                                let page = UnsafeRawPointer(bitPattern: baseAddress + UInt(start))!
+                                output.pointer[index] = XXHash64.hash(page, count: min(size, length - start))
+                                index += 1
+                            }
                         }
                     }
                 }
-            }
-            let computed = zip(chunks, results)
+                let computed = zip(chunks, results)
 
-            let elapsed = clock.now - started
-            condition.lock()
-            for (chunk, hash) in computed {
-                combined = combined &- Self.contribution(chunk: chunk, hash: hashes[chunk]) &+ Self.contribution(chunk: chunk, hash: hash)
-                hashes[chunk] = hash
+                let elapsed = clock.now - started
+                condition.lock()
+                for (chunk, hash) in computed {
+                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk]) &+ ChunkDigester.contribution(chunk: chunk, hash: hash)
+                    hashes[chunk] = hash
+                }
+                hashedBytes += UInt64(chunks.count * chunkSize)
+                hashingTime += elapsed
+                inProgressBytes = 0
+                busy = false
+                condition.broadcast()
+                condition.unlock()
             }
-            hashedBytes += UInt64(chunks.count * chunkSize)
-            hashingTime += elapsed
-            inProgressBytes = 0
-            busy = false
-            condition.broadcast()
-            condition.unlock()
         }
     }
 }

@@ -6,8 +6,13 @@ import Foundation
 /// Faults the multi-process tests inject into real `rdmig` processes, named in the
 /// environment variable RDMIG_FAULT (comma-separated): a process that stalls at a protocol
 /// point so a test can kill it exactly there, or a peer that speaks another protocol version.
-/// Never set in production; every use is announced on stderr.
+///
+/// Only debug builds (the ones `swift build` and the tests use) read the variable: in a
+/// release build every hook is an empty inline function, so no environment variable can make
+/// a production binary stall or lie about its protocol version, and the hook's text is not in
+/// the binary at all. Every use in a debug build is announced on stderr.
 public enum FaultInjection {
+    #if DEBUG
     public static let active: [String: String] = parse(ProcessInfo.processInfo.environment["RDMIG_FAULT"] ?? "")
 
     static func parse(_ text: String) -> [String: String] {
@@ -28,4 +33,13 @@ public enum FaultInjection {
 
     /// The protocol version HELLO announces when `hello-version=N` is injected.
     public static var helloVersion: UInt16? { active["hello-version"].flatMap { UInt16($0) } }
+    #else
+    /// Release build: no fault is ever injected.
+    @inline(__always)
+    public static func stall(at point: String) {}
+
+    /// Release build: HELLO always announces this build's protocol version.
+    @inline(__always)
+    public static var helloVersion: UInt16? { nil }
+    #endif
 }

@@ -19,8 +19,9 @@ public final class MigrationDestination {
         public var handshakeTimeout: Duration = .seconds(5)
         /// Backing for the incoming guest memory (anonymous, memfd, file).
         public var memoryBacking: GuestMemoryBacking = .anonymous
-        /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory.
-        public var maximumGuestBytes: UInt64 = 1 << 40
+        /// Largest guest accepted, so a confused or hostile peer cannot make us pin all memory;
+        /// nil: what this host can pin when LAYOUT arrives (`GuestSizeLimit.current()`).
+        public var maximumGuestBytes: UInt64?
         /// CPUs for the completion poller.
         public var pollerCPUs: [Int32] = []
         public var log: @Sendable (String) -> Void = { _ in }
@@ -104,11 +105,9 @@ public final class MigrationDestination {
         guard case .layout(let layout) = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout) else {
             throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")
         }
-        let total = layout.regions.reduce(UInt64(0)) { $0 + $1.length }
-        guard !layout.regions.isEmpty, total <= options.maximumGuestBytes else {
-            throw MigrationError(.layout, layout.regions.isEmpty ? "LAYOUT has no memory region"
-                : "the guest's \(ByteCount(total).humanReadable) exceed this destination's limit of \(ByteCount(options.maximumGuestBytes).humanReadable)")
-        }
+        let limit = options.maximumGuestBytes.map { GuestSizeLimit(bytes: $0, reason: "[service] max-guest-size") } ?? GuestSizeLimit.current()
+        let (total, guestLayouts) = try Self.check(layout, limit: limit)
+        let guestPages = UInt64(guestLayouts.reduce(0) { $0 + $1.pageCount })
         let mapStart = clock.now
         // Faulting the guest's memory in is most of this side's setup; a thread per CPU the
         // hot path may use (or this process may) does it in parallel, and on the hot path's
@@ -118,7 +117,7 @@ public final class MigrationDestination {
         let guestMemory: GuestMemory
         do {
             guestMemory = try GuestMemory.map(
-                layouts: layout.regions.map { GuestMemoryRegionLayout(id: $0.id, guestPhysicalBase: $0.guestPhysicalBase, length: $0.length, pageSize: UInt64($0.pageSize)) },
+                layouts: guestLayouts,
                 backing: options.memoryBacking, pin: true, pinThreads: pinThreads, pinCPUs: options.pollerCPUs)
         } catch {
             throw MigrationError(.layout, "mapping the guest's memory: \(error)")
@@ -128,6 +127,9 @@ public final class MigrationDestination {
         var registrations: [MemoryRegistration] = []
         var windows: [MigrationMessage.RegionWindow] = []
         var digesters: [UInt32: ChunkDigester] = [:]
+        // Every outcome stops the digest threads here: each holds its region, so one left
+        // running would keep the guest mapped and pinned after the migration ended.
+        defer { for digester in digesters.values { digester.close() } }
         for region in guestMemory.regions {
             do {
                 let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
@@ -149,6 +151,7 @@ public final class MigrationDestination {
         try session.send(.windows(.init(regions: windows)), .layout)
 
         var loader: DeviceStateLoader?
+        defer { loader?.close() }
         if !devices.isEmpty {
             do {
                 let stream = try ByteStreamReceiver(router: session.router, channel: .deviceState,
@@ -190,22 +193,33 @@ public final class MigrationDestination {
                 guard let region = try? guestMemory.region(id: zero.regionID) else {
                     throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
                 }
+                let applied: UInt64
                 do {
-                    let applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
-                    report.zeroPages += applied
+                    applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
                 } catch {
                     throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
                 }
+                try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
             case .iterationDone(let done):
+                // An iteration sends each page once at most: larger counts are not the source's.
+                for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
+                                             ("bytesWritten", done.bytesWritten, total)] where value > most {
+                    throw MigrationError(.precopy, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
+                }
                 report.iterations = Int(done.iteration) + 1
-                report.normalPages += done.pagesWritten
-                report.normalBytes += done.bytesWritten
-                report.transferred += done.bytesWritten
+                try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
+                try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
+                try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
                 if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
 
             case .touchedChunks(let touched):
                 guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
                     throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
+                }
+                let bitmapBytes = (digester.chunkCount + 7) / 8
+                let firstByte = Int(touched.firstChunk) / 8
+                guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
+                    throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
                 }
                 digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
                 if touched.isLast {
@@ -265,6 +279,46 @@ public final class MigrationDestination {
         }
     }
 
+    /// Refuses a LAYOUT before anything is mapped or pinned: no regions, a total over `limit`
+    /// (naming both sizes), a region the mapping would refuse, overlapping regions. Returns the
+    /// guest's size and its regions.
+    static func check(_ layout: MigrationMessage.Layout, limit: GuestSizeLimit) throws(MigrationError) -> (UInt64, [GuestMemoryRegionLayout]) {
+        guard !layout.regions.isEmpty else { throw MigrationError(.layout, "LAYOUT has no memory region") }
+        guard let total = layout.totalLength else {
+            throw MigrationError(.layout, "LAYOUT's region lengths add up to more than 2^64 - 1 bytes")
+        }
+        guard total <= limit.bytes else {
+            throw MigrationError(.layout, "the guest's \(ByteCount(total).humanReadable) (\(total) bytes) exceed this destination's limit of "
+                + "\(ByteCount(limit.bytes).humanReadable) (\(limit.bytes) bytes: \(limit.reason)); nothing was mapped")
+        }
+        let regions = layout.regions.map {
+            GuestMemoryRegionLayout(id: $0.id, guestPhysicalBase: $0.guestPhysicalBase, length: $0.length, pageSize: UInt64($0.pageSize))
+        }
+        var ids = Set<UInt32>()
+        for region in regions {
+            guard ids.insert(region.id).inserted else { throw MigrationError(.layout, "LAYOUT names region \(region.id) twice") }
+            do {
+                try region.validate()
+            } catch {
+                throw MigrationError(.layout, "LAYOUT: \(error)")
+            }
+        }
+        let sorted = regions.sorted { $0.guestPhysicalBase < $1.guestPhysicalBase }
+        for (left, right) in zip(sorted, sorted.dropFirst()) where left.guestPhysicalRange.overlaps(right.guestPhysicalRange) {
+            throw MigrationError(.layout, "LAYOUT regions \(left.id) and \(right.id) overlap in guest-physical memory")
+        }
+        return (total, regions)
+    }
+
+    /// Adds a count the source sent into a report total; refuses a sum that does not fit.
+    static func add(_ value: UInt64, to total: inout UInt64, _ message: String, _ field: String) throws(MigrationError) {
+        let (sum, overflow) = total.addingReportingOverflow(value)
+        guard !overflow else {
+            throw MigrationError(.precopy, "\(message) '\(field)' \(value) overflows the total of \(total) received so far")
+        }
+        total = sum
+    }
+
     /// Compares this side's memory and VF state with the source's digests; [] means equal.
     private func verify(_ digests: MigrationMessage.Digests, memory: GuestMemory, digesters: [UInt32: ChunkDigester],
                         devices: [Device], loader: DeviceStateLoader?) -> [String] {
@@ -302,85 +356,128 @@ public final class MigrationDestination {
 
 /// Reads the VF state stream on its own thread and feeds the providers, so the control thread
 /// never blocks on device state.
-package final class DeviceStateLoader: @unchecked Sendable {
-    private let stream: ByteStreamReceiver
-    private let condition = NSCondition()
-    private var receiver: DeviceStateReceiver
-    private var ended = false
-    private var error: String?
-    private var thread: SystemThread?
+package final class DeviceStateLoader: Sendable {
+    /// The thread holds this, never the loader: a thread holding its owner keeps it alive while
+    /// it runs, so the deinit that stops it never came (one thread, stream and ring leaked per
+    /// migration with a VF on a `dest --keep-serving`).
+    private let state: State
+    private let thread: SystemThread
 
     package init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
-        self.stream = stream
-        receiver = DeviceStateReceiver(providers: providers)
-        thread = try SystemThread(name: "rdmig-vf-load") { [unowned self] in self.run() }
+        let state = State(stream: stream, providers: providers)
+        self.state = state
+        thread = try SystemThread(name: "rdmig-vf-load") { state.run() }
+    }
+
+    /// Stops and joins the thread, then closes the stream; calling it again does nothing.
+    /// The stream is closed only after the join: a ByteStreamReceiver is used by one thread at
+    /// a time (closing it under a blocked read traps).
+    package func close() {
+        state.stop()
+        thread.join()
+        state.stream.close()
     }
 
     deinit {
-        stream.close()
-        thread?.join()
+        close()
     }
 
-    private func run() {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let count: Int
-            do {
-                count = try stream.read(into: buffer, timeout: nil)
-            } catch {
-                finish(error: "\(error)")
-                return
-            }
-            if count == 0 {
-                finish(error: nil)
-                return
-            }
-            condition.lock()
-            do {
-                try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            } catch {
-                self.error = "\(error)"
-            }
-            let done = self.error != nil || receiver.allStopCopyComplete
-            condition.broadcast()
-            condition.unlock()
-            if done {
-                finish(error: nil)
-                return
-            }
-        }
-    }
-
-    private func finish(error: String?) {
-        condition.lock()
-        if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
-        ended = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    package var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
-    package var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
-    package var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
-
-    package func initialDataLoaded(tag: UInt32) -> Bool {
-        condition.lock(); defer { condition.unlock() }
-        return receiver.initialDataLoaded(tag: tag)
-    }
-
-    package func stopCopyComplete(tag: UInt32) -> Bool {
-        condition.lock(); defer { condition.unlock() }
-        return receiver.stopCopyComplete(tag: tag)
-    }
+    package var failure: String? { state.failure }
+    package var precopyBytes: UInt64 { state.precopyBytes }
+    package var stopCopyBytes: UInt64 { state.stopCopyBytes }
+    package func initialDataLoaded(tag: UInt32) -> Bool { state.initialDataLoaded(tag: tag) }
+    package func stopCopyComplete(tag: UInt32) -> Bool { state.stopCopyComplete(tag: tag) }
 
     /// Waits until every device's stop-copy state arrived or the stream ended.
-    package func waitForEnd(timeout: Duration) {
-        let deadline = Date(timeIntervalSinceNow: timeout.seconds)
-        condition.lock()
-        while !ended && !receiver.allStopCopyComplete {
-            if !condition.wait(until: deadline) { break }
+    package func waitForEnd(timeout: Duration) { state.waitForEnd(timeout: timeout) }
+
+    private final class State: @unchecked Sendable {
+        let stream: ByteStreamReceiver
+        private let condition = NSCondition()
+        private var receiver: DeviceStateReceiver
+        private var ended = false
+        private var stopping = false
+        private var error: String?
+        /// How long one read waits before the thread looks whether it is being stopped.
+        static let stopCheckInterval = Duration.milliseconds(50)
+
+        init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) {
+            self.stream = stream
+            receiver = DeviceStateReceiver(providers: providers)
         }
-        condition.unlock()
+
+        func run() {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
+            defer { buffer.deallocate() }
+            while true {
+                let count: Int
+                do {
+                    count = try stream.read(into: buffer, timeout: Self.stopCheckInterval)
+                } catch .timedOut {
+                    if isStopping { return }
+                    continue
+                } catch {
+                    finish(error: "\(error)")
+                    return
+                }
+                if count == 0 {
+                    finish(error: nil)
+                    return
+                }
+                condition.lock()
+                do {
+                    try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                } catch {
+                    self.error = "\(error)"
+                }
+                let done = self.error != nil || receiver.allStopCopyComplete
+                condition.broadcast()
+                condition.unlock()
+                if done {
+                    finish(error: nil)
+                    return
+                }
+            }
+        }
+
+        func stop() {
+            condition.lock()
+            stopping = true
+            condition.unlock()
+        }
+
+        private var isStopping: Bool { condition.lock(); defer { condition.unlock() }; return stopping }
+
+        private func finish(error: String?) {
+            condition.lock()
+            if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
+            ended = true
+            condition.broadcast()
+            condition.unlock()
+        }
+
+        var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
+        var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
+        var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
+
+        func initialDataLoaded(tag: UInt32) -> Bool {
+            condition.lock(); defer { condition.unlock() }
+            return receiver.initialDataLoaded(tag: tag)
+        }
+
+        func stopCopyComplete(tag: UInt32) -> Bool {
+            condition.lock(); defer { condition.unlock() }
+            return receiver.stopCopyComplete(tag: tag)
+        }
+
+        /// Waits until every device's stop-copy state arrived or the stream ended.
+        func waitForEnd(timeout: Duration) {
+            let deadline = Date(timeIntervalSinceNow: timeout.seconds)
+            condition.lock()
+            while !ended && !receiver.allStopCopyComplete {
+                if !condition.wait(until: deadline) { break }
+            }
+            condition.unlock()
+        }
     }
 }

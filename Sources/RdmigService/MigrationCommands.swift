@@ -241,6 +241,7 @@ struct DestCommand: ParsableCommand {
         options.stopRequested = { InterruptSignal.stopReason }
         options.peerTimeout = configuration.peerTimeout
         options.handshakeTimeout = configuration.transport.options.handshakeTimeout
+        options.maximumGuestBytes = configuration.maximumGuestBytes
         if let memoryBacking {
             do {
                 options.memoryBacking = try GuestMemoryBacking(parsing: memoryBacking)
@@ -296,6 +297,9 @@ struct DestCommand: ParsableCommand {
             // One migration per launch: peers still in their handshake are turned away.
             if !keepServing { acceptor.stop() }
             let peer = session.connection.peerEndpoint
+            // Nothing keeps the destination after `run`: a completed guest stays mapped and
+            // pinned as long as its MigrationDestination lives, and the synthetic guest is not
+            // needed once it is verified and reported, so a serving loop must not hold it.
             let report = MigrationDestination(options: options).run(session: session)
             try service.emit(report, role: "dest")
             if report.status != .completed {

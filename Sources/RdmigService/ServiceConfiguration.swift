@@ -14,6 +14,9 @@ struct ServiceConfiguration {
     var peerTimeout: Duration = .seconds(60)
     /// [service] vf: VF state providers the source migrates (`--vf` adds to them).
     var deviceSpecs: [String] = []
+    /// [service] max-guest-size: the largest guest a destination accepts; nil ("auto") = what
+    /// the host can pin when the guest's LAYOUT arrives.
+    var maximumGuestBytes: UInt64?
 
     struct TransportSettings {
         /// nil = choose by address (verbs on an RDMA device, else tcp).
@@ -93,6 +96,15 @@ struct ServiceConfiguration {
         let service = file.section("service")
         if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
         if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }
+        if let size = try service.string("max-guest-size"), size != "auto" {
+            do {
+                let bytes = try ByteCount(parsing: size).bytes
+                guard bytes > 0 else { throw ConfigurationFile.Error("0 bytes") }
+                configuration.maximumGuestBytes = bytes
+            } catch {
+                throw ConfigurationFile.Error("\(file.path): [service] max-guest-size = \"\(size)\": \(error); use \"auto\" or a size such as \"64GiB\"")
+            }
+        }
         try file.rejectUnknownKeys(knownSections: sections)
         return configuration
     }

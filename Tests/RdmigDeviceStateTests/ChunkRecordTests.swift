@@ -199,3 +199,43 @@ func decodeAll(_ stream: [UInt8], piece: Int = Int.max, maxPayload: Int = ChunkR
         #expect(delivered == 0)
     }
 }
+
+/// Record fields a peer controls, at their extremes.
+@Suite struct ChunkRecordExtremes {
+    /// One header (any field values, checksums made valid) followed by `payload`.
+    func record(seq: UInt64, length: UInt32, payload: [UInt8] = []) -> [UInt8] {
+        let header = ChunkRecordHeader(seq: seq, phase: .precopy, tag: .max, flags: [], length: length,
+                                       crc32c: CRC32C.checksum(payload))
+        var bytes = [UInt8](repeating: 0, count: ChunkRecordHeader.size)
+        bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+        return bytes + payload
+    }
+
+    func feed(_ decoder: inout ChunkRecordDecoder, _ bytes: [UInt8]) throws -> [ChunkRecordHeader] {
+        var headers: [ChunkRecordHeader] = []
+        try bytes.withUnsafeBytes { raw in try decoder.feed(raw) { header, _, _ in headers.append(header) } }
+        return headers
+    }
+
+    @Test func theLastSequenceNumberIsAcceptedAndTheNextOneWrapsInsteadOfTrapping() throws {
+        var decoder = ChunkRecordDecoder(firstSeq: .max)
+        #expect(try feed(&decoder, record(seq: .max, length: 0)).map(\.seq) == [.max])
+        #expect(decoder.nextSeq == 0)
+        #expect(try feed(&decoder, record(seq: 0, length: 1, payload: [7])).map(\.seq) == [0])
+    }
+
+    @Test func aLengthOfU32MaxIsRefusedBeforeAnythingIsBuffered() throws {
+        var decoder = ChunkRecordDecoder()
+        #expect(throws: ChunkRecordError.payloadTooLarge(seq: 0, offset: 0, length: .max, limit: ChunkRecordHeader.defaultMaxPayload)) {
+            _ = try feed(&decoder, record(seq: 0, length: .max))
+        }
+        #expect(!decoder.hasPartialRecord)
+    }
+
+    @Test func aSequenceNumberFarAheadIsOutOfOrderNotArithmetic() throws {
+        var decoder = ChunkRecordDecoder()
+        #expect(throws: ChunkRecordError.outOfOrder(seq: .max, expected: 0, offset: 0)) {
+            _ = try feed(&decoder, record(seq: .max, length: 0))
+        }
+    }
+}

@@ -23,6 +23,7 @@ import Testing
         #expect(loaded.keyFile == nil)
         #expect(loaded.peerTimeout == defaults.peerTimeout)
         #expect(loaded.deviceSpecs.isEmpty)
+        #expect(loaded.maximumGuestBytes == nil, "max-guest-size = \"auto\": what the host can pin")
         // Every [migration] setting the code knows is in the file (so none is undocumented).
         let text = try String(contentsOfFile: Self.shippedConfig, encoding: .utf8)
         for setting in MigrationConfiguration.settings {
@@ -68,6 +69,17 @@ import Testing
         #expect(error("[memry]\nnode = \"0\"\n").contains("unknown section [memry]"))
         #expect(error("queue-depth = 5\n").contains("must be inside a section"))
         #expect(error("[transport\n").contains("bad.toml:1"))
+        #expect(error("[service]\nmax-guest-size = \"lots\"\n").contains("bad.toml: [service] max-guest-size = \"lots\""))
+        #expect(error("[service]\nmax-guest-size = \"0\"\n").contains("[service] max-guest-size = \"0\": 0 bytes; use \"auto\" or a size"))
+    }
+}
+
+@Suite struct GuestSizeLimitSetting {
+    @Test func maxGuestSizeTakesASizeOrAuto() throws {
+        let sized = try ServiceConfiguration.load(file: try ConfigurationFile(text: "[service]\nmax-guest-size = \"48GiB\"\n", path: "test.toml"))
+        #expect(sized.maximumGuestBytes == 48 << 30)
+        let auto = try ServiceConfiguration.load(file: try ConfigurationFile(text: "[service]\nmax-guest-size = \"auto\"\n", path: "test.toml"))
+        #expect(auto.maximumGuestBytes == nil)
     }
 }
 

@@ -119,6 +119,41 @@ public final class RdmigProcess: @unchecked Sendable {
         Foundation.kill(process.processIdentifier, SIGKILL)
     }
 
+    /// Waits until a process that prints one report per migration (`dest --keep-serving
+    /// --json`) has printed `count` of them; returns them in order. The reports are pretty
+    /// printed, so each ends with a "}" alone on a line (nested objects are indented).
+    public func waitForReports(_ count: Int, timeout: TimeInterval = 60) throws -> [[String: Any]] {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        lock.lock()
+        defer { lock.unlock() }
+        while true {
+            let text = String(decoding: outputData, as: UTF8.self)
+            var objects: [String] = []
+            var current = ""
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                current += line + "\n"
+                if line == "}" {
+                    objects.append(current)
+                    current = ""
+                }
+            }
+            if objects.count >= count {
+                return try objects.prefix(count).map { object in
+                    guard let report = try JSONSerialization.jsonObject(with: Data(object.utf8)) as? [String: Any] else {
+                        throw ProcessFailure("not a JSON object on stdout: \(object)")
+                    }
+                    return report
+                }
+            }
+            if outputClosed && !process.isRunning {
+                throw ProcessFailure("rdmig exited (\(process.terminationStatus)) after \(objects.count) of \(count) reports; stderr:\n\(errorText)")
+            }
+            if !lock.wait(until: deadline) {
+                throw ProcessFailure("\(objects.count) of \(count) reports from rdmig within \(Int(timeout)) s; stderr:\n\(errorText)")
+            }
+        }
+    }
+
     /// The JSON report on stdout, after `wait()`.
     public func report() throws -> [String: Any] {
         lock.lock()
