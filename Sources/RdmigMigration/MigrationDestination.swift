@@ -169,113 +169,121 @@ public final class MigrationDestination {
 
         var switchoverAt: ContinuousClock.Instant?
         var lastMessageAt = clock.now
-        while true {
-            // SWITCHOVER_ACK goes out from here, the one thread that sends on the control channel.
-            if let loader {
-                for index in devices.indices where devices[index].needsAck && !devices[index].acknowledged && loader.initialDataLoaded(tag: devices[index].id) {
-                    try session.send(.switchoverAck(.init(deviceID: devices[index].id)), .precopy)
-                    devices[index].acknowledged = true
+        // Giving up from here on, the source hears why before the windows above are withdrawn
+        // (their defers run after this catch): otherwise its next write fails as a refused
+        // access and hides the reason.
+        do throws(MigrationError) {
+            while true {
+                // SWITCHOVER_ACK goes out from here, the one thread that sends on the control channel.
+                if let loader {
+                    for index in devices.indices where devices[index].needsAck && !devices[index].acknowledged && loader.initialDataLoaded(tag: devices[index].id) {
+                        try session.send(.switchoverAck(.init(deviceID: devices[index].id)), .precopy)
+                        devices[index].acknowledged = true
+                    }
+                    if let failure = loader.failure { throw MigrationError(.precopy, "loading VF state: \(failure)") }
                 }
-                if let failure = loader.failure { throw MigrationError(.precopy, "loading VF state: \(failure)") }
-            }
-            // With a VF stream the wait is short, so SWITCHOVER_ACK goes out soon after the
-            // loader has the initial state; silence is still bounded by the peer timeout.
-            guard let message = try session.receiveIfAny(.precopy, during: "receiving from the source",
-                                                         timeout: loader == nil ? options.peerTimeout : .milliseconds(20)) else {
-                if clock.now - lastMessageAt > options.peerTimeout {
-                    throw MigrationError(.precopy, "the source sent nothing for \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+                // With a VF stream the wait is short, so SWITCHOVER_ACK goes out soon after the
+                // loader has the initial state; silence is still bounded by the peer timeout.
+                guard let message = try session.receiveIfAny(.precopy, during: "receiving from the source",
+                                                             timeout: loader == nil ? options.peerTimeout : .milliseconds(20)) else {
+                    if clock.now - lastMessageAt > options.peerTimeout {
+                        throw MigrationError(.precopy, "the source sent nothing for \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+                    }
+                    continue
                 }
-                continue
-            }
-            lastMessageAt = clock.now
-            switch message {
-            case .zeroPages(let zero):
-                guard let region = try? guestMemory.region(id: zero.regionID) else {
-                    throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
-                }
-                let applied: UInt64
-                do {
-                    applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
-                } catch {
-                    throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
-                }
-                try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
-            case .iterationDone(let done):
-                // An iteration sends each page once at most: larger counts are not the source's.
-                for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
-                                             ("bytesWritten", done.bytesWritten, total)] where value > most {
-                    throw MigrationError(.precopy, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
-                }
-                report.iterations = Int(done.iteration) + 1
-                try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
-                try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
-                try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
-                if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
+                lastMessageAt = clock.now
+                switch message {
+                case .zeroPages(let zero):
+                    guard let region = try? guestMemory.region(id: zero.regionID) else {
+                        throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
+                    }
+                    let applied: UInt64
+                    do {
+                        applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
+                    } catch {
+                        throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
+                    }
+                    try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
+                case .iterationDone(let done):
+                    // An iteration sends each page once at most: larger counts are not the source's.
+                    for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
+                                                 ("bytesWritten", done.bytesWritten, total)] where value > most {
+                        throw MigrationError(.precopy, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
+                    }
+                    report.iterations = Int(done.iteration) + 1
+                    try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
+                    try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
+                    try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
+                    if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
 
-            case .touchedChunks(let touched):
-                guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
-                    throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
-                }
-                let bitmapBytes = (digester.chunkCount + 7) / 8
-                let firstByte = Int(touched.firstChunk) / 8
-                guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
-                    throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
-                }
-                digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
-                if touched.isLast {
-                    let drainStart = clock.now
-                    defer {
-                        if switchoverAt != nil {
-                            options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
+                case .touchedChunks(let touched):
+                    guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
+                        throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
+                    }
+                    let bitmapBytes = (digester.chunkCount + 7) / 8
+                    let firstByte = Int(touched.firstChunk) / 8
+                    guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
+                        throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
+                    }
+                    digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
+                    if touched.isLast {
+                        let drainStart = clock.now
+                        defer {
+                            if switchoverAt != nil {
+                                options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
+                            }
+                        }
+                        // Hash now, while the guest still runs on the source (which waits for this
+                        // answer before deciding): a backlog would be hashed inside the downtime.
+                        _ = digester.drain()
+                        try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), .precopy)
+                    }
+                case .switchover(let switchover):
+                    switchoverAt = clock.now
+                    report.status = .device
+                    FaultInjection.stall(at: "dest-stall-at-switchover")
+                    options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
+                case .vfStateDone:
+                    break
+                case .digests(let digests):
+                    let verifyStart = clock.now
+                    let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
+                    options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
+                    if !problems.isEmpty {
+                        let reason = "verification failed: " + problems.joined(separator: "; ")
+                        try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
+                        throw MigrationError(.switchover, reason)
+                    }
+                    report.verified = true
+                    if let loader {
+                        report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
+                    }
+                    try session.send(.ready, .switchover)
+                case .commit:
+                    guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
+                    session.interruptible.store(false, ordering: .releasing)
+                    for device in devices {
+                        do {
+                            try device.provider.finishResuming(run: true)
+                        } catch {
+                            // The source has let go of the guest: say so loudly, do not pretend.
+                            options.log("VF \(device.provider.name) did not resume after COMMIT: \(error)")
                         }
                     }
-                    // Hash now, while the guest still runs on the source (which waits for this
-                    // answer before deciding): a backlog would be hashed inside the downtime.
-                    _ = digester.drain()
-                    try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), .precopy)
+                    memory = guestMemory
+                    let resumedAt = clock.now
+                    try session.send(.resumed, .commit)
+                    if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
+                    report.status = .completed
+                    report.guestLocation = "destination"
+                    return
+                default:
+                    throw MigrationError(.precopy, "unexpected \(message.wireName) from the source")
                 }
-            case .switchover(let switchover):
-                switchoverAt = clock.now
-                report.status = .device
-                FaultInjection.stall(at: "dest-stall-at-switchover")
-                options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
-            case .vfStateDone:
-                break
-            case .digests(let digests):
-                let verifyStart = clock.now
-                let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
-                options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
-                if !problems.isEmpty {
-                    let reason = "verification failed: " + problems.joined(separator: "; ")
-                    try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
-                    throw MigrationError(.switchover, reason)
-                }
-                report.verified = true
-                if let loader {
-                    report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
-                }
-                try session.send(.ready, .switchover)
-            case .commit:
-                guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
-                session.interruptible.store(false, ordering: .releasing)
-                for device in devices {
-                    do {
-                        try device.provider.finishResuming(run: true)
-                    } catch {
-                        // The source has let go of the guest: say so loudly, do not pretend.
-                        options.log("VF \(device.provider.name) did not resume after COMMIT: \(error)")
-                    }
-                }
-                memory = guestMemory
-                let resumedAt = clock.now
-                try session.send(.resumed, .commit)
-                if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
-                report.status = .completed
-                report.guestLocation = "destination"
-                return
-            default:
-                throw MigrationError(.precopy, "unexpected \(message.wireName) from the source")
             }
+        } catch {
+            session.abort(error.description)
+            throw error
         }
     }
 

@@ -225,8 +225,27 @@ package final class MigrationSession: @unchecked Sendable {
         }
     }
 
-    /// Best effort: tells the peer why this side gives up (it may already be gone).
+    private let aborted = Atomic<Bool>(false)
+
+    /// The reason in an ABORT or ERROR the peer sent that this side has not read yet (it may
+    /// have been busy writing when the peer gave up, and then seen only the connection fail):
+    /// the cause, where the local error is only its consequence.
+    package func unreadPeerAbort() -> String? {
+        for _ in 0..<64 {
+            guard let message = try? control.receive(timeout: .zero) else { return nil }
+            switch message {
+            case .abort(let abort): return "the peer aborted: \(abort.reason)"
+            case .error(let report): return "the peer reported an error: \(report.message)"
+            default: continue
+            }
+        }
+        return nil
+    }
+
+    /// Best effort: tells the peer why this side gives up (it may already be gone). Once: the
+    /// first reason is the one that counts.
     package func abort(_ reason: String) {
+        guard !aborted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         try? control.send(MigrationMessage.abort(.init(reason: reason)), timeout: .seconds(1))
     }
 }

@@ -95,6 +95,9 @@ public final class MigrationSource {
                         paused: &paused, committed: &committed)
         } catch {
             var reason = (error as? MigrationError)?.description ?? "\(error)"
+            if !reason.contains("the peer aborted"), let cause = session?.unreadPeerAbort() {
+                reason = "\((error as? MigrationError)?.phase.rawValue ?? "migration"): \(cause)"
+            }
             if !committed, let switchoverDeadline, clock.now >= switchoverDeadline, !reason.contains("budget") {
                 reason = "switchover budget of \(DurationText.milliseconds(options.migration.effectiveSwitchoverBudget)) exhausted "
                     + "([migration] switchover-budget), the guest resumed here: \(reason)"

@@ -8,14 +8,16 @@ import Testing
 /// SIGINT, SIGTERM and SIGHUP on either service: before COMMIT an orderly abort with the
 /// guest resumed on the source and a report from both sides; nothing runs on the destination.
 @Suite(.serialized) struct Signals {
-    /// A migration that goes on for a while: the guest dirties faster than loopback moves.
+    /// A migration that goes on for a while: the guest dirties faster than loopback moves, and
+    /// auto-converge creeps up one per cent every two passes towards a 1 ms downtime.
     func startLongMigration() throws -> (source: RdmigProcess, destination: RdmigProcess) {
         let key = try temporaryKeyFile()
         let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key])
         let port = try destination.listeningPort()
         let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "-v",
                                        "--guest-size", "256MiB", "--dirty-rate", "8GiB/s", "--working-set", "256MiB",
-                                       "--max-iterations", "1000", "--on-no-convergence", "fail", "--vf", "ib-sw:qps=100"])
+                                       "--max-iterations", "1000", "--downtime-limit", "1ms", "--set", "throttle-increment=1",
+                                       "--vf", "ib-sw:qps=100"])
         _ = try source.waitForLine(containing: "iteration 2:", timeout: 60)
         return (source, destination)
     }
