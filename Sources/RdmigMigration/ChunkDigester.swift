@@ -29,12 +29,18 @@ public final class ChunkDigester: Sendable {
     /// took a third of a 40 ms downtime.)
     public static func chunkSize(pageSize: Int) -> Int { pageSize }
 
-    public init(region: GuestMemoryRegion, chunkSize: Int) throws(SystemCallError) {
+    /// `seed` keys every chunk hash and the combination (the session's `digestSeed`): someone
+    /// on the path who rewrites pages cannot compute what the destination's digest will be
+    /// without the session key. XXH64 is not a MAC — the DIGESTS message carrying the result
+    /// is authenticated by the control channel's HMAC, and encryption is what defends the
+    /// page bytes themselves — but a seed unknown to the attacker takes away the cheap forgery
+    /// of a chunk with the same unkeyed hash.
+    public init(region: GuestMemoryRegion, chunkSize: Int, seed: UInt64 = 0) throws(SystemCallError) {
         precondition(chunkSize >= region.pageSize && chunkSize % region.pageSize == 0, "chunks are whole pages")
         self.region = region
         self.chunkSize = chunkSize
         chunkCount = (region.length + chunkSize - 1) / chunkSize
-        let state = State(region: region, chunkSize: chunkSize, chunkCount: chunkCount)
+        let state = State(region: region, chunkSize: chunkSize, chunkCount: chunkCount, seed: seed)
         self.state = state
         thread = try SystemThread(name: "rdmig-digest") { state.run() }
     }
@@ -77,10 +83,10 @@ public final class ChunkDigester: Sendable {
 
     /// A never-hashed chunk (digest 0) contributes nothing, so the sum starts at 0.
     @inline(__always)
-    static func contribution(chunk: Int, hash: UInt64) -> UInt64 {
+    static func contribution(chunk: Int, hash: UInt64, seed: UInt64 = 0) -> UInt64 {
         guard hash != 0 else { return 0 }
         var pair = (UInt64(chunk).littleEndian, hash.littleEndian)
-        return withUnsafeBytes(of: &pair) { XXHash64.hash($0) }
+        return withUnsafeBytes(of: &pair) { XXHash64.hash($0, seed: seed) }
     }
 
     /// Bytes queued and not hashed yet, and the hashing rate seen so far (bytes per second):
@@ -117,7 +123,10 @@ public final class ChunkDigester: Sendable {
         private var hashingTime: Duration = .zero
         private var fullZeroHash: UInt64?
 
-        init(region: GuestMemoryRegion, chunkSize: Int, chunkCount: Int) {
+        let seed: UInt64
+
+        init(region: GuestMemoryRegion, chunkSize: Int, chunkCount: Int, seed: UInt64) {
+            self.seed = seed
             self.region = region
             self.chunkSize = chunkSize
             self.chunkCount = chunkCount
@@ -168,7 +177,7 @@ public final class ChunkDigester: Sendable {
                     bits &= bits - 1
                     guard chunk < chunkCount else { break }
                     let hash = zeroHash(count: min(chunkSize, region.length - chunk * chunkSize))
-                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk]) &+ ChunkDigester.contribution(chunk: chunk, hash: hash)
+                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk], seed: seed) &+ ChunkDigester.contribution(chunk: chunk, hash: hash, seed: seed)
                     hashes[chunk] = hash
                 }
             }
@@ -178,7 +187,7 @@ public final class ChunkDigester: Sendable {
         private func zeroHash(count: Int) -> UInt64 {
             if count == chunkSize, let known = fullZeroHash { return known }
             let zeros = [UInt8](repeating: 0, count: count)
-            let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count) }
+            let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count, seed: seed) }
             if count == chunkSize { fullZeroHash = hash }
             return hash
         }
@@ -249,7 +258,7 @@ public final class ChunkDigester: Sendable {
                             while index < end {
                                 let start = input.pointer[index] * size
                                 let page = UnsafeRawPointer(bitPattern: baseAddress + UInt(start))!
-                                output.pointer[index] = XXHash64.hash(page, count: min(size, length - start))
+                                output.pointer[index] = XXHash64.hash(page, count: min(size, length - start), seed: seed)
                                 index += 1
                             }
                         }
@@ -260,7 +269,7 @@ public final class ChunkDigester: Sendable {
                 let elapsed = clock.now - started
                 condition.lock()
                 for (chunk, hash) in computed {
-                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk]) &+ ChunkDigester.contribution(chunk: chunk, hash: hash)
+                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk], seed: seed) &+ ChunkDigester.contribution(chunk: chunk, hash: hash, seed: seed)
                     hashes[chunk] = hash
                 }
                 hashedBytes += UInt64(chunks.count * chunkSize)

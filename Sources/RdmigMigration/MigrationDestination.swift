@@ -136,7 +136,7 @@ public final class MigrationDestination {
                 registrations.append(registration)
                 windows.append(.init(regionID: region.id, window: registration.window()))
                 let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
-                digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize)
+                digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize, seed: session.keys.digestSeed)
             } catch {
                 throw MigrationError(.layout, "exporting region \(region.id): \(error)")
             }

@@ -194,7 +194,7 @@ public final class MigrationSource {
         let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
         let digester: ChunkDigester
         do {
-            digester = try ChunkDigester(region: region, chunkSize: chunkSize)
+            digester = try ChunkDigester(region: region, chunkSize: chunkSize, seed: session.keys.digestSeed)
         } catch {
             throw MigrationError(.setup, "starting the digest thread: \(error)")
         }

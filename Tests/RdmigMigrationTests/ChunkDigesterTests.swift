@@ -12,8 +12,8 @@ import Testing
         }
     }
 
-    func digest(of region: GuestMemoryRegion) throws -> UInt64 {
-        let digester = try ChunkDigester(region: region, chunkSize: 4096)
+    func digest(of region: GuestMemoryRegion, seed: UInt64 = 0) throws -> UInt64 {
+        let digester = try ChunkDigester(region: region, chunkSize: 4096, seed: seed)
         digester.mark(digester.touchedBitmap(pages: [0..<region.pageCount])[...])
         return digester.drain()
     }
@@ -25,6 +25,17 @@ import Testing
         #expect(try digest(of: a) == digest(of: b))
         b.pagePointer(123).storeBytes(of: 0xFF, toByteOffset: 4000, as: UInt8.self)
         #expect(try digest(of: a) != digest(of: b))
+    }
+
+    /// Both sides key their digests with the session's seed: the same memory digests alike
+    /// under one seed, and nobody without the seed can say what the digest is.
+    @Test func digestsAreKeyedByTheSessionSeed() throws {
+        let (a, b) = (try region(64), try region(64))
+        fill(a, seed: 4)
+        fill(b, seed: 4)
+        #expect(try digest(of: a, seed: 0xDEAD_BEEF) == digest(of: b, seed: 0xDEAD_BEEF))
+        #expect(try digest(of: a, seed: 0xDEAD_BEEF) != digest(of: a, seed: 0xDEAD_BEF0))
+        #expect(try digest(of: a, seed: 1) != digest(of: a))
     }
 
     @Test func rehashingTouchedChunksEqualsAFreshDigestOfTheNewContent() throws {
