@@ -201,20 +201,26 @@ public final class ControlChannel: @unchecked Sendable {
     /// that, stops at its CLOSE frame. A message posted just before the close, such as the
     /// destination's last word RESUMED, was lost that way under load. An RC SEND completes
     /// only once the peer acknowledged it, so after these waits the peer has the messages.
-    public func close() {
+    /// Returns whether every message this side sent was acknowledged by the peer (false: the
+    /// connection failed or the close timed out first, so the last ones may not have arrived).
+    @discardableResult
+    public func close() -> Bool {
         let deadline = ContinuousClock.now + configuration.closeTimeout
-        sender.withLock { state in
+        let delivered = sender.withLock { state -> Bool in
             state.closed = true
+            var allAcknowledged = true
             while !state.account.isIdle {
                 do {
                     let completion = try sendInbox.pop() ?? router.wait(
                         on: sendInbox, until: deadline, timeout: configuration.closeTimeout,
                         operation: "closing the control channel: waiting for sent messages to complete")
+                    if completion.status != .success { allAcknowledged = false }
                     try handleSendSide(completion, &state)
                 } catch {
-                    break
+                    return false
                 }
             }
+            return allAcknowledged
         }
         receiver.withLock { state in
             guard !state.closed else { return }
@@ -239,5 +245,6 @@ public final class ControlChannel: @unchecked Sendable {
         }
         router.unregister(.controlReceiver)
         router.unregister(.control)
+        return delivered
     }
 }

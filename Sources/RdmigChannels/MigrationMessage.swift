@@ -11,6 +11,11 @@
 /// chunk digests up to date during pre-copy and only the last iteration's chunks are hashed
 /// inside the downtime; RESUMED (destination) says the guest runs there after COMMIT.
 ///
+/// A source that lost its destination after COMMIT without RESUMED does not know where the
+/// guest runs: it reconnects, authenticates and sends RESOLVE (the migration's id) instead of
+/// LAYOUT; the destination answers RESOLUTION — it runs the guest (it had COMMIT, or it was
+/// still holding the verified copy paused and commits now), or it does not have it.
+///
 /// QEMU mode (HELLO with `qemuStream` on both sides) relays QEMU's own stream instead of
 /// pages: LAYOUT with no regions (its devices are the VF state providers) → STREAM_RING for
 /// the bandwidth probe, the QEMU stream and, with devices, the VF state → at QEMU's
@@ -36,6 +41,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
     case touchedChunks(TouchedChunks)
     case resumed
     case qemuOutcome(QEMUOutcome)
+    case resolve(Resolve)
+    case resolution(Resolution)
 
     /// The type codes on the wire. Codes are never reused; 0 is the router's setup frame.
     public enum Kind: UInt16, CaseIterable, Sendable {
@@ -58,6 +65,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case touchedChunks = 17
         case resumed = 18
         case qemuOutcome = 19
+        case resolve = 20
+        case resolution = 21
 
         public var wireName: String {
             switch self {
@@ -80,6 +89,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
             case .touchedChunks: return "TOUCHED_CHUNKS"
             case .resumed: return "RESUMED"
             case .qemuOutcome: return "QEMU_OUTCOME"
+            case .resolve: return "RESOLVE"
+            case .resolution: return "RESOLUTION"
             }
         }
     }
@@ -105,6 +116,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .touchedChunks: return .touchedChunks
         case .resumed: return .resumed
         case .qemuOutcome: return .qemuOutcome
+        case .resolve: return .resolve
+        case .resolution: return .resolution
         }
     }
 
@@ -132,6 +145,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .abort(let payload): try payload.encode(to: &writer)
         case .error(let payload): try payload.encode(to: &writer)
         case .qemuOutcome(let payload): try payload.encode(to: &writer)
+        case .resolve(let payload): try payload.encode(to: &writer)
+        case .resolution(let payload): try payload.encode(to: &writer)
         }
     }
 
@@ -157,6 +172,8 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .touchedChunks: return .touchedChunks(try TouchedChunks(from: &reader))
         case .resumed: return .resumed
         case .qemuOutcome: return .qemuOutcome(try QEMUOutcome(from: &reader))
+        case .resolve: return .resolve(try Resolve(from: &reader))
+        case .resolution: return .resolution(try Resolution(from: &reader))
         }
     }
 }

@@ -545,6 +545,60 @@ extension MigrationMessage {
         }
     }
 
+    /// RESOLVE: "where does migration `migrationID` stand?" — the first message of a source
+    /// that lost its destination after COMMIT (`SessionKeys.migrationID` of the lost session).
+    public struct Resolve: Hashable, Sendable, WireCodable {
+        public static let idSize = 16
+        public var migrationID: [UInt8]
+        public init(migrationID: [UInt8]) { self.migrationID = migrationID }
+
+        public static let minimumEncodedSize = 4 + idSize
+
+        public func encode(to writer: inout WireWriter) throws(WireError) {
+            try writer.write(bytes: migrationID, "migrationID")
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            migrationID = try reader.readBytes("migrationID", limit: Self.idSize)
+            guard migrationID.count == Self.idSize else {
+                throw .invalidValue(message: reader.messageName, field: "migrationID", detail: "\(migrationID.count) bytes, \(Self.idSize) expected")
+            }
+        }
+    }
+
+    /// RESOLUTION: the destination's answer to RESOLVE.
+    public struct Resolution: Hashable, Sendable, WireCodable {
+        public enum Outcome: UInt8, Sendable {
+            /// The guest runs on the destination (it had COMMIT, or committed on this RESOLVE).
+            case runsOnDestination = 1
+            /// The destination does not hold the guest (never verified it, discarded it, or
+            /// does not know the migration): the source resumes its copy.
+            case notOnDestination = 2
+        }
+        public var outcome: Outcome
+        public var detail: String
+        public init(outcome: Outcome, detail: String) {
+            self.outcome = outcome
+            self.detail = detail
+        }
+
+        public static let minimumEncodedSize = 1 + 4
+
+        public func encode(to writer: inout WireWriter) throws(WireError) {
+            try writer.write(outcome.rawValue, "outcome")
+            try writer.write(detail, "detail")
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            let code = try reader.readUInt8("outcome")
+            guard let outcome = Outcome(rawValue: code) else {
+                throw .invalidValue(message: reader.messageName, field: "outcome", detail: "unknown outcome \(code)")
+            }
+            self.outcome = outcome
+            detail = try reader.readString("detail", limit: 4096)
+        }
+    }
+
     /// ERROR: the sender failed; `code` is machine-readable, `message` for people.
     public struct ErrorReport: Hashable, Sendable, WireCodable {
         public var code: UInt32

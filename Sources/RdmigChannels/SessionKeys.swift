@@ -13,19 +13,23 @@ public struct SessionKeys: Sendable {
     public let sourceToDestination: [UInt8]
     public let destinationToSource: [UInt8]
     public let digestSeed: UInt64
+    /// Names this migration in a RESOLVE after the connection was lost: unguessable to anyone
+    /// without the key, the same on both sides.
+    public let migrationID: [UInt8]
 
     static let info = Array("rdmig-session-v2".utf8)
 
     public init(preSharedKey: [UInt8], sourceNonce: [UInt8], destinationNonce: [UInt8]) {
         let material = HKDF<SHA256>.deriveKey(
             inputKeyMaterial: SymmetricKey(data: preSharedKey), salt: sourceNonce + destinationNonce,
-            info: Self.info, outputByteCount: 72)
+            info: Self.info, outputByteCount: 88)
         let bytes = material.withUnsafeBytes { [UInt8]($0) }
         sourceToDestination = Array(bytes[0..<32])
         destinationToSource = Array(bytes[32..<64])
         var seed: UInt64 = 0
         for index in 0..<8 { seed |= UInt64(bytes[64 + index]) << (8 * UInt64(index)) }
         digestSeed = seed
+        migrationID = Array(bytes[72..<88])
     }
 
     /// The authenticator of the control frames `role` sends and receives.

@@ -24,11 +24,13 @@ public enum FaultInjection {
         return faults
     }
 
-    /// Stalls here for a minute (long enough to be killed) when `point` is injected.
+    /// Stalls here when `point` is injected: for a minute (long enough to be killed), or for
+    /// `point=SECONDS` (a peer that goes silent for a while and comes back).
     public static func stall(at point: String) {
-        guard active[point] != nil else { return }
+        guard let value = active[point] else { return }
         FileHandle.standardError.write(Data("rdmig fault: stalling at \(point)\n".utf8))
-        sleep(60)
+        sleep(UInt32(value) ?? 60)
+        if UInt32(value) != nil { FileHandle.standardError.write(Data("rdmig fault: going on after \(point)\n".utf8)) }
     }
 
     /// The protocol version HELLO announces when `hello-version=N` is injected.

@@ -28,6 +28,14 @@ public final class MigrationDestination {
         /// Why the migration must stop (a signal), nil while it may go on. Before COMMIT a stop
         /// discards the incoming guest and tells the source; after it, the hand-over finishes.
         public var stopRequested: (@Sendable () -> String?)?
+        /// Recent outcomes, for a source that asks where the guest runs (RESOLVE).
+        package var ledger: ResolutionLedger?
+        /// Where later authenticated sessions come from while this migration is in doubt
+        /// (READY sent, the source lost before COMMIT): the source's RESOLVE arrives on one.
+        package var nextSession: (@Sendable (Duration) -> MigrationSession?)?
+        /// How long a verified incoming guest is held paused for the source to come back, and
+        /// how long the source tries to learn the outcome ([service] resolve-timeout).
+        public var resolveTimeout: Duration = .seconds(120)
 
         public init(key: PreSharedKey) {
             self.key = key
@@ -46,6 +54,12 @@ public final class MigrationDestination {
 
     /// The verified, resumed guest memory after a completed migration (nil otherwise).
     public private(set) var memory: GuestMemory?
+    /// The verified guest and its devices, once READY went out and until COMMIT: what is held
+    /// paused if the source is lost in between.
+    private var verified: (memory: GuestMemory, devices: [any DeviceStateProvider])?
+    /// Set when RESUMED may not have reached the source (the connection failed first): the
+    /// service should stay to answer its RESOLVE.
+    public private(set) var resumptionUnconfirmed = false
 
     public init(options: Options) {
         self.options = options
@@ -77,32 +91,77 @@ public final class MigrationDestination {
         return run(session: session, start: start)
     }
 
+    /// Serves an authenticated session: a migration (its report), or a source's RESOLVE for
+    /// an earlier one, answered from the ledger (nil: no migration report).
+    package func serve(session: MigrationSession) -> MigrationReport? {
+        session.stopReason = options.stopRequested
+        let first: MigrationMessage
+        do {
+            first = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout)
+        } catch {
+            return run(session: session, failure: error)
+        }
+        if case .resolve(let resolve) = first {
+            (options.ledger ?? ResolutionLedger()).answer(resolve, on: session, log: options.log)
+            return nil
+        }
+        return run(session: session, first: first)
+    }
+
     /// Serves an authenticated session to its end.
-    package func run(session: MigrationSession, start: ContinuousClock.Instant? = nil) -> MigrationReport {
+    package func run(session: MigrationSession, start: ContinuousClock.Instant? = nil, first: MigrationMessage? = nil,
+                     failure: MigrationError? = nil) -> MigrationReport {
         let start = start ?? clock.now
         var report = MigrationReport(status: .setup)
         let connection = session.connection
         session.stopReason = options.stopRequested
         options.log("authenticated the source \(connection.peerEndpoint) (\(session.peerHello?.software ?? "?")) over \(connection.backend)")
-        do {
-            try receive(session: session, report: &report, start: start)
+        var lost: MigrationError?
+        do throws(MigrationError) {
+            if let failure { throw failure }
+            try receive(session: session, report: &report, start: start, first: first)
         } catch {
             let reason = error.description
-            report.status = options.stopRequested?() != nil && session.interruptible.load(ordering: .acquiring) ? .cancelled : .failed
-            report.errorDescription = reason
-            report.guestLocation = "not here (incoming guest discarded)"
-            options.log("migration failed: \(reason); the incoming guest was discarded")
-            session.abort(reason)
-            memory = nil
+            let sourceGaveUp = reason.contains("the peer aborted") || reason.contains("the peer reported an error")
+            let stopped = options.stopRequested?() != nil && session.interruptible.load(ordering: .acquiring)
+            if verified != nil, !sourceGaveUp, !stopped, options.nextSession != nil {
+                lost = error
+            } else {
+                report.status = stopped ? .cancelled : .failed
+                report.errorDescription = reason
+                report.guestLocation = "not here (incoming guest discarded)"
+                options.log("migration failed: \(reason); the incoming guest was discarded")
+                session.abort(reason)
+                verified = nil
+                memory = nil
+            }
         }
-        session.close()
+        let delivered = session.close()
+        if report.status == .completed {
+            options.ledger?.record(session.keys.migrationID, .runsOnDestination, "it had COMMIT and resumed")
+            if !delivered {
+                resumptionUnconfirmed = true
+                options.log("the source may not have heard RESUMED: it can ask where the guest runs (RESOLVE)")
+            }
+        } else if let lost {
+            awaitResolution(session: session, report: &report, lost: lost)
+        } else {
+            options.ledger?.record(session.keys.migrationID, .notOnDestination, "it discarded its copy: \(report.errorDescription ?? "failed")")
+        }
         report.totalTime = (clock.now - start).milliseconds
         return report
     }
 
-    private func receive(session: MigrationSession, report: inout MigrationReport, start: ContinuousClock.Instant) throws(MigrationError) {
+    private func receive(session: MigrationSession, report: inout MigrationReport, start: ContinuousClock.Instant,
+                         first: MigrationMessage?) throws(MigrationError) {
         let connection = session.connection
-        guard case .layout(let layout) = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout) else {
+        let opening: MigrationMessage
+        if let first {
+            opening = first
+        } else {
+            opening = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout)
+        }
+        guard case .layout(let layout) = opening else {
             throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")
         }
         let limit = options.maximumGuestBytes.map { GuestSizeLimit(bytes: $0, reason: "[service] max-guest-size") } ?? GuestSizeLimit.current()
@@ -258,10 +317,14 @@ public final class MigrationDestination {
                     if let loader {
                         report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
                     }
-                    try session.send(.ready, .switchover)
+                    verified = (guestMemory, devices.map(\.provider))
+                try session.send(.ready, .switchover)
+                FaultInjection.stall(at: "dest-stall-after-ready")
                 case .commit:
                     guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
                     session.interruptible.store(false, ordering: .releasing)
+                    // The guest is this side's from here, whatever happens to the connection.
+                    verified = nil
                     for device in devices {
                         do {
                             try device.provider.finishResuming(run: true)
@@ -272,7 +335,13 @@ public final class MigrationDestination {
                     }
                     memory = guestMemory
                     let resumedAt = clock.now
-                    try session.send(.resumed, .commit)
+                    do {
+                        try session.send(.resumed, .commit)
+                    } catch {
+                        // It runs here all the same; the source can ask (RESOLVE).
+                        resumptionUnconfirmed = true
+                        options.log("could not tell the source the guest runs here: \(error.description)")
+                    }
                     if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
                     report.status = .completed
                     report.guestLocation = "destination"
@@ -285,6 +354,65 @@ public final class MigrationDestination {
             session.abort(error.description)
             throw error
         }
+    }
+
+    /// The source was lost after READY and before COMMIT: this side holds the verified guest
+    /// paused and waits up to `resolveTimeout` for the source's RESOLVE on a new session. The
+    /// source is paused too and asks only after it sent COMMIT, so on RESOLVE this side commits
+    /// forward: resumes and answers that the guest runs here. Without RESOLVE the copy is
+    /// dropped: a source that never sent COMMIT has resumed its own, one that did keeps its
+    /// paused copy until it learns the outcome — never two running copies, never none known.
+    private func awaitResolution(session lostSession: MigrationSession, report: inout MigrationReport, lost: MigrationError) {
+        let migrationID = lostSession.keys.migrationID
+        let began = clock.now
+        let deadline = began + options.resolveTimeout
+        options.log("lost the source after READY (\(lost.description)): holding the verified guest paused for up to "
+            + "\(formatFixed(options.resolveTimeout.seconds, decimals: 0)) s for it to ask where the guest runs")
+        while clock.now < deadline, options.stopRequested?() == nil {
+            guard let session = options.nextSession?(min(.milliseconds(250), deadline - clock.now)) else { continue }
+            let first: MigrationMessage?
+            do {
+                first = try session.receive(.commit, during: "waiting for RESOLVE", timeout: .seconds(5))
+            } catch {
+                options.log("a session while in doubt: \(error.description)")
+                session.close()
+                continue
+            }
+            guard case .resolve(let resolve) = first else {
+                session.abort("this destination is holding an earlier migration's guest until its source comes back; try again later")
+                session.close()
+                continue
+            }
+            guard resolve.migrationID == migrationID else {
+                options.ledger?.answer(resolve, on: session, log: options.log)
+                continue
+            }
+            let waited = clock.now - began
+            for provider in verified?.devices ?? [] {
+                do {
+                    try provider.finishResuming(run: true)
+                } catch {
+                    options.log("VF \(provider.name) did not resume after RESOLVE: \(error)")
+                }
+            }
+            memory = verified?.memory
+            verified = nil
+            let detail = "it held the verified guest paused \(formatFixed(waited.seconds, decimals: 1)) s and committed on RESOLVE"
+            options.ledger?.record(migrationID, .runsOnDestination, detail)
+            try? session.send(.resolution(.init(outcome: .runsOnDestination, detail: detail)), .commit, timeout: .seconds(5))
+            if !session.close() { resumptionUnconfirmed = true }
+            report.status = .completed
+            report.guestLocation = "destination (committed on the source's RESOLVE after \(formatFixed(waited.seconds, decimals: 1)) s)"
+            options.log("the source came back and asked: the guest runs here (\(detail))")
+            return
+        }
+        verified = nil
+        let detail = "it held the verified guest paused \(formatFixed((clock.now - began).seconds, decimals: 0)) s in doubt, then discarded it"
+        options.ledger?.record(migrationID, .notOnDestination, detail)
+        report.status = .failed
+        report.errorDescription = "\(lost.description); the source did not come back within [service] resolve-timeout"
+        report.guestLocation = "unknown (not here: \(detail); the source holds its copy)"
+        options.log("in doubt and not resolved: \(detail)")
     }
 
     /// Refuses a LAYOUT before anything is mapped or pinned: no regions, a total over `limit`

@@ -74,10 +74,13 @@ package final class MigrationSession: @unchecked Sendable {
         }
     }
 
-    package func close() {
-        control.close()
+    /// Returns whether the peer acknowledged every control message this side sent.
+    @discardableResult
+    package func close() -> Bool {
+        let delivered = control.close()
         router.close()
         connection.close()
+        return delivered
     }
 
     /// HELLO both ways, then AUTH both ways. The source speaks first each time; the

@@ -32,6 +32,11 @@ public final class MigrationSource {
         /// Why the migration must stop (a signal), nil while it may go on. Before COMMIT a stop
         /// gives the guest back to the source; after it, the hand-over is finished first.
         public var stopRequested: (@Sendable () -> String?)?
+        /// How long, after losing the destination between COMMIT and RESUMED, this side keeps
+        /// reconnecting to ask where the guest runs ([service] resolve-timeout). The guest
+        /// stays paused here meanwhile: it is resumed only if the destination says it does not
+        /// run it.
+        public var resolveTimeout: Duration = .seconds(120)
 
         public init(endpoint: TransportEndpoint, backend: any TransportBackend, transportOptions: TransportOptions,
                     migration: MigrationConfiguration, deviceSpecs: [String], key: PreSharedKey) {
@@ -56,6 +61,41 @@ public final class MigrationSource {
     private var switchoverDeadline: ContinuousClock.Instant?
     /// When the guest was paused for the switchover.
     private var pausedAt: ContinuousClock.Instant?
+    /// COMMIT was sent, and neither RESUMED nor the destination's RESOLUTION came back.
+    private var handOverUnresolved = false
+    /// How long RESUMED may take after COMMIT before the destination is asked anew.
+    static let resumedWait: Duration = .seconds(10)
+
+    /// Reconnects to the destination and asks where the guest of migration `migrationID` runs,
+    /// for up to `resolveTimeout`; nil when no answer came.
+    private func resolveLostHandOver(migrationID: [UInt8]) -> MigrationMessage.Resolution? {
+        let deadline = clock.now + options.resolveTimeout
+        var attempts = 0
+        while clock.now < deadline {
+            attempts += 1
+            var transportOptions = options.transportOptions
+            transportOptions.connectTimeout = max(.milliseconds(100), min(.seconds(5), deadline - clock.now))
+            do {
+                let connection = try options.backend.connect(to: options.endpoint, options: transportOptions)
+                let session = try MigrationSession(connection: connection, role: .source, key: options.key,
+                                                   handshakeTimeout: transportOptions.handshakeTimeout,
+                                                   routerConfiguration: CompletionRouter.Configuration())
+                defer { session.close() }
+                try session.send(.resolve(.init(migrationID: migrationID)), .commit, timeout: .seconds(5))
+                let answer = try session.receive(.commit, during: "waiting for RESOLUTION", timeout: .seconds(10))
+                guard case .resolution(let resolution) = answer else {
+                    throw MigrationError(.commit, "the destination answered RESOLVE with \(answer.wireName)")
+                }
+                return resolution
+            } catch {
+                if attempts == 1 || attempts % 10 == 0 {
+                    options.log("asking the destination where the guest runs (attempt \(attempts)): \(error)")
+                }
+                usleep(500_000)
+            }
+        }
+        return nil
+    }
 
     /// How long the next wait for the peer may take: the peer timeout, and inside the
     /// switchover no longer than the budget has left.
@@ -121,6 +161,8 @@ public final class MigrationSource {
                 if let guest {
                     report.guestLocation = guestKeepsRunning(guest) ? "source (resumed)" : "source (paused: check the guest)"
                 }
+            } else if handOverUnresolved {
+                report.guestLocation = "unknown (paused on the source; the destination may run it: COMMIT was sent and never answered)"
             } else {
                 report.guestLocation = "destination (committed; the destination's report has the rest)"
             }
@@ -386,6 +428,7 @@ public final class MigrationSource {
         // COMMIT: from the moment its send completes, the guest belongs to the destination.
         // The budget's last check: past it the guest resumes here, whatever the destination
         // verified (it discards its copy when it sees the ABORT or loses this side).
+        FaultInjection.stall(at: "source-stall-before-commit")
         try session.checkInterrupted(.switchover)
         if clock.now > switchoverDeadline! {
             throw MigrationError(.switchover, "the switchover took longer than its budget of \(DurationText.milliseconds(budget))")
@@ -395,8 +438,30 @@ public final class MigrationSource {
         session.interruptible.store(false, ordering: .releasing)
         switchoverDeadline = nil
         for device in devices { try? device.provider.transition(to: .stop) }
-        try expect(session, .commit, during: "waiting for RESUMED", pages: pages, devices: &devices) {
-            if case .resumed = $0 { return true } else { return false }
+        var confirmedOnResolve: String?
+        do {
+            try expect(session, .commit, during: "waiting for RESUMED", pages: pages, devices: &devices,
+                       timeout: min(options.peerTimeout, Self.resumedWait)) {
+                if case .resumed = $0 { return true } else { return false }
+            }
+        } catch {
+            // COMMIT went out and RESUMED did not come back: the destination may run the guest
+            // or may never have seen COMMIT. Only it can tell; until it does, the guest stays
+            // paused here.
+            options.log("lost the destination after COMMIT (\(error.description)): asking it where the guest runs")
+            session.close()
+            guard let resolution = resolveLostHandOver(migrationID: session.keys.migrationID) else {
+                handOverUnresolved = true
+                throw MigrationError(.commit, "\(error.description); the destination could not be asked where the guest runs "
+                    + "within [service] resolve-timeout (\(formatFixed(options.resolveTimeout.seconds, decimals: 0)) s)")
+            }
+            guard resolution.outcome == .runsOnDestination else {
+                // The destination does not run it, and will not: the guest is ours again.
+                committed = false
+                throw MigrationError(.commit, "\(error.description); the destination confirmed it does not run the guest (\(resolution.detail))")
+            }
+            options.log("the destination confirmed it runs the guest (\(resolution.detail))")
+            confirmedOnResolve = resolution.detail
         }
         report.downtime = (clock.now - pauseStart).milliseconds
         steps.lap("COMMIT+RESUMED")
@@ -404,7 +469,7 @@ public final class MigrationSource {
         report.downtimeLowerBound = MigrationReport.lowerBound(finalBytes: report.finalBytes,
                                                                bandwidth: max(report.bandwidth, report.switchoverBandwidth))
         report.status = .completed
-        report.guestLocation = "destination"
+        report.guestLocation = confirmedOnResolve.map { "destination (confirmed after the connection was lost: \($0))" } ?? "destination"
         guest.stop()
         _ = try? connection.deregister(registration)
         options.progress(MigrationProgress(
@@ -618,9 +683,9 @@ public final class MigrationSource {
 
     /// Waits for the message `matches` accepts, handling asynchronous ones on the way.
     private func expect(_ session: MigrationSession, _ phase: MigrationError.Phase, during: String, pages: PageChannel,
-                        devices: inout [Device], _ matches: (MigrationMessage) -> Bool) throws(MigrationError) {
+                        devices: inout [Device], timeout: Duration? = nil, _ matches: (MigrationMessage) -> Bool) throws(MigrationError) {
         while true {
-            let message = try session.receive(phase, during: during, timeout: waitTimeout)
+            let message = try session.receive(phase, during: during, timeout: timeout ?? waitTimeout)
             if matches(message) { return }
             try handleAsynchronous(message, pages: pages, devices: &devices)
         }

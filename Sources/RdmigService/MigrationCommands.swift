@@ -22,6 +22,9 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("connect-timeout"), help: "How long connecting may take, refused attempts retried (source), e.g. 10s.")
     var connectTimeout: String?
 
+    @Option(name: .customLong("resolve-timeout"), help: "How long a hand-over lost after the destination verified the guest is resolved, e.g. 120s (default: [service] resolve-timeout).")
+    var resolveTimeout: String?
+
     @Option(name: .customLong("handshake-timeout"), help: "How long a connecting peer may take to authenticate, e.g. 5s (default: [auth] handshake-timeout).")
     var handshakeTimeout: String?
 
@@ -49,6 +52,14 @@ struct ServiceOptions: ParsableArguments {
             } catch {
                 throw ValidationError("--connect-timeout: \(error)")
             }
+        }
+        if let resolveTimeout {
+            do {
+                configuration.resolveTimeout = try DurationParser.parse(resolveTimeout)
+            } catch {
+                throw ValidationError("--resolve-timeout: \(error)")
+            }
+            guard configuration.resolveTimeout > .zero else { throw ValidationError("--resolve-timeout \(resolveTimeout): must be longer than 0, e.g. 120s") }
         }
         if let handshakeTimeout {
             let timeout: Duration
@@ -190,6 +201,7 @@ struct SourceCommand: ParsableCommand {
         options.peerTimeout = configuration.peerTimeout
         options.pollerCPUs = placement.cpus
         options.stopRequested = { InterruptSignal.stopReason }
+        options.resolveTimeout = configuration.resolveTimeout
         let logger = log
         options.log = { logger.info("\($0)") }
         let progress = ProgressReporter(fileDescriptor: 2)
@@ -200,6 +212,8 @@ struct SourceCommand: ParsableCommand {
         if report.status != .completed {
             log.error("migration \(report.status == .cancelled ? "cancelled" : "failed"): \(report.errorDescription ?? "unknown"); the guest runs on \(report.guestLocation ?? "the source")")
             if report.status == .cancelled, let signal = InterruptSignal.pending { throw ExitCode(128 + signal) }
+            // Exit 3: the hand-over could not be resolved; the guest is held paused, not lost.
+            if report.guestLocation?.hasPrefix("unknown") == true { throw ExitCode(3) }
             throw ExitCode(1)
         }
     }
@@ -280,36 +294,63 @@ struct DestCommand: ParsableCommand {
             throw RdmigCommandError("starting to accept migrations on \(listener.localEndpoint): \(error)")
         }
         defer { acceptor.stop() }
+        let ledger = ResolutionLedger()
+        options.ledger = ledger
+        options.resolveTimeout = configuration.resolveTimeout
+        options.nextSession = { timeout in acceptor.nextSession(timeout: timeout) }
         var failures = 0
-        repeat {
+        // Until this instant (single-shot mode, after a hand-over whose RESUMED may not have
+        // reached the source) the service stays to answer the source's RESOLVE.
+        var lingerUntil: ContinuousClock.Instant?
+        var migrated = false
+        while keepServing || !migrated || lingerUntil.map({ ContinuousClock.now < $0 }) == true {
             var next: MigrationSession?
             while next == nil {
                 if let signal = InterruptSignal.pending {
                     log.notice("\(ChildProcess.signalName(signal)): no longer accepting migrations on \(listener.localEndpoint)")
-                    throw ExitCode(failures > 0 ? 1 : (keepServing ? 0 : 128 + signal))
+                    throw ExitCode(failures > 0 ? 1 : (keepServing || migrated ? 0 : 128 + signal))
                 }
+                if let lingerUntil, ContinuousClock.now >= lingerUntil { break }
                 next = acceptor.nextSession(timeout: .milliseconds(250))
                 if next == nil, acceptor.isStopped {
                     throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
                 }
             }
-            let session = next!
-            // One migration per launch: peers still in their handshake are turned away.
-            if !keepServing { acceptor.stop() }
+            guard let session = next else { break }
             let peer = session.connection.peerEndpoint
-            // Nothing keeps the destination after `run`: a completed guest stays mapped and
+            // Nothing keeps the destination after `serve`: a completed guest stays mapped and
             // pinned as long as its MigrationDestination lives, and the synthetic guest is not
             // needed once it is verified and reported, so a serving loop must not hold it.
-            let report = MigrationDestination(options: options).run(session: session)
+            let destination = MigrationDestination(options: options)
+            if migrated && !keepServing {
+                // One migration per launch: after it, only RESOLVE is answered.
+                if let ledger = options.ledger {
+                    if case .resolve(let resolve)? = try? session.receive(.commit, during: "waiting for RESOLVE", timeout: .seconds(5)) {
+                        ledger.answer(resolve, on: session, log: options.log)
+                        lingerUntil = ContinuousClock.now
+                    } else {
+                        session.abort("this destination serves one migration per launch and has served it (use --keep-serving)")
+                        session.close()
+                    }
+                }
+                continue
+            }
+            guard let report = destination.serve(session: session) else { continue }
+            migrated = true
             try service.emit(report, role: "dest")
             if report.status != .completed {
                 failures += 1
                 log.error("migration from \(peer) \(report.status == .cancelled ? "cancelled" : "failed"): \(report.errorDescription ?? "unknown"); nothing runs here")
             }
+            if destination.resumptionUnconfirmed && !keepServing {
+                lingerUntil = ContinuousClock.now + configuration.resolveTimeout
+                log.notice("staying up to \(formatFixed(configuration.resolveTimeout.seconds, decimals: 0)) s to tell the source, if it asks, that the guest runs here")
+            }
             if let signal = InterruptSignal.pending {
                 throw ExitCode(report.status == .completed && failures == 0 ? 0 : 128 + signal)
             }
-        } while keepServing
+            if report.guestLocation?.hasPrefix("unknown") == true && !keepServing { throw ExitCode(3) }
+        }
         if failures > 0 { throw ExitCode(1) }
     }
 }

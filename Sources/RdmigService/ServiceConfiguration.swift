@@ -12,6 +12,8 @@ struct ServiceConfiguration {
     var keyFile: String?
     /// [service] peer-timeout: how long either service waits for the other.
     var peerTimeout: Duration = .seconds(60)
+    /// [service] resolve-timeout: how long a lost hand-over is resolved (see `ResolutionLedger`).
+    var resolveTimeout: Duration = .seconds(120)
     /// [service] vf: VF state providers the source migrates (`--vf` adds to them).
     var deviceSpecs: [String] = []
     /// [service] max-guest-size: the largest guest a destination accepts; nil ("auto") = what
@@ -95,6 +97,12 @@ struct ServiceConfiguration {
         }
         let service = file.section("service")
         if let timeout = try service.duration("peer-timeout") { configuration.peerTimeout = timeout }
+        if let timeout = try service.duration("resolve-timeout") {
+            guard timeout > .zero else {
+                throw ConfigurationFile.Error("\(file.path): [service] resolve-timeout must be longer than 0, e.g. \"120s\"")
+            }
+            configuration.resolveTimeout = timeout
+        }
         if let specs = try service.strings("vf") { configuration.deviceSpecs = specs }
         if let size = try service.string("max-guest-size"), size != "auto" {
             do {

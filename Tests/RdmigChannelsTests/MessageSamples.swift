@@ -33,5 +33,7 @@ enum MessageSamples {
         .resumed,
         .qemuOutcome(.init(guest: .loadedNotResumed, completedMicroseconds: 1_764_165_000_123_456, resumeMicroseconds: 0,
                            relayBytes: 5 << 30, relayMicroseconds: 3_000_001, detail: "cont failed – guest paused")),
+        .resolve(.init(migrationID: Array(1...16))),
+        .resolution(.init(outcome: .runsOnDestination, detail: "committed on RESOLVE after 3.2 s in doubt")),
     ]
 }

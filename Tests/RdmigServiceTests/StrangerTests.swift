@@ -159,7 +159,12 @@ final class RawPeer {
 /// one bit of the first control message after the channel setup (LAYOUT), with the CRC-32C
 /// fixed up, or one bit of a page in a large WRITE.
 final class TamperingRelay: @unchecked Sendable {
-    enum Target: Sendable { case layoutMessage, pagePayload }
+    enum Target: Sendable {
+        case layoutMessage, pagePayload
+        /// Cuts the first connection where the source's COMMIT would pass (COMMIT is not
+        /// delivered; both ends see the connection go): later connections pass untouched.
+        case cutAtCommit
+    }
 
     let port: UInt16
     private let listenFD: Int32
@@ -194,8 +199,21 @@ final class TamperingRelay: @unchecked Sendable {
     var tamperedWithAFrame: Bool { tampered.lock(); defer { tampered.unlock() }; return didTamper }
 
     private func serve() {
-        let client = accept(listenFD, nil, nil)
-        guard client >= 0, let server = try? RawPeer(port: destinationPort) else { return }
+        var first = true
+        while true {
+            let client = accept(listenFD, nil, nil)
+            guard client >= 0 else { return }
+            let tamper = first
+            first = false
+            Thread.detachNewThread { self.relay(client, tamper: tamper) }
+        }
+    }
+
+    private func relay(_ client: Int32, tamper: Bool) {
+        guard let server = try? RawPeer(port: destinationPort) else {
+            close(client)
+            return
+        }
         let serverFD = server.fd
         Thread.detachNewThread {
             var buffer = [UInt8](repeating: 0, count: 65536)
@@ -219,7 +237,15 @@ final class TamperingRelay: @unchecked Sendable {
             guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
             if kind == 2 { sends += 1 }
             tampered.lock()
-            if !didTamper {
+            if tamper, !didTamper, case .cutAtCommit = target, kind == 2, payload.count >= 8, payload[6] == 14, payload[7] == 0 {
+                didTamper = true
+                tampered.unlock()
+                // The link goes: neither side hears from the other on this connection again.
+                shutdown(client, Int32(SHUT_RDWR))
+                shutdown(serverFD, Int32(SHUT_RDWR))
+                return
+            }
+            if tamper, !didTamper {
                 switch target {
                 case .layoutMessage where kind == 2 && sends == 4 && payload.count > 32:
                     // HELLO, AUTH, CHANNEL_SETUP, then LAYOUT: flip a bit of its payload and fix
