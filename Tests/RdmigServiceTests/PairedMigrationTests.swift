@@ -168,6 +168,26 @@ import Testing
         #expect(paused >= 1000 && paused < 1500, "the guest was paused \(paused) ms")
     }
 
+    /// The link itself goes dead in stop-and-copy (a relay stops moving bytes both ways from
+    /// SWITCHOVER on and keeps the connection open): the guest is paused no longer than the
+    /// budget, then runs on the source again.
+    @Test func aLinkThatGoesDeadInStopAndCopyGetsNoMoreThanTheSwitchoverBudget() throws {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key])
+        defer { destination.kill(); destination.wait(timeout: 10) }
+        let relay = try TamperingRelay(to: try destination.listeningPort(), target: .freezeAtSwitchover)
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(relay.port)", "--json", "--key-file", key, "--backend", "tcp",
+                                       "--peer-timeout", "60s", "--guest-size", "64MiB", "--dirty-rate", "16MiB/s", "--working-set", "16MiB",
+                                       "--set", "switchover-budget=1s"])
+        #expect(source.wait(timeout: 30) == 1, "source stderr:\n\(source.stderr)")
+        #expect(relay.tamperedWithAFrame)
+        let report = try source.report()
+        #expect(report["guest-location"] as? String == "source (resumed)", "\(report)")
+        #expect((report["error-desc"] as? String ?? "").contains("switchover budget of 1000ms exhausted"), "\(report)")
+        let paused = report["downtime"] as? Double ?? .infinity
+        #expect(paused >= 1000 && paused < 1500, "the guest was paused \(paused) ms")
+    }
+
     @Test func sourceKilledDuringPreCopyLeavesNothingRunningOnTheDestination() throws {
         let (_, destination) = try run(stall: "source-stall-in-precopy", in: "source")
         try expectDestinationDiscarded(destination)
@@ -214,13 +234,16 @@ import Testing
     }
 
     @Test func peersWithDifferentKeysFailAuthenticationBeforeAnyMemoryIsExposed() throws {
-        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", try temporaryKeyFile(), "-v"])
+        let destinationKey = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", destinationKey, "-v"])
         defer { destination.kill(); destination.wait(timeout: 10) }
         let port = try destination.listeningPort()
         let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", try temporaryKeyFile(), "--guest-size", "64MiB"])
         #expect(source.wait() == 1)
         let error = try source.report()["error-desc"] as? String ?? ""
         #expect(error.contains("the destination refused: authentication failed: the peers do not share the pre-shared key"), "\(error)")
+        // An unauthenticated peer learns nothing of where the destination keeps its key.
+        #expect(!error.contains(destinationKey), "\(error)")
         _ = try destination.waitForLine(containing: "authentication failed: the peers do not share the pre-shared key", timeout: 10)
         #expect(!destination.stderr.contains("mapped and pinned"), "no memory may be mapped for an unauthenticated peer")
         #expect(destination.process.isRunning, "a wrong key on one source must not end the destination")

@@ -164,7 +164,12 @@ final class TamperingRelay: @unchecked Sendable {
         /// Cuts the first connection where the source's COMMIT would pass (COMMIT is not
         /// delivered; both ends see the connection go): later connections pass untouched.
         case cutAtCommit
+        /// Stops forwarding anything, both ways, from the source's SWITCHOVER on, with the
+        /// connection left open: a link that goes dead during stop-and-copy.
+        case freezeAtSwitchover
     }
+    private let frozen = NSCondition()
+    private var isFrozen = false
 
     let port: UInt16
     private let listenFD: Int32
@@ -219,6 +224,10 @@ final class TamperingRelay: @unchecked Sendable {
             var buffer = [UInt8](repeating: 0, count: 65536)
             while true {
                 let count = recv(serverFD, &buffer, buffer.count, 0)
+                self.frozen.lock()
+                let stop = self.isFrozen
+                self.frozen.unlock()
+                if stop { sleep(120); break }
                 if count <= 0 || !Self.sendAll(client, Array(buffer[0..<count])) { break }
             }
             shutdown(client, Int32(SHUT_WR))
@@ -237,6 +246,16 @@ final class TamperingRelay: @unchecked Sendable {
             guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
             if kind == 2 { sends += 1 }
             tampered.lock()
+            if tamper, !didTamper, case .freezeAtSwitchover = target, kind == 2, payload.count >= 8, payload[6] == 9, payload[7] == 0 {
+                didTamper = true
+                tampered.unlock()
+                frozen.lock()
+                isFrozen = true
+                frozen.unlock()
+                // Hold both sockets open and move nothing until the test ends.
+                sleep(120)
+                return
+            }
             if tamper, !didTamper, case .cutAtCommit = target, kind == 2, payload.count >= 8, payload[6] == 14, payload[7] == 0 {
                 didTamper = true
                 tampered.unlock()
