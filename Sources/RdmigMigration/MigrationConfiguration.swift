@@ -10,6 +10,17 @@ public struct MigrationConfiguration: Sendable, Equatable {
     public var dirtyLog: DirtyLogKind = .synthetic
     /// Longest the guest may stay paused before COMMIT; nil = `defaultSwitchoverBudget`.
     public var switchoverBudget: Duration?
+    /// A migration whose writes make no progress for this long fails (the guest stays here).
+    public var progressTimeout: Duration = .seconds(30)
+    /// A migration that has not switched over after this much per GiB of guest fails
+    /// (KubeVirt's completionTimeoutPerGiB, 150 s there, scaled to links that move a GiB in
+    /// about a second).
+    public var completionTimeoutPerGiB: Duration = .seconds(60)
+
+    /// The completion limit for a guest of `bytes`: per GiB, at least one GiB's worth.
+    public func completionLimit(guestBytes bytes: UInt64) -> Duration {
+        completionTimeoutPerGiB * max(1.0, Double(bytes) / Double(1 << 30))
+    }
 
     public init() {}
 
@@ -45,6 +56,10 @@ public struct MigrationConfiguration: Sendable, Equatable {
         Setting(name: "downtime-limit", defaultValue: "50ms", summary: "switch over when the predicted downtime is at most this"),
         Setting(name: "switchover-budget", defaultValue: "auto",
                 summary: "longest the guest stays paused before COMMIT; past it the guest resumes on the source ('auto' = 20 x downtime-limit, at least 1s)"),
+        Setting(name: "progress-timeout", defaultValue: "30s",
+                summary: "fail when no page write completes for this long (the guest keeps running on the source)"),
+        Setting(name: "completion-timeout-per-gib", defaultValue: "60s",
+                summary: "fail when pre-copy has not switched over after this much per GiB of guest"),
         Setting(name: "max-iterations", defaultValue: "30", summary: "pre-copy passes before on-no-convergence applies"),
         Setting(name: "on-no-convergence", defaultValue: "throttle", summary: "throttle, force or fail"),
         Setting(name: "throttle-initial", defaultValue: "20", summary: "first auto-converge throttle, percent"),
@@ -128,6 +143,14 @@ public struct MigrationConfiguration: Sendable, Equatable {
                 guard budget > .zero else { throw invalid("a duration longer than 0, e.g. 2s, or auto") }
                 switchoverBudget = budget
             }
+        case "progress-timeout":
+            let timeout = try duration()
+            guard timeout > .zero else { throw invalid("a duration longer than 0, e.g. 30s") }
+            progressTimeout = timeout
+        case "completion-timeout-per-gib":
+            let timeout = try duration()
+            guard timeout > .zero else { throw invalid("a duration longer than 0, e.g. 60s") }
+            completionTimeoutPerGiB = timeout
         case "max-iterations": convergence.maxIterations = try integer()
         case "on-no-convergence": convergence.onNoConvergence = try choice(NoConvergenceAction.self)
         case "throttle-initial": convergence.throttleInitial = try integer()
@@ -176,6 +199,8 @@ public struct MigrationConfiguration: Sendable, Equatable {
         case "dirty-log": return dirtyLog.rawValue
         case "downtime-limit": return DurationText.milliseconds(convergence.downtimeLimit)
         case "switchover-budget": return switchoverBudget.map { DurationText.milliseconds($0) } ?? "auto"
+        case "progress-timeout": return DurationText.milliseconds(progressTimeout)
+        case "completion-timeout-per-gib": return DurationText.milliseconds(completionTimeoutPerGiB)
         case "max-iterations": return "\(convergence.maxIterations)"
         case "on-no-convergence": return convergence.onNoConvergence.rawValue
         case "throttle-initial": return "\(convergence.throttleInitial)"

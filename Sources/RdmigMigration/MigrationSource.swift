@@ -229,7 +229,10 @@ public final class MigrationSource {
         do {
             registration = try connection.register(memory, access: [.localWrite])
             pageRegion = try PageChannel.Region(id: region.id, memory: UnsafeRawBufferPointer(memory), registration: registration, peerWindow: window, pageSize: region.pageSize)
-            pages = try PageChannel(router: session.router, control: session.control)
+            var pageConfiguration = PageChannel.Configuration()
+            // "No write completed for this long" is the progress timeout.
+            pageConfiguration.completionTimeout = options.migration.progressTimeout
+            pages = try PageChannel(router: session.router, control: session.control, configuration: pageConfiguration)
         } catch {
             throw MigrationError(.layout, "preparing the page channel: \(error)")
         }
@@ -277,8 +280,14 @@ public final class MigrationSource {
         report.status = .active
         var pagesDirtiedAtStart = guest.pagesWritten
 
+        let completionLimit = options.migration.completionLimit(guestBytes: UInt64(region.length))
         while true {
             try session.checkInterrupted(.precopy)
+            if clock.now - start > completionLimit {
+                throw MigrationError(.precopy, "not switched over after \(formatFixed((clock.now - start).seconds, decimals: 0)) s, the limit for "
+                    + "\(ByteCount(UInt64(region.length)).humanReadable) at \(DurationText.milliseconds(options.migration.completionTimeoutPerGiB)) per GiB "
+                    + "([migration] completion-timeout-per-gib); the guest keeps running here")
+            }
             let passStart = clock.now
             // The first pass sends never-populated memory as zero markers unread.
             let knownZero = iteration == 0 && digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil

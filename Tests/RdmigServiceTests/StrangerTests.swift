@@ -167,6 +167,8 @@ final class TamperingRelay: @unchecked Sendable {
         /// Stops forwarding anything, both ways, from the source's SWITCHOVER on, with the
         /// connection left open: a link that goes dead during stop-and-copy.
         case freezeAtSwitchover
+        /// The same from the first page WRITE on: a link that goes dead in pre-copy.
+        case freezeInPreCopy
     }
     private let frozen = NSCondition()
     private var isFrozen = false
@@ -246,7 +248,13 @@ final class TamperingRelay: @unchecked Sendable {
             guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
             if kind == 2 { sends += 1 }
             tampered.lock()
-            if tamper, !didTamper, case .freezeAtSwitchover = target, kind == 2, payload.count >= 8, payload[6] == 9, payload[7] == 0 {
+            let freezeHere: Bool
+            switch target {
+            case .freezeAtSwitchover: freezeHere = kind == 2 && payload.count >= 8 && payload[6] == 9 && payload[7] == 0
+            case .freezeInPreCopy: freezeHere = kind == 1 && payload.count >= 4096
+            default: freezeHere = false
+            }
+            if tamper, !didTamper, freezeHere {
                 didTamper = true
                 tampered.unlock()
                 frozen.lock()
