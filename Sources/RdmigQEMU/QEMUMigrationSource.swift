@@ -42,6 +42,46 @@ public struct QEMUMigrationSource: Sendable {
         if let active = previous.status, active.isInProgress {
             throw failure(.notReady("a migration is already \(active) on the source QEMU: let it finish or cancel it (migrate_cancel)"))
         }
+        // What this run changes, as it was: put back on every way out (a lowered max-bandwidth
+        // or pause-before-switchover left behind would catch whoever migrates this QEMU next).
+        let changedCapabilities = ["events", "pause-before-switchover"]
+        let changedParameters = ["downtime-limit", "max-bandwidth"]
+        let previousCapabilities = try await step("query-migrate-capabilities") { () async throws(QMPError) in
+            try await qmp.queryMigrationCapabilities()
+        }
+        let previousParameters = try await step("query-migrate-parameters") { () async throws(QMPError) in
+            try await qmp.queryMigrationParameters()
+        }
+        let restore = SettingsRestore(
+            capabilities: previousCapabilities.filter { changedCapabilities.contains($0.key) },
+            parameters: Dictionary(uniqueKeysWithValues: changedParameters.compactMap { name in previousParameters[name].map { (name, $0) } }))
+        do {
+            return try await migrate(status: status, restoring: restore)
+        } catch {
+            await restore.apply(on: qmp, logger: logger)
+            throw error
+        }
+    }
+
+    /// Migration capabilities and parameters as they were before this run set them.
+    struct SettingsRestore: Sendable {
+        let capabilities: [String: Bool]
+        let parameters: [String: QMPValue]
+
+        /// Best effort, even in a cancelled task: QEMU may be gone.
+        func apply(on qmp: QMPClient, logger: Logger) async {
+            await QMPClient.$ignoresCancellation.withValue(true) {
+                do {
+                    if !capabilities.isEmpty { try await qmp.setMigrationCapabilities(capabilities) }
+                    if !parameters.isEmpty { try await qmp.setMigrationParameters(parameters) }
+                } catch {
+                    logger.warning("could not restore QEMU's migration settings", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func migrate(status: QEMURunStatus, restoring restore: SettingsRestore) async throws(QEMUMigrationError) -> QEMUSourceReport {
         try await step("migrate-set-capabilities") { () async throws(QMPError) in
             try await qmp.setMigrationCapabilities(["events": true, "pause-before-switchover": preSwitchover != nil])
         }
@@ -75,7 +115,9 @@ public struct QEMUMigrationSource: Sendable {
             throw failure(.qmp(step: "migrate", error))
         }
         let run = QEMUSourceRun(source: self, pair: pair, events: events, guestWasRunning: status.running, started: started)
-        return try await run.follow()
+        let report = try await run.follow()
+        await restore.apply(on: qmp, logger: logger)
+        return report
     }
 
     func step<Value>(_ name: String, _ body: () async throws(QMPError) -> Value) async throws(QEMUMigrationError) -> Value {

@@ -32,6 +32,16 @@ extension QMPClient {
         try await execute("migrate-set-parameters", arguments: .object(parameters))
     }
 
+    /// `query-migrate-capabilities`: each capability's state by name.
+    public func queryMigrationCapabilities() async throws(QMPError) -> [String: Bool] {
+        let list = try await execute("query-migrate-capabilities")
+        var states: [String: Bool] = [:]
+        for entry in list.arrayValue ?? [] {
+            if let name = entry["capability"]?.stringValue, let state = entry["state"]?.boolValue { states[name] = state }
+        }
+        return states
+    }
+
     /// `query-migrate-parameters`, as QEMU returns it.
     public func queryMigrationParameters() async throws(QMPError) -> QMPValue {
         try await execute("query-migrate-parameters")

@@ -191,7 +191,12 @@ public final class QEMUModeDestination: @unchecked Sendable {
                                               beforeResume: hook, logger: logger)
         let task = Task { try await driver.receive() }
         canceller.attach { task.cancel() }
-        let result = await task.result
+        // A cancelled run (a signal to this service) abandons QEMU's migration the same way.
+        let result = await withTaskCancellationHandler {
+            await task.result
+        } onCancel: {
+            _ = canceller.cancel()
+        }
         canceller.finish()
         switch result {
         case .success(let destination):

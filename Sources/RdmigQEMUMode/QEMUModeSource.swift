@@ -202,7 +202,12 @@ public final class QEMUModeSource: @unchecked Sendable {
         let task = Task { try await driver.migrate() }
         canceller.attach { task.cancel() }
 
-        let result: Result<QEMUSourceReport, any Error> = await task.result
+        // A cancelled run (a signal to this service) abandons QEMU's migration the same way.
+        let result: Result<QEMUSourceReport, any Error> = await withTaskCancellationHandler {
+            await task.result
+        } onCancel: {
+            _ = canceller.cancel()
+        }
         canceller.finish()
         switch result {
         case .success(let source):

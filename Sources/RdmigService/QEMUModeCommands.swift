@@ -31,10 +31,15 @@ enum QEMUModeCommands {
         options.relayCPUs = placement.cpus
         options.logger = log
         let source = QEMUModeSource(options: options)
-        let report = waitForAsync { await source.run() }
+        // SIGINT/SIGTERM/SIGHUP cancel the run: its abort path cancels QEMU's migration
+        // (migrate_cancel, out of pre-switchover too), resumes the guest with `cont` where it
+        // was paused, and puts QEMU's migration settings back.
+        InterruptSignal.install()
+        let report = waitForAsync { await cancellingOnSignal { await source.run() } }
         try emit(report, role: "source", service: service)
         if report.status != .completed {
             log.error("QEMU migration failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
+            if let signal = InterruptSignal.pending { throw ExitCode(128 + signal) }
             throw ExitCode(1)
         }
     }
@@ -77,6 +82,7 @@ enum QEMUModeCommands {
         }
         defer { listener.close() }
         FileHandle.standardError.write(Data("rdmig dest: listening on \(listener.localEndpoint) (\(selection.kind): \(selection.reason)); QEMU \(qmp.version.number) at \(qmpPath)\n".utf8))
+        InterruptSignal.install()
         var acceptorOptions = AuthenticatingListener.Options(key: key)
         acceptorOptions.features = MigrationSession.qemuModeFeatures
         acceptorOptions.handshakeTimeout = configuration.transport.options.handshakeTimeout
@@ -90,15 +96,28 @@ enum QEMUModeCommands {
             throw RdmigCommandError("starting to accept migrations on \(listener.localEndpoint): \(error)")
         }
         defer { acceptor.stop() }
-        guard let session = acceptor.nextSession() else {
-            throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
+        var next: MigrationSession?
+        while next == nil {
+            if let signal = InterruptSignal.pending {
+                log.notice("\(ChildProcess.signalName(signal)): no migration came; the destination QEMU is left as it was")
+                throw ExitCode(128 + signal)
+            }
+            next = acceptor.nextSession(timeout: .milliseconds(250))
+            if next == nil, acceptor.isStopped {
+                throw RdmigCommandError("the listener on \(listener.localEndpoint) stopped accepting connections")
+            }
         }
+        let session = next!
         acceptor.stop()
         let peer = session.connection.peerEndpoint
         let destination = QEMUModeDestination(options: options, qmp: qmp)
-        let report = waitForAsync { await destination.run(session: session) }
+        let report = waitForAsync { await cancellingOnSignal { await destination.run(session: session) } }
         try emit(report, role: "dest", service: service)
         if report.status != .completed {
+            if let signal = InterruptSignal.pending {
+                log.error("QEMU migration from \(peer) stopped by \(ChildProcess.signalName(signal)): \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
+                throw ExitCode(128 + signal)
+            }
             log.error("QEMU migration from \(peer) failed: \(report.error ?? "unknown"); the guest: \(report.guestLocation ?? "unknown")")
             throw ExitCode(1)
         }
@@ -146,6 +165,25 @@ private struct KebabKey: CodingKey {
 
 /// ArgumentParser's commands are synchronous; QEMU mode's drivers are async. The command's
 /// thread waits while the work runs on the concurrency pool.
+/// Runs `body` in a task that is cancelled when SIGINT, SIGTERM or SIGHUP arrives
+/// (`InterruptSignal`, checked every 100 ms), and waits for its result: cancellation is the
+/// QEMU-mode drivers' orderly abort.
+func cancellingOnSignal<Value: Sendable>(_ body: @escaping @Sendable () async -> Value) async -> Value {
+    let task = Task { await body() }
+    let watcher = Task {
+        while !Task.isCancelled {
+            if InterruptSignal.pending != nil {
+                task.cancel()
+                return
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+    let value = await task.value
+    watcher.cancel()
+    return value
+}
+
 func waitForAsync<Value: Sendable>(_ body: @escaping @Sendable () async -> Value) -> Value {
     let box = AsyncResultBox<Value>()
     Task {

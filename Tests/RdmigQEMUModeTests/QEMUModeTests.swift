@@ -140,6 +140,46 @@ struct QEMUModeTests {
         #expect(!destinationStatus.running, "destination QEMU is \(destinationStatus)")
     }
 
+    /// SIGTERM to the source service mid-stream, with a VF (so pause-before-switchover is on):
+    /// QEMU's migration is cancelled, the guest runs on at the source, and the migration
+    /// settings rdmig changed are what they were before.
+    @Test func aSignalToTheSourceServiceCancelsQEMUsMigrationAndRestoresItsSettings() async throws {
+        let pair = try await startPair("signal")
+        defer { pair.stop() }
+        let parametersBefore = try await pair.sourceQMP.queryMigrationParameters()
+        let capabilitiesBefore = try await pair.sourceQMP.queryMigrationCapabilities()
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--qemu-qmp", pair.destination.rdmigQMP, "--listen", "127.0.0.1:0",
+                                            "--key-file", key, "--json", "-v"])
+        let port = try await blocking { try destination.listeningPort() }
+        let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
+                                       "--key-file", key, "--json", "-v", "--max-bandwidth", "20MiB/s", "--vf", "ib-sw:qps=100"])
+        _ = try await blocking { try destination.waitForLine(containing: "QEMU migration active") }
+        try await Task.sleep(for: .seconds(1))
+        kill(source.process.processIdentifier, SIGTERM)
+        let sourceExit = try await blocking { source.wait(timeout: 60) }
+        #expect(sourceExit == 128 + SIGTERM, "rdmig source exited \(sourceExit):\n\(source.stderr)")
+        #expect(try source.report()["status"] as? String == "failed")
+        let destinationExit = try await blocking { destination.wait(timeout: 60) }
+        #expect(destinationExit == 1, "rdmig dest exited \(destinationExit):\n\(destination.stderr)")
+        let status = try await pair.sourceQMP.queryStatus()
+        #expect(status.running, "source QEMU is \(status) after the cancelled migration")
+        let info = try await pair.sourceQMP.queryMigrate()
+        #expect(info.status == .cancelled, "source migration status \(String(describing: info.status))")
+        let parametersAfter = try await pair.sourceQMP.queryMigrationParameters()
+        #expect(parametersAfter["max-bandwidth"] == parametersBefore["max-bandwidth"], "max-bandwidth left at \(String(describing: parametersAfter["max-bandwidth"]))")
+        #expect(parametersAfter["downtime-limit"] == parametersBefore["downtime-limit"])
+        let capabilitiesAfter = try await pair.sourceQMP.queryMigrationCapabilities()
+        #expect(capabilitiesAfter["pause-before-switchover"] == capabilitiesBefore["pause-before-switchover"])
+        let before = pair.source.heartbeats().count
+        let beats = try await pair.source.waitForHeartbeats(before + 3, timeout: .seconds(30))
+        #expect(beats.allSatisfy { $0.errors == 0 }, "source heartbeats: \(beats.suffix(5))")
+        // The destination service quit its QEMU (or left it paused): it never ran the guest.
+        if let destinationStatus = try? await pair.destinationQMP.queryStatus() {
+            #expect(!destinationStatus.running, "destination QEMU is \(destinationStatus)")
+        }
+    }
+
     @Test func theDestinationQEMUDyingMidStreamFailsBothServicesAndTheSourceGuestRunsOn() async throws {
         let pair = try await startPair("qemu-dies")
         defer { pair.stop() }
