@@ -43,7 +43,8 @@ let package = Package(
             name: "RdmigMemory", dependencies: ["RdmigSystem", "CNUMA", "CHwloc", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .target(
-            name: "RdmigTransport", dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims"],
+            name: "RdmigTransport",
+            dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],

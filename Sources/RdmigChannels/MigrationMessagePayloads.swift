@@ -19,6 +19,9 @@ extension MigrationMessage {
         public static let qemuStream = Features(rawValue: 1 << 3)
         /// DIGESTS are exchanged and checked before READY.
         public static let digests = Features(rawValue: 1 << 4)
+        /// This side wants the transport's frames encrypted (tcp: AES-256-GCM under keys from
+        /// the handshake); either side asking turns it on for both.
+        public static let encryption = Features(rawValue: 1 << 5)
     }
 
     public enum Role: UInt8, Sendable, CaseIterable {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import RdmigTransport
 
 /// Keys one authenticated migration uses, derived by both services from the pre-shared key and
 /// the two HELLO nonces (HKDF-SHA256, RFC 5869): nobody without the pre-shared key can compute
@@ -16,13 +17,16 @@ public struct SessionKeys: Sendable {
     /// Names this migration in a RESOLVE after the connection was lost: unguessable to anyone
     /// without the key, the same on both sides.
     public let migrationID: [UInt8]
+    /// AES-256-GCM keys of the tcp backend's frames, one per direction (when encryption is on).
+    public let transportSourceToDestination: [UInt8]
+    public let transportDestinationToSource: [UInt8]
 
     static let info = Array("rdmig-session-v2".utf8)
 
     public init(preSharedKey: [UInt8], sourceNonce: [UInt8], destinationNonce: [UInt8]) {
         let material = HKDF<SHA256>.deriveKey(
             inputKeyMaterial: SymmetricKey(data: preSharedKey), salt: sourceNonce + destinationNonce,
-            info: Self.info, outputByteCount: 88)
+            info: Self.info, outputByteCount: 152)
         let bytes = material.withUnsafeBytes { [UInt8]($0) }
         sourceToDestination = Array(bytes[0..<32])
         destinationToSource = Array(bytes[32..<64])
@@ -30,6 +34,15 @@ public struct SessionKeys: Sendable {
         for index in 0..<8 { seed |= UInt64(bytes[64 + index]) << (8 * UInt64(index)) }
         digestSeed = seed
         migrationID = Array(bytes[72..<88])
+        transportSourceToDestination = Array(bytes[88..<120])
+        transportDestinationToSource = Array(bytes[120..<152])
+    }
+
+    /// The transport encryption keys of `role`'s side.
+    public func transportKeys(sending role: MigrationMessage.Role) -> TransportEncryptionKeys {
+        role == .source
+            ? TransportEncryptionKeys(sendKey: transportSourceToDestination, receiveKey: transportDestinationToSource)
+            : TransportEncryptionKeys(sendKey: transportDestinationToSource, receiveKey: transportSourceToDestination)
     }
 
     /// The authenticator of the control frames `role` sends and receives.

@@ -21,6 +21,7 @@ package final class AuthenticatingListener: @unchecked Sendable {
         package var maximumPending = 16
         package var readyLimit = 4
         package var routerConfiguration = CompletionRouter.Configuration()
+        package var encryption: EncryptionPolicy = .auto
         package var log: @Sendable (String) -> Void = { _ in }
 
         package init(key: PreSharedKey) {
@@ -157,7 +158,8 @@ package final class AuthenticatingListener: @unchecked Sendable {
         do {
             session = try MigrationSession(connection: connection, role: .destination, key: options.key,
                                            handshakeTimeout: options.handshakeTimeout,
-                                           routerConfiguration: options.routerConfiguration, features: options.features)
+                                           routerConfiguration: options.routerConfiguration, features: options.features,
+                                           encryption: options.encryption)
         } catch {
             shared.state.withLock { $0.pending -= 1 }
             noteFailure(host: peer.host, "refused \(peer): \(error.description)", shared)

@@ -36,6 +36,8 @@ public final class MigrationDestination {
         /// How long a verified incoming guest is held paused for the source to come back, and
         /// how long the source tries to learn the outcome ([service] resolve-timeout).
         public var resolveTimeout: Duration = .seconds(120)
+        /// Whether to ask for an encrypted transport (`--encrypt`).
+        public var encryption: EncryptionPolicy = .auto
 
         public init(key: PreSharedKey) {
             self.key = key
@@ -79,7 +81,8 @@ public final class MigrationDestination {
         do {
             session = try MigrationSession(connection: connection, role: .destination, key: options.key,
                                            handshakeTimeout: options.handshakeTimeout,
-                                           routerConfiguration: Self.routerConfiguration(pollerCPUs: options.pollerCPUs))
+                                           routerConfiguration: Self.routerConfiguration(pollerCPUs: options.pollerCPUs),
+                                           encryption: options.encryption)
         } catch {
             var report = MigrationReport(status: .failed)
             report.errorDescription = error.description
@@ -113,6 +116,7 @@ public final class MigrationDestination {
                      failure: MigrationError? = nil) -> MigrationReport {
         let start = start ?? clock.now
         var report = MigrationReport(status: .setup)
+        report.encrypted = session.encrypted
         let connection = session.connection
         session.stopReason = options.stopRequested
         options.log("authenticated the source \(connection.peerEndpoint) (\(session.peerHello?.software ?? "?")) over \(connection.backend)")

@@ -100,6 +100,8 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     /// Where the guest runs when the service exits: "destination" after COMMIT, "source"
     /// when the migration failed and the source resumed it (checked, not assumed).
     public var guestLocation: String?
+    /// Whether the transport encrypted the migration's frames (tcp: AES-256-GCM).
+    public var encrypted: Bool = false
 
     public init(
         status: Status, totalTime: Double = 0, downtime: Double = 0, setupTime: Double = 0, iterations: Int = 0,
@@ -166,6 +168,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         case errorDescription = "error-desc"
         case passes
         case guestLocation = "guest-location"
+        case encrypted
     }
 
     public init(from decoder: any Decoder) throws {
@@ -192,6 +195,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         errorDescription = try container.decodeIfPresent(String.self, forKey: .errorDescription)
         passes = try container.decodeIfPresent([Pass].self, forKey: .passes) ?? []
         guestLocation = try container.decodeIfPresent(String.self, forKey: .guestLocation)
+        encrypted = try container.decodeIfPresent(Bool.self, forKey: .encrypted) ?? false
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -218,6 +222,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         try container.encodeIfPresent(errorDescription, forKey: .errorDescription)
         if !passes.isEmpty { try container.encode(passes, forKey: .passes) }
         try container.encodeIfPresent(guestLocation, forKey: .guestLocation)
+        try container.encode(encrypted, forKey: .encrypted)
     }
 
     /// Microsecond resolution is all a millisecond figure needs; it keeps the JSON short.
@@ -253,6 +258,7 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         line("vf state", "\(ByteCountText.human(vfStateBytes.preCopy)) pre-copy, "
             + "\(ByteCountText.human(vfStateBytes.stopCopy)) stop-copy")
         line("verified", verified ? "yes" : "no")
+        line("encrypted", encrypted ? "yes (AES-256-GCM)" : "no")
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -28,6 +28,8 @@ package final class MigrationSession: @unchecked Sendable {
     /// Cleared once the guest has been handed over (COMMIT): from then on a signal no longer
     /// interrupts, the hand-over is finished first.
     package let interruptible = Atomic<Bool>(true)
+    /// Whether the transport encrypts this session's frames (both sides agreed after AUTH).
+    package let encrypted: Bool
     static let interruptCheckInterval: Duration = .milliseconds(250)
 
     /// Authenticates the peer on `connection` (HELLO both ways, then AUTH both ways, over a
@@ -38,9 +40,12 @@ package final class MigrationSession: @unchecked Sendable {
     package init(connection: any TransportConnection, role: MigrationMessage.Role, key: PreSharedKey,
                  handshakeTimeout: Duration, routerConfiguration: CompletionRouter.Configuration,
                  features: MigrationMessage.Features = MigrationSession.nativeFeatures,
+                 encryption: EncryptionPolicy = .auto,
                  log: @Sendable (String) -> Void = { _ in }) throws(MigrationError) {
         self.connection = connection
         self.role = role
+        let wantsEncryption = encryption.wants(peer: connection.peerEndpoint)
+        let features = wantsEncryption ? features.union(.encryption) : features.subtracting(.encryption)
         self.features = features
         let handshake: HandshakeChannel
         do {
@@ -59,6 +64,25 @@ package final class MigrationSession: @unchecked Sendable {
         }
         peerHello = peer
         keys = SessionKeys(preSharedKey: key.bytes, sourceNonce: nonces.source, destinationNonce: nonces.destination)
+        // Both sides decide alike from the two HELLOs, and turn it on at the same point:
+        // after the last handshake frame, before the first channel frame.
+        if wantsEncryption || peer.features.contains(.encryption) {
+            let started: Bool
+            do {
+                started = try connection.startEncryption(keys.transportKeys(sending: role))
+            } catch {
+                connection.close()
+                throw MigrationError(.authentication, "turning encryption on: \(error)")
+            }
+            if !started && encryption == .on {
+                connection.close()
+                throw MigrationError(.authentication, "--encrypt on: the \(connection.backend) backend does not encrypt (on RDMA the fabric is "
+                    + "the boundary: InfiniBand partitions, RoCE VLANs, IPsec/MACsec offload); use --encrypt auto or off")
+            }
+            encrypted = started
+        } else {
+            encrypted = false
+        }
         let authenticator = keys.frameAuthenticator(sending: role)
         do {
             router = try CompletionRouter(connection: connection, configuration: routerConfiguration, authenticator: authenticator)

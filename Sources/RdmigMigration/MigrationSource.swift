@@ -37,6 +37,8 @@ public final class MigrationSource {
         /// stays paused here meanwhile: it is resumed only if the destination says it does not
         /// run it.
         public var resolveTimeout: Duration = .seconds(120)
+        /// Whether to ask for an encrypted transport (`--encrypt`).
+        public var encryption: EncryptionPolicy = .auto
 
         public init(endpoint: TransportEndpoint, backend: any TransportBackend, transportOptions: TransportOptions,
                     migration: MigrationConfiguration, deviceSpecs: [String], key: PreSharedKey) {
@@ -79,7 +81,7 @@ public final class MigrationSource {
                 let connection = try options.backend.connect(to: options.endpoint, options: transportOptions)
                 let session = try MigrationSession(connection: connection, role: .source, key: options.key,
                                                    handshakeTimeout: transportOptions.handshakeTimeout,
-                                                   routerConfiguration: CompletionRouter.Configuration())
+                                                   routerConfiguration: CompletionRouter.Configuration(), encryption: options.encryption)
                 defer { session.close() }
                 try session.send(.resolve(.init(migrationID: migrationID)), .commit, timeout: .seconds(5))
                 let answer = try session.receive(.commit, during: "waiting for RESOLUTION", timeout: .seconds(10))
@@ -127,7 +129,8 @@ public final class MigrationSource {
             routerConfiguration.pollerCPUs = options.pollerCPUs
             let opened = try MigrationSession(connection: connection, role: .source, key: options.key,
                                               handshakeTimeout: options.transportOptions.handshakeTimeout,
-                                              routerConfiguration: routerConfiguration)
+                                              routerConfiguration: routerConfiguration, encryption: options.encryption)
+            report.encrypted = opened.encrypted
             session = opened
             opened.stopReason = options.stopRequested
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import RdmigMigration
 import RdmigSystem
 import RdmigTransport
 
@@ -26,6 +27,7 @@ extension ByteRate: ExpressibleByArgument {
 }
 
 extension TransportBackendKind: ExpressibleByArgument {}
+extension EncryptionPolicy: ExpressibleByArgument {}
 
 extension TransportOptions.CompletionMode: ExpressibleByArgument {}
 

@@ -25,6 +25,9 @@ struct ServiceOptions: ParsableArguments {
     @Option(name: .customLong("resolve-timeout"), help: "How long a hand-over lost after the destination verified the guest is resolved, e.g. 120s (default: [service] resolve-timeout).")
     var resolveTimeout: String?
 
+    @Option(help: "Encrypt the tcp backend's frames: auto (on unless the peer is on this host), on or off (default: [transport] encrypt).")
+    var encrypt: EncryptionPolicy?
+
     @Option(name: .customLong("handshake-timeout"), help: "How long a connecting peer may take to authenticate, e.g. 5s (default: [auth] handshake-timeout).")
     var handshakeTimeout: String?
 
@@ -78,6 +81,7 @@ struct ServiceOptions: ParsableArguments {
             configuration.transport.options.trafficClass = trafficClass
         }
         if let keyFile { configuration.keyFile = keyFile }
+        if let encrypt { configuration.encryption = encrypt }
         if let backend { configuration.transport.backend = backend }
         return configuration
     }
@@ -202,6 +206,7 @@ struct SourceCommand: ParsableCommand {
         options.pollerCPUs = placement.cpus
         options.stopRequested = { InterruptSignal.stopReason }
         options.resolveTimeout = configuration.resolveTimeout
+        options.encryption = configuration.encryption
         let logger = log
         options.log = { logger.info("\($0)") }
         let progress = ProgressReporter(fileDescriptor: 2)
@@ -253,6 +258,7 @@ struct DestCommand: ParsableCommand {
         InterruptSignal.install()
         var options = MigrationDestination.Options(key: key)
         options.stopRequested = { InterruptSignal.stopReason }
+        options.encryption = configuration.encryption
         options.peerTimeout = configuration.peerTimeout
         options.handshakeTimeout = configuration.transport.options.handshakeTimeout
         options.maximumGuestBytes = configuration.maximumGuestBytes
@@ -285,6 +291,7 @@ struct DestCommand: ParsableCommand {
         var acceptorOptions = AuthenticatingListener.Options(key: key)
         acceptorOptions.handshakeTimeout = transportOptions.handshakeTimeout
         acceptorOptions.maximumPending = transportOptions.maximumPendingHandshakes
+        acceptorOptions.encryption = configuration.encryption
         acceptorOptions.routerConfiguration = MigrationDestination.routerConfiguration(pollerCPUs: placement.cpus)
         acceptorOptions.log = { logger.notice("\($0)") }
         let acceptor: AuthenticatingListener

@@ -14,6 +14,8 @@ struct ServiceConfiguration {
     var peerTimeout: Duration = .seconds(60)
     /// [service] resolve-timeout: how long a lost hand-over is resolved (see `ResolutionLedger`).
     var resolveTimeout: Duration = .seconds(120)
+    /// [transport] encrypt: auto (on unless loopback), on or off.
+    var encryption: EncryptionPolicy = .auto
     /// [service] vf: VF state providers the source migrates (`--vf` adds to them).
     var deviceSpecs: [String] = []
     /// [service] max-guest-size: the largest guest a destination accepts; nil ("auto") = what
@@ -50,6 +52,7 @@ struct ServiceConfiguration {
             configuration.transport.options.completionMode = mode
         }
         if let timeout = try transport.duration("connect-timeout") { configuration.transport.options.connectTimeout = timeout }
+        if let policy = try transport.choice("encrypt", EncryptionPolicy.self) { configuration.encryption = policy }
         if let tos = try transport.int("tos") {
             guard let trafficClass = TransportOptions.trafficClass(tos) else {
                 throw ConfigurationFile.Error("\(file.path): [transport] tos = \(tos) is out of range: \(TransportOptions.trafficClassRange)")

@@ -129,7 +129,28 @@ public protocol TransportConnection: AnyObject, Sendable {
     func close()
 }
 
+/// The per-direction keys a connection encrypts its frames with (from the authenticated
+/// handshake: `SessionKeys`).
+public struct TransportEncryptionKeys: Sendable {
+    public var sendKey: [UInt8]
+    public var receiveKey: [UInt8]
+
+    public init(sendKey: [UInt8], receiveKey: [UInt8]) {
+        self.sendKey = sendKey
+        self.receiveKey = receiveKey
+    }
+}
+
 extension TransportConnection {
+    /// Encrypts and authenticates every WRITE and SEND from now on (AES-256-GCM under
+    /// `keys`); both sides call it at the same point of their protocol, before posting
+    /// anything more. Returns false where the backend has no such thing (verbs: there the
+    /// fabric is the boundary — partitions, VLANs, IPsec/MACsec offload).
+    public func startEncryption(_ keys: TransportEncryptionKeys) throws(TransportError) -> Bool {
+        if let tcp = self as? TCPConnection { return try tcp.startFrameEncryption(keys) }
+        return false
+    }
+
     /// Posts a write with no immediate.
     public func postWrite(_ local: LocalSlice, to remote: RemoteSlice, id: UInt64, signaled: Bool) throws(TransportError) {
         try postWrite(local, to: remote, id: id, signaled: signaled, immediate: nil)

@@ -48,4 +48,10 @@ public struct TransportEndpoint: Hashable, Sendable, CustomStringConvertible {
     public var isIPv6Literal: Bool { host.contains(":") }
 
     public var description: String { isIPv6Literal ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// A loopback address (127.0.0.0/8, ::1, localhost): traffic that never leaves the host.
+    public var isLoopback: Bool {
+        let name = host.lowercased()
+        return name.hasPrefix("127.") || name == "::1" || name == "localhost" || name.hasPrefix("::ffff:127.")
+    }
 }

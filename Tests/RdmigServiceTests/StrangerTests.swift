@@ -169,6 +169,31 @@ final class TamperingRelay: @unchecked Sendable {
         case freezeAtSwitchover
         /// The same from the first page WRITE on: a link that goes dead in pre-copy.
         case freezeInPreCopy
+        /// Changes nothing; counts synthetic guest pages seen in plain text on the wire.
+        case observe
+    }
+    private let observed = NSCondition()
+    private var plaintextPages = 0
+
+    /// Synthetic guest pages seen in plain text (`.observe`): word j of a page is
+    /// base ^ (j × golden), so words 2 and 3 XOR to a constant whatever the page and version.
+    var plaintextPagesSeen: Int { observed.lock(); defer { observed.unlock() }; return plaintextPages }
+
+    static func countPlaintextPages(_ payload: [UInt8]) -> Int {
+        let golden: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let signature = (2 &* golden) ^ (3 &* golden)
+        guard payload.count >= 4096 else { return 0 }
+        return payload.withUnsafeBytes { bytes in
+            var count = 0
+            var offset = 0
+            while offset + 4096 <= bytes.count {
+                let word2 = bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
+                let word3 = bytes.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
+                if word2 ^ word3 == signature { count += 1 }
+                offset += 4096
+            }
+            return count
+        }
     }
     private let frozen = NSCondition()
     private var isFrozen = false
@@ -244,9 +269,17 @@ final class TamperingRelay: @unchecked Sendable {
         while true {
             guard let header = Self.receive(client, 32) else { return }
             let kind = header[0]
-            let length = [1, 2, 4].contains(kind) ? Int(header[16]) | Int(header[17]) << 8 | Int(header[18]) << 16 | Int(header[19]) << 24 : 0
+            var length = [1, 2, 4].contains(kind) ? Int(header[16]) | Int(header[17]) << 8 | Int(header[18]) << 16 | Int(header[19]) << 24 : 0
+            // An encrypted WRITE or SEND carries a 16-byte tag after its payload.
+            if kind == 1 || kind == 2, header[1] & 4 != 0 { length += 16 }
             guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
             if kind == 2 { sends += 1 }
+            if case .observe = target, kind == 1 {
+                let pages = Self.countPlaintextPages(payload)
+                observed.lock()
+                plaintextPages += pages
+                observed.unlock()
+            }
             tampered.lock()
             let freezeHere: Bool
             switch target {
@@ -312,6 +345,63 @@ final class TamperingRelay: @unchecked Sendable {
             offset += sent
         }
         return true
+    }
+}
+
+/// With `--encrypt on` (or `auto` between hosts) no guest page crosses the tcp backend in
+/// plain text, and whoever rewrites a byte on the path is caught by the transport itself.
+@Suite(.serialized) struct Encryption {
+    func migrate(through target: TamperingRelay.Target, encrypt: String) throws -> (source: RdmigProcess, destination: RdmigProcess, relay: TamperingRelay) {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "--encrypt", encrypt])
+        let relay = try TamperingRelay(to: try destination.listeningPort(), target: target)
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(relay.port)", "--json", "--key-file", key, "--backend", "tcp",
+                                       "--encrypt", encrypt, "--guest-size", "64MiB", "--dirty-rate", "16MiB/s", "--working-set", "16MiB"])
+        return (source, destination, relay)
+    }
+
+    @Test func pagesCrossInPlainTextOnlyWhenEncryptionIsOff() throws {
+        let (plainSource, plainDestination, plainRelay) = try migrate(through: .observe, encrypt: "off")
+        #expect(plainSource.wait(timeout: 60) == 0, "\(plainSource.stderr)")
+        plainDestination.wait(timeout: 30)
+        #expect(try plainSource.report()["encrypted"] as? Bool == false)
+        // The check itself works: pages are visible when nothing encrypts them.
+        #expect(plainRelay.plaintextPagesSeen > 100, "\(plainRelay.plaintextPagesSeen) plain pages seen")
+
+        let (source, destination, relay) = try migrate(through: .observe, encrypt: "on")
+        #expect(source.wait(timeout: 60) == 0, "\(source.stderr)")
+        #expect(destination.wait(timeout: 30) == 0, "\(destination.stderr)")
+        let report = try source.report()
+        #expect(report["encrypted"] as? Bool == true && report["verified"] as? Bool == true, "\(report)")
+        #expect(try destination.report()["encrypted"] as? Bool == true)
+        #expect(relay.plaintextPagesSeen == 0, "\(relay.plaintextPagesSeen) pages crossed in plain text")
+    }
+
+    @Test func aRewrittenEncryptedPageTearsTheConnectionDownAndTheGuestStaysOnTheSource() throws {
+        let (source, destination, relay) = try migrate(through: .pagePayload, encrypt: "on")
+        defer { destination.kill(); destination.wait(timeout: 10) }
+        #expect(source.wait(timeout: 60) == 1, "\(source.stderr)")
+        #expect(relay.tamperedWithAFrame)
+        let report = try source.report()
+        #expect(report["guest-location"] as? String == "source (resumed)", "\(report)")
+        _ = try destination.waitForLine(containing: "failed authentication", timeout: 10)
+    }
+
+    @Test func autoEncryptsOnlyOffLoopbackAndEitherSideAskingTurnsItOn() throws {
+        // Loopback with auto on both sides: off (nothing leaves the host).
+        let (source, destination, _) = try migrate(through: .observe, encrypt: "auto")
+        #expect(source.wait(timeout: 60) == 0, "\(source.stderr)")
+        destination.wait(timeout: 30)
+        #expect(try source.report()["encrypted"] as? Bool == false)
+        // One side on, the other off: on for both.
+        let key = try temporaryKeyFile()
+        let onlyDestination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "--encrypt", "on"])
+        let port = try onlyDestination.listeningPort()
+        let offSource = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "--encrypt", "off",
+                                          "--guest-size", "32MiB"])
+        #expect(offSource.wait(timeout: 60) == 0, "\(offSource.stderr)")
+        #expect(try offSource.report()["encrypted"] as? Bool == true)
+        onlyDestination.wait(timeout: 30)
     }
 }
 

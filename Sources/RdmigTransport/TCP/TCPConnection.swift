@@ -88,6 +88,17 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
 
     // MARK: Posting
 
+    /// `startEncryption` for tcp: installs both directions' ciphers.
+    func startFrameEncryption(_ keys: TransportEncryptionKeys) throws(TransportError) -> Bool {
+        guard keys.sendKey.count == 32, keys.receiveKey.count == 32 else {
+            throw .invalidWorkRequest(detail: "encryption keys must be 32 bytes (AES-256)")
+        }
+        try checkOpen()
+        pair.receiveCipher.withLock { $0 = TCPFrameCipher(key: keys.receiveKey) }
+        pair.sendCipher.withLock { $0 = TCPFrameCipher(key: keys.sendKey) }
+        return true
+    }
+
     public func postWrite(_ local: LocalSlice, to remote: RemoteSlice, id: UInt64, signaled: Bool, immediate: UInt32?) throws(TransportError) {
         try checkOpen()
         try checkLocal(local, access: [], what: "WRITE")

@@ -32,7 +32,9 @@ struct TCPFrameHeader: Equatable, Sendable {
         let rawValue: UInt8
         static let hasImmediate = Flags(rawValue: 1 << 0)
         static let completionRequested = Flags(rawValue: 1 << 1)
-        static let known: Flags = [.hasImmediate, .completionRequested]
+        /// The payload is AES-256-GCM ciphertext with a 16-byte tag after it (`TCPFrameCipher`).
+        static let encrypted = Flags(rawValue: 1 << 2)
+        static let known: Flags = [.hasImmediate, .completionRequested, .encrypted]
     }
 
     /// Why an ERROR frame tears the connection down.

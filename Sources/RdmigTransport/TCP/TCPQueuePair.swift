@@ -37,6 +37,10 @@ final class TCPQueuePair: @unchecked Sendable {
     let exitBell: Doorbell
 
     let isOpen = Atomic<Bool>(true)
+    /// Set once encryption is on (`TCPConnection.startFrameEncryption`): the sender seals
+    /// every WRITE and SEND from then on, the receiver requires and opens them.
+    let sendCipher = Mutex<TCPFrameCipher?>(nil)
+    let receiveCipher = Mutex<TCPFrameCipher?>(nil)
     private let failureState = Mutex<(failure: TransportError?, control: ControlFrame?)>((nil, nil))
 
     /// Who may write to the socket, and the ACK state both writers share. The sender thread

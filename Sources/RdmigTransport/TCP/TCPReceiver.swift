@@ -34,6 +34,8 @@ struct TCPReceiver {
     private let header: UnsafeMutableRawPointer
     private let ackHeader: UnsafeMutableRawPointer
     private let staging: UnsafeMutableRawPointer
+    /// A sealed frame's tag, read after its payload.
+    private let tag: UnsafeMutableRawPointer
     private var stagedStart = 0
     private var stagedEnd = 0
     /// The last payload was large: the next header is read alone, so that the bulk of the
@@ -46,6 +48,7 @@ struct TCPReceiver {
         header = .allocate(byteCount: TCPFrameHeader.size, alignment: 8)
         ackHeader = .allocate(byteCount: TCPFrameHeader.size, alignment: 8)
         staging = .allocate(byteCount: Self.stagingBytes, alignment: 64)
+        tag = .allocate(byteCount: TCPFrameCipher.tagSize, alignment: 16)
     }
 
     private enum ReadResult {
@@ -59,6 +62,7 @@ struct TCPReceiver {
             header.deallocate()
             ackHeader.deallocate()
             staging.deallocate()
+            tag.deallocate()
             pair.threadExited(sender: false)
         }
         while true {
@@ -132,8 +136,59 @@ struct TCPReceiver {
         return true
     }
 
+    /// The cipher a WRITE or SEND must be opened with: nil for a plain frame on a plain
+    /// connection; `.failure` when the frame does not fit the connection's state (a plain
+    /// frame once encryption is on — a downgrade — or an encrypted one that never got a key).
+    private enum Sealing {
+        case plain
+        case sealed(TCPFrameCipher)
+        case refused
+
+        var cipher: TCPFrameCipher? {
+            if case .sealed(let cipher) = self { return cipher }
+            return nil
+        }
+    }
+
+    private func sealing(of frame: TCPFrameHeader) -> Sealing {
+        if frame.flags.contains(.encrypted) {
+            // The peer turns encryption on right after the handshake, and this side's thread
+            // may read its first sealed frame a moment before it installs the key here.
+            let deadline = ContinuousClock.now + pair.options.handshakeTimeout
+            while ContinuousClock.now < deadline {
+                if let cipher = pair.receiveCipher.withLock({ $0 }) { return .sealed(cipher) }
+                usleep(200)
+            }
+            violation("an encrypted frame (WR \(frame.sequence)) on a connection that never turned encryption on")
+            return .refused
+        }
+        guard pair.receiveCipher.withLock({ $0 }) == nil else {
+            violation("a plain frame (WR \(frame.sequence)) on an encrypted connection")
+            return .refused
+        }
+        return .plain
+    }
+
+    /// Reads the tag after a sealed payload at `target` and opens it in place.
+    private mutating func open(_ target: UnsafeMutableRawPointer?, length: Int, frame: TCPFrameHeader, cipher: TCPFrameCipher) -> Bool {
+        guard case .complete = read(into: tag, count: TCPFrameCipher.tagSize) else {
+            disconnect(.peerDisconnected(pair.peerEndpoint, detail: "closed by peer in the middle of a frame's tag"))
+            return false
+        }
+        let opened = cipher.open(UnsafeMutableRawBufferPointer(start: target, count: length),
+                                 tag: UnsafeRawBufferPointer(start: tag, count: TCPFrameCipher.tagSize),
+                                 header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size), sequence: frame.sequence)
+        if !opened {
+            violation("WR \(frame.sequence) (\(length) bytes) failed authentication: changed on the path, or not sealed with this session's key")
+        }
+        return opened
+    }
+
     private mutating func receiveWrite(_ frame: TCPFrameHeader) -> Bool {
         guard checkSequence(frame) else { return false }
+        let sealing = sealing(of: frame)
+        if case .refused = sealing { return false }
+        let cipher = sealing.cipher
         let length = Int(frame.length)
         // As in the IB spec, a zero-length RDMA WRITE touches no memory and checks no key.
         if length > 0 {
@@ -144,12 +199,18 @@ struct TCPReceiver {
                 refuseWrite(frame)
                 return false
             }
-            let result = read(into: UnsafeMutableRawPointer(bitPattern: UInt(frame.address))!, count: length)
-            registrations.endPlacing()
+            let target = UnsafeMutableRawPointer(bitPattern: UInt(frame.address))!
+            let result = read(into: target, count: length)
             guard case .complete = result else {
+                registrations.endPlacing()
                 disconnect(midPayload: result, what: "a WRITE of \(length) bytes")
                 return false
             }
+            let opened = cipher.map { open(target, length: length, frame: frame, cipher: $0) } ?? true
+            registrations.endPlacing()
+            guard opened else { return false }
+        } else if let cipher {
+            guard open(nil, length: 0, frame: frame, cipher: cipher) else { return false }
         }
         if frame.flags.contains(.hasImmediate) {
             guard let receive = consumeReceive(frame) else { return false }
@@ -170,6 +231,9 @@ struct TCPReceiver {
 
     private mutating func receiveSend(_ frame: TCPFrameHeader) -> Bool {
         guard checkSequence(frame) else { return false }
+        let sealing = sealing(of: frame)
+        if case .refused = sealing { return false }
+        let cipher = sealing.cipher
         guard let receive = consumeReceive(frame) else { return false }
         let length = Int(frame.length)
         guard length <= receive.length else {
@@ -199,12 +263,18 @@ struct TCPReceiver {
                        text: "SEND of \(length) bytes: the peer's posted receive is no longer registered")
                 return false
             }
-            let result = read(into: UnsafeMutableRawPointer(bitPattern: UInt(receive.address))!, count: length)
-            registrations.endPlacing()
+            let target = UnsafeMutableRawPointer(bitPattern: UInt(receive.address))!
+            let result = read(into: target, count: length)
             guard case .complete = result else {
+                registrations.endPlacing()
                 disconnect(midPayload: result, what: "a SEND of \(length) bytes")
                 return false
             }
+            let opened = cipher.map { open(target, length: length, frame: frame, cipher: $0) } ?? true
+            registrations.endPlacing()
+            guard opened else { return false }
+        } else if let cipher {
+            guard open(nil, length: 0, frame: frame, cipher: cipher) else { return false }
         }
         if frame.flags.contains(.completionRequested) { acknowledge(frame.sequence) }
         pair.completionQueue.push(.init(

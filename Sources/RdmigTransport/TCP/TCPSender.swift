@@ -20,6 +20,35 @@ struct TCPSender {
     private let pair: TCPQueuePair
     private let headers: UnsafeMutableRawPointer
     private let vectors: UnsafeMutablePointer<iovec>
+    /// Where a batch's frames are sealed when encryption is on (registered memory is never
+    /// written): ciphertext and tag of each frame, back to back.
+    private let sealed = SealBuffer(capacity: TCPSender.bytesPerBatch + (TCPSender.framesPerBatch + 1) * TCPFrameCipher.tagSize)
+
+    /// Grows only between batches (the vectors of a batch point into it).
+    final class SealBuffer {
+        private(set) var base: UnsafeMutableRawPointer
+        private(set) var capacity: Int
+        var used = 0
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            base = .allocate(byteCount: capacity, alignment: 64)
+        }
+
+        deinit { base.deallocate() }
+
+        /// Room for `count` more bytes, growing when empty; nil when the batch must end first.
+        func reserve(_ count: Int) -> UnsafeMutableRawBufferPointer? {
+            if used + count > capacity {
+                guard used == 0 else { return nil }
+                base.deallocate()
+                capacity = count
+                base = .allocate(byteCount: capacity, alignment: 64)
+            }
+            defer { used += count }
+            return UnsafeMutableRawBufferPointer(start: base + used, count: count)
+        }
+    }
 
     init(pair: TCPQueuePair) {
         self.pair = pair
@@ -44,6 +73,8 @@ struct TCPSender {
                 finish()
                 return
             }
+            let cipher = pair.sendCipher.withLock { $0 }
+            sealed.used = 0
             let batch = pair.writer.withLock { state -> (vectors: Int, error: Int32?) in
                 var frames = 0
                 var vectorCount = 0
@@ -78,18 +109,32 @@ struct TCPSender {
                     let entry = sendQueue[sequence]
                     if entry.consumesReceive {
                         guard creditsUsed < credits else { break }
-                        creditsUsed &+= 1
                     }
+                    let sealedArea = cipher == nil ? nil : sealed.reserve(Int(entry.length) + TCPFrameCipher.tagSize)
+                    if cipher != nil, sealedArea == nil { break }
+                    if entry.consumesReceive { creditsUsed &+= 1 }
                     var flags: TCPFrameHeader.Flags = []
                     if entry.hasImmediate { flags.insert(.hasImmediate) }
                     if entry.signaled { flags.insert(.completionRequested) }
+                    if cipher != nil { flags.insert(.encrypted) }
                     let header = headers + frames * TCPFrameHeader.size
                     TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
                                    address: entry.remoteAddress, length: entry.length, immediate: entry.immediate,
                                    sequence: sequence).encode(into: header)
                     vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
                     vectorCount += 1
-                    if entry.length > 0 {
+                    if let cipher, let sealedArea {
+                        let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.localAddress)), count: Int(entry.length))
+                        do {
+                            try cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
+                                            sequence: sequence, into: sealedArea)
+                        } catch {
+                            pair.fail(.protocolViolation(detail: "encrypting WR \(sequence): \(error)"), control: nil)
+                            return (0, nil)
+                        }
+                        vectors[vectorCount] = iovec(iov_base: sealedArea.baseAddress, iov_len: sealedArea.count)
+                        vectorCount += 1
+                    } else if entry.length > 0 {
                         vectors[vectorCount] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(entry.localAddress)),
                                                      iov_len: Int(entry.length))
                         vectorCount += 1
