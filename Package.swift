@@ -35,6 +35,10 @@ let package = Package(
         // Optimized in every configuration: its XXH64 digests guest memory inside the
         // downtime, and the multi-process tests run the debug build.
         .target(name: "CRdmigShims", path: "Sources/CRdmigShims", cSettings: [.unsafeFlags(["-O2"])]),
+        // AES-256-GCM in place over the BoringSSL that swift-crypto builds (see its header).
+        .target(
+            name: "CRdmigAEAD", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            path: "Sources/CRdmigAEAD", cSettings: [.unsafeFlags(["-O2"])]),
 
         .target(
             name: "RdmigSystem", dependencies: ["CRdmigShims"],
@@ -44,7 +48,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigTransport",
-            dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["RdmigSystem", "CRDMA", "CRdmigShims", "CRdmigAEAD"],
             swiftSettings: swiftSettings),
         .target(
             name: "RdmigTransportConformance", dependencies: ["RdmigTransport", "RdmigSystem"],

@@ -54,6 +54,16 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "IP type of service / traffic class, 0-255 (as rdmig source/dest --tos; perftest's --tos).")
     var tos: Int?
 
+    @Flag(help: "Encrypt the transport's frames (tcp: AES-256-GCM, as `--encrypt on` in a migration) to measure what that costs.")
+    var encrypt = false
+
+    /// Fixed keys: the benchmark measures the cipher's cost and protects nothing.
+    static func benchmarkKeys(sender: Bool) -> TransportEncryptionKeys {
+        let forward = [UInt8](repeating: 0x5A, count: 32), backward = [UInt8](repeating: 0xA5, count: 32)
+        return sender ? TransportEncryptionKeys(sendKey: forward, receiveKey: backward)
+            : TransportEncryptionKeys(sendKey: backward, receiveKey: forward)
+    }
+
     func validate() throws {
         if let tos, TransportOptions.trafficClass(tos) == nil {
             throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
@@ -108,6 +118,7 @@ struct TransportBenchmarkOptions: ParsableArguments {
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
         if let tos { arguments += ["--tos", "\(tos)"] }
+        if encrypt { arguments += ["--encrypt"] }
         return arguments
     }
 
@@ -200,6 +211,11 @@ struct BenchTransportCommand: ParsableCommand {
                         throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
                     }
                     defer { connection.close() }
+                    if options.encrypt {
+                        guard try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: true)) else {
+                            throw RdmigCommandError("--encrypt: the \(connection.backend) backend does not encrypt")
+                        }
+                    }
                     let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
                     samples.append(moved / elapsed.seconds)
                 } else {
@@ -275,6 +291,7 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         for _ in 0..<options.runs {
             let connection = try listener.accept(timeout: .seconds(60))
             defer { connection.close() }
+            if options.encrypt { _ = try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: false)) }
             try TransportBenchmark.serve(connection, parameters: parameters, ring: ring.bytes)
         }
         pumpThread.join()

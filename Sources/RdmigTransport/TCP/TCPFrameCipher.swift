@@ -1,5 +1,4 @@
-import Crypto
-import Foundation
+import CRdmigAEAD
 
 /// AES-256-GCM for the WRITE and SEND frames of one direction of a `tcp` connection, once
 /// both sides turned encryption on (`TransportConnection.startEncryption`): the payload is
@@ -9,42 +8,54 @@ import Foundation
 /// The nonce is the frame's WR sequence number (little-endian, after four zero bytes): it is
 /// unique per direction for the life of a connection, and each direction has its own key
 /// from the handshake, so no (key, nonce) pair ever repeats.
+///
+/// Hot path: no allocation; the sender seals straight from registered memory into its
+/// staging, the receiver opens in place in the window the payload was read into.
 final class TCPFrameCipher: @unchecked Sendable {
     static let tagSize = 16
-    /// Immutable after init; SymmetricKey itself is not marked Sendable.
-    private let key: SymmetricKey
+    /// Immutable after init; BoringSSL's EVP_AEAD_CTX may be used from several threads.
+    private let context: OpaquePointer
 
     init(key bytes: [UInt8]) {
         precondition(bytes.count == 32, "AES-256 needs a 32-byte key")
-        key = SymmetricKey(data: bytes)
+        guard let context = bytes.withUnsafeBufferPointer({ rdmig_aead_aes256gcm_new($0.baseAddress!) }) else {
+            fatalError("BoringSSL refused an AES-256-GCM context for a 32-byte key")
+        }
+        self.context = context
     }
 
-    private func nonce(_ sequence: UInt64) -> AES.GCM.Nonce {
-        var bytes = [UInt8](repeating: 0, count: 12)
-        withUnsafeBytes(of: sequence.littleEndian) { bytes.replaceSubrange(4..<12, with: $0) }
-        return try! AES.GCM.Nonce(data: bytes)  // 12 bytes: always a valid GCM nonce
+    deinit { rdmig_aead_free(context) }
+
+    /// The 12-byte nonce of frame `sequence`: four zero bytes, then the sequence, little-endian.
+    @inline(__always)
+    private func withNonce<Result>(_ sequence: UInt64, _ body: (UnsafePointer<UInt8>) -> Result) -> Result {
+        var nonce: (UInt64, UInt64) = (0, 0)
+        return withUnsafeMutableBytes(of: &nonce) { bytes in
+            bytes.storeBytes(of: sequence.littleEndian, toByteOffset: 4, as: UInt64.self)
+            return body(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
     }
 
-    /// Encrypts `payload` into `output` (same length) and writes the tag after it; `header`
-    /// is authenticated with it.
+    /// Encrypts `payload` into `output` (its length plus the tag); `header` is authenticated.
     func seal(_ payload: UnsafeRawBufferPointer, header: UnsafeRawBufferPointer, sequence: UInt64,
-              into output: UnsafeMutableRawBufferPointer) throws {
+              into output: UnsafeMutableRawBufferPointer) -> Bool {
         precondition(output.count >= payload.count + Self.tagSize, "cipher output too small")
-        let box = try AES.GCM.seal(payload, using: key, nonce: nonce(sequence), authenticating: header)
-        box.ciphertext.withUnsafeBytes { output.baseAddress!.copyMemory(from: $0.baseAddress ?? UnsafeRawPointer(output.baseAddress!), byteCount: $0.count) }
-        box.tag.withUnsafeBytes { (output.baseAddress! + payload.count).copyMemory(from: $0.baseAddress!, byteCount: Self.tagSize) }
+        return withNonce(sequence) { nonce in
+            rdmig_aead_seal(context, output.baseAddress!.assumingMemoryBound(to: UInt8.self), nonce,
+                            payload.baseAddress?.assumingMemoryBound(to: UInt8.self), payload.count,
+                            header.baseAddress!.assumingMemoryBound(to: UInt8.self), header.count) == 1
+        }
     }
 
     /// Checks `tag` over `ciphertext` and `header` and decrypts `ciphertext` in place; false
     /// when the frame was not sealed with this key for this sequence number (changed,
-    /// replayed, reordered or forged), and then `ciphertext` is left as it was.
+    /// replayed, reordered or forged).
     func open(_ ciphertext: UnsafeMutableRawBufferPointer, tag: UnsafeRawBufferPointer, header: UnsafeRawBufferPointer,
               sequence: UInt64) -> Bool {
-        guard let box = try? AES.GCM.SealedBox(nonce: nonce(sequence), ciphertext: UnsafeRawBufferPointer(ciphertext), tag: tag),
-              let plaintext = try? AES.GCM.open(box, using: key, authenticating: header) else { return false }
-        plaintext.withUnsafeBytes { bytes in
-            if let base = bytes.baseAddress, bytes.count > 0 { ciphertext.baseAddress!.copyMemory(from: base, byteCount: bytes.count) }
+        withNonce(sequence) { nonce in
+            rdmig_aead_open(context, ciphertext.baseAddress?.assumingMemoryBound(to: UInt8.self), nonce, ciphertext.count,
+                            tag.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                            header.baseAddress!.assumingMemoryBound(to: UInt8.self), header.count) == 1
         }
-        return true
     }
 }

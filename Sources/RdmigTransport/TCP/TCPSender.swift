@@ -125,11 +125,9 @@ struct TCPSender {
                     vectorCount += 1
                     if let cipher, let sealedArea {
                         let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.localAddress)), count: Int(entry.length))
-                        do {
-                            try cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
-                                            sequence: sequence, into: sealedArea)
-                        } catch {
-                            pair.fail(.protocolViolation(detail: "encrypting WR \(sequence): \(error)"), control: nil)
+                        guard cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
+                                          sequence: sequence, into: sealedArea) else {
+                            pair.fail(.protocolViolation(detail: "encrypting WR \(sequence) failed"), control: nil)
                             return (0, nil)
                         }
                         vectors[vectorCount] = iovec(iov_base: sealedArea.baseAddress, iov_len: sealedArea.count)
