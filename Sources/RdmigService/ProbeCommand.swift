@@ -1,5 +1,6 @@
 import ArgumentParser
 import RdmigMemory
+import RdmigMigration
 import RdmigSystem
 import RdmigTransport
 
@@ -24,7 +25,7 @@ struct ProbeCommand: ParsableCommand {
 
     func run() throws {
         let settings = try ServiceConfiguration.load(path: config ?? ConfigurationFile.defaultPath)
-        let report = try ProbeReport.collect(addresses: addresses, device: device, memory: settings.memory)
+        let report = try ProbeReport.collect(addresses: addresses, device: device, memory: settings.memory, encryption: settings.encryption)
         print(json ? try JSONText.encode(report) : report.text)
     }
 }
@@ -65,6 +66,8 @@ struct ProbeReport: Encodable {
         var backend: String
         var reason: String
         var device: String?
+        /// What `[transport] encrypt` gives with this address: "on (AES-256-GCM)", "off (...)".
+        var encryption: String
     }
 
     var rdmaDevices: [Device]
@@ -77,7 +80,8 @@ struct ProbeReport: Encodable {
         case rdmaDevices = "rdma-devices"
     }
 
-    static func collect(addresses: [String], device: String?, memory: MemoryConfiguration) throws -> ProbeReport {
+    static func collect(addresses: [String], device: String?, memory: MemoryConfiguration,
+                        encryption: EncryptionPolicy = .auto) throws -> ProbeReport {
         let devices: [RDMADevice]
         do {
             devices = try RDMADevice.list()
@@ -99,7 +103,17 @@ struct ProbeReport: Encodable {
         for address in addresses {
             let endpoint = (try? TransportEndpoint(parsing: address)) ?? TransportEndpoint(host: address, port: 0)
             let selection = BackendChoice.select(endpoint: endpoint, forced: nil)
-            selections.append(Selection(address: endpoint.host, backend: selection.kind.rawValue, reason: selection.reason, device: selection.device))
+            let wanted = encryption.wants(peer: endpoint)
+            let encrypted: String
+            switch (selection.kind, wanted) {
+            case (.tcp, true): encrypted = "on (AES-256-GCM; encrypt = \(encryption))"
+            case (.tcp, false): encrypted = encryption == .off ? "off (encrypt = off; on if the peer asks)" : "off (loopback; on if the peer asks)"
+            case (.verbs, _): encrypted = encryption == .on
+                ? "refused (encrypt = on, but verbs does not encrypt: the fabric is the boundary)"
+                : "off (verbs: the fabric is the boundary — partitions, VLANs, IPsec/MACsec offload)"
+            }
+            selections.append(Selection(address: endpoint.host, backend: selection.kind.rawValue, reason: selection.reason,
+                                        device: selection.device, encryption: encrypted))
         }
         return ProbeReport(
             rdmaDevices: rdmaDevices,
@@ -151,7 +165,7 @@ struct ProbeReport: Encodable {
         for problem in memory.problems { lines.append("  problem: \(problem)") }
         lines.append("Transport:")
         for selection in transport {
-            lines.append("  \(selection.address): \(selection.backend) (\(selection.reason))")
+            lines.append("  \(selection.address): \(selection.backend) (\(selection.reason)); encryption \(selection.encryption)")
         }
         return lines.joined(separator: "\n")
     }
