@@ -35,6 +35,13 @@ public enum FaultInjection {
 
     /// The protocol version HELLO announces when `hello-version=N` is injected.
     public static var helloVersion: UInt16? { active["hello-version"].flatMap { UInt16($0) } }
+
+    /// With `announce` injected, says on stderr that the migration reached `phase`, so the
+    /// fault matrix (Tests/faults) can strike at that moment.
+    public static func reached(_ phase: String) {
+        guard active["announce"] != nil else { return }
+        FileHandle.standardError.write(Data("rdmig phase: \(phase)\n".utf8))
+    }
     #else
     /// Release build: no fault is ever injected.
     @inline(__always)
@@ -43,5 +50,9 @@ public enum FaultInjection {
     /// Release build: HELLO always announces this build's protocol version.
     @inline(__always)
     public static var helloVersion: UInt16? { nil }
+
+    /// Release build: no phase is announced.
+    @inline(__always)
+    public static func reached(_ phase: String) {}
     #endif
 }

@@ -132,6 +132,7 @@ public final class MigrationSource {
                                               routerConfiguration: routerConfiguration, encryption: options.encryption)
             report.encrypted = opened.encrypted
             session = opened
+            FaultInjection.reached("handshake")
             opened.stopReason = options.stopRequested
             options.log("authenticated \(options.endpoint) (\(opened.peerHello?.software ?? "?")) over \(connection.backend)")
             try migrate(guest: guest, devices: &devices, session: opened, report: &report, start: start,
@@ -285,6 +286,7 @@ public final class MigrationSource {
 
         let completionLimit = options.migration.completionLimit(guestBytes: UInt64(region.length))
         while true {
+            FaultInjection.reached(iteration == 0 ? "early-precopy" : iteration == 2 ? "late-precopy" : "precopy-\(iteration)")
             try session.checkInterrupted(.precopy)
             if clock.now - start > completionLimit {
                 throw MigrationError(.precopy, "not switched over after \(formatFixed((clock.now - start).seconds, decimals: 0)) s, the limit for "
@@ -373,6 +375,7 @@ public final class MigrationSource {
         pages.completionDeadline = switchoverDeadline
         steps.lap("pause")
         FaultInjection.stall(at: "source-stall-after-pause")
+        FaultInjection.reached("stop-and-copy")
         for device in devices {
             // The device stops changing with STOP_COPY (its steps are refused under the
             // provider's lock); its activity thread is joined after the downtime, since
@@ -440,6 +443,7 @@ public final class MigrationSource {
         // COMMIT: from the moment its send completes, the guest belongs to the destination.
         // The budget's last check: past it the guest resumes here, whatever the destination
         // verified (it discards its copy when it sees the ABORT or loses this side).
+        FaultInjection.reached("after-ready")
         FaultInjection.stall(at: "source-stall-before-commit")
         try session.checkInterrupted(.switchover)
         if clock.now > switchoverDeadline! {
@@ -449,6 +453,7 @@ public final class MigrationSource {
         committed = true
         session.interruptible.store(false, ordering: .releasing)
         switchoverDeadline = nil
+        FaultInjection.reached("after-commit")
         for device in devices { try? device.provider.transition(to: .stop) }
         var confirmedOnResolve: String?
         do {
@@ -476,6 +481,7 @@ public final class MigrationSource {
             confirmedOnResolve = resolution.detail
         }
         report.downtime = (clock.now - pauseStart).milliseconds
+        FaultInjection.reached("after-resumed")
         steps.lap("COMMIT+RESUMED")
         options.log("switchover: \(steps.description)")
         report.downtimeLowerBound = MigrationReport.lowerBound(finalBytes: report.finalBytes,
