@@ -465,6 +465,12 @@ public final class MigrationSource {
             // COMMIT went out and RESUMED did not come back: the destination may run the guest
             // or may never have seen COMMIT. Only it can tell; until it does, the guest stays
             // paused here.
+            // An ABORT or ERROR instead of RESUMED is the destination saying it gave up before it
+            // acted on COMMIT (after COMMIT it never aborts): the guest is ours again.
+            if error.description.contains("the peer aborted") || error.description.contains("the peer reported an error") {
+                committed = false
+                throw MigrationError(.commit, "\(error.description) (before it acted on COMMIT: it does not run the guest)")
+            }
             options.log("lost the destination after COMMIT (\(error.description)): asking it where the guest runs")
             session.close()
             guard let resolution = resolveLostHandOver(migrationID: session.keys.migrationID) else {

@@ -162,11 +162,11 @@ def evaluate(phase, fault, struck, victim, source, dest, source_exit, dest_exit,
         problems.append("hang")
     if source_runs and dest_runs:
         problems.append("TWO running copies")
-    guest_holder_killed = killed and ((victim == "source" and not dest_runs) or (victim == "dest" and dest_where == ""))
-    if not (source_runs or dest_runs or source_paused_known):
-        # A SIGKILL takes its own process's copy with it; anything else must leave one.
-        if not (killed and victim == "source"):
-            problems.append("no copy left")
+    # A SIGKILL takes the copy in its own process with it (the synthetic guest lives there):
+    # the source's before the hand-over, the destination's once the source handed it over.
+    holder_killed = killed and (victim == "source" or (victim == "dest" and source_where.startswith("destination")))
+    if not (source_runs or dest_runs or source_paused_known) and not holder_killed:
+        problems.append("no copy left")
     if dest_runs and (dest_report or {}).get("verified") is not True:
         problems.append("completed without verification")
     if (source_report or {}).get("status") == "completed" and not dest_runs and victim != "dest":
@@ -176,7 +176,7 @@ def evaluate(phase, fault, struck, victim, source, dest, source_exit, dest_exit,
         if code not in expected_exits:
             problems.append(f"{name} exit {code}")
     outcome = ("destination" if dest_runs else "source" if source_runs else "paused on source (unknown)" if source_paused_known
-               else "died with its process" if guest_holder_killed or (killed and victim == "source") else "none")
+               else "died with its process (SIGKILL)" if holder_killed else "none")
     return {
         "verdict": "ok" if not problems else "FAIL: " + ", ".join(problems),
         "struck": struck, "guest": outcome, "source-exit": source_exit, "dest-exit": dest_exit,
