@@ -54,6 +54,13 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "IP type of service / traffic class, 0-255 (as rdmig source/dest --tos; perftest's --tos).")
     var tos: Int?
 
+    @Option(name: .customLong("tcp-buffer"), help: "tcp socket buffers of both the transport and the pump: auto (the kernel's autotuning) or a size such as 4MiB (as [transport] tcp-buffer).",
+            transform: { text in try TCPBufferSetting(parsing: text) })
+    var tcpBuffer: TCPBufferSetting = .auto
+
+    @Option(name: .customLong("receiver-netns"), help: "Start the receiver process in this network namespace (a name `ip netns` made, e.g. across Perf/delay-line.c); --host is then its address there.")
+    var receiverNetns: String?
+
     func validate() throws {
         if let tos, TransportOptions.trafficClass(tos) == nil {
             throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
@@ -108,13 +115,16 @@ struct TransportBenchmarkOptions: ParsableArguments {
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
         if let tos { arguments += ["--tos", "\(tos)"] }
+        arguments += ["--tcp-buffer", tcpBuffer.description]
+        if let receiverNetns { arguments += ["--receiver-netns", receiverNetns] }
         return arguments
     }
 
     var parameters: TransportBenchmarkParameters {
         TransportBenchmarkParameters(
             messageSize: Int(messageSize.bytes), queueDepth: queueDepth,
-            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.flatMap(TransportOptions.trafficClass))
+            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.flatMap(TransportOptions.trafficClass),
+            socketBufferBytes: tcpBuffer.bytes)
     }
 }
 
@@ -205,7 +215,8 @@ struct BenchTransportCommand: ParsableCommand {
                 } else {
                     let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
                     let elapsed = try PlainSocketPump.run(
-                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes)
+                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes,
+                        socketBufferBytes: parameters.socketBufferBytes)
                     baselineSamples.append(moved / elapsed.seconds)
                 }
             }
@@ -249,6 +260,15 @@ struct BenchTransportReceiverCommand: ParsableCommand {
     @OptionGroup var options: TransportBenchmarkOptions
 
     func run() throws {
+        if let netns = options.receiverNetns {
+            // Before any socket: sockets belong to the namespace of the thread that makes them,
+            // and threads started from here on inherit it.
+            do {
+                try NetworkNamespace.enter(path: "/run/netns/\(netns)")
+            } catch {
+                throw RdmigCommandError("--receiver-netns \(netns): \(error)")
+            }
+        }
         let parameters = options.parameters
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
         let ring = try options.makeRing(role: "receiver", device: selection.device)
@@ -256,7 +276,8 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let pumpBuffer = options.makeBaselineBuffer()
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
-        let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
+        let pump = try PlainSocketPump.listen(
+            on: TransportEndpoint(host: options.host, port: 0), socketBufferBytes: parameters.socketBufferBytes)
         defer { close(pump.descriptor) }
         printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port) \(try JSONText.encode(ring.report, pretty: false))")
 

@@ -19,7 +19,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
         } catch {
             throw .system(error)
         }
-        let (fd, local) = try TCPSocket.listen(on: endpoint)
+        let (fd, local) = try TCPSocket.listen(on: endpoint, bufferBytes: options.socketBufferBytes)
         self.fd = fd
         self.localEndpoint = local
         self.options = options
