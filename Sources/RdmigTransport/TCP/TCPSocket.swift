@@ -167,6 +167,56 @@ enum TCPSocket {
         }
     }
 
+    /// The link rate `sizeBuffersForRoundTrip` provisions for: 10 Gb/s. The socket buffers
+    /// are limits, not allocations: a slower link only queues more in them.
+    static let provisionedBytesPerSecond = 1.25e9
+
+    /// The most the kernel's autotuning grows a send and a receive buffer to (the maxima of
+    /// net.ipv4.tcp_wmem and tcp_rmem, read once; Linux's defaults are 4 MiB and 6 MiB).
+    static let autotuningLimits: (send: Int, receive: Int) = (
+        sysctlMaximum("/proc/sys/net/ipv4/tcp_wmem") ?? 4 << 20, sysctlMaximum("/proc/sys/net/ipv4/tcp_rmem") ?? 6 << 20)
+
+    /// The last of the three numbers in a tcp_{w,r}mem file ("min default max").
+    private static func sysctlMaximum(_ path: String) -> Int? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 128)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return fields.count == 3 ? fields[2] : nil
+    }
+
+    /// The smoothed round trip of a connected socket (TCP_INFO tcpi_rtt), nil if unknown.
+    static func roundTrip(of fd: Int32) -> Duration? {
+        var info = tcp_info()
+        var length = socklen_t(MemoryLayout<tcp_info>.size)
+        guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0, info.tcpi_rtt > 0 else { return nil }
+        return .microseconds(Int64(info.tcpi_rtt))
+    }
+
+    /// `tcp-buffer = "auto"` after the handshake and preamble exchange (a few round trips
+    /// measured): where the bandwidth-delay product at `provisionedBytesPerSecond` is more than
+    /// the kernel's autotuning may grow a buffer to, sets that buffer to the product, forced
+    /// past net.core.{w,r}mem_max (CAP_NET_ADMIN). Measured across a 50 ms one-way delay
+    /// (Perf/README.md "Long fat links"): autotuning alone held the send buffer at tcp_wmem's
+    /// 4 MiB, 22 MiB/s, below the old fixed 4 MiB (reported 8 MiB, 51 MiB/s); a 64 MiB
+    /// buffer moved 332 MiB/s. On loopback and LANs the product is far below the limits and
+    /// autotuning stays on. Without CAP_NET_ADMIN the buffer stays autotuned: a plain
+    /// SO_SNDBUF is capped at net.core.wmem_max, often below what autotuning reaches.
+    /// Returns the size set, nil when autotuning was left alone.
+    @discardableResult
+    static func sizeBuffersForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
+        guard let roundTrip = roundTrip(of: fd) else { return nil }
+        let product = Int(min(roundTrip.seconds * provisionedBytesPerSecond, Double(TransportOptions.socketBufferBytesRange.upperBound)))
+        var applied: Int?
+        for (limit, force) in [(autotuningLimits.send, sendBufferForce), (autotuningLimits.receive, receiveBufferForce)] where product > limit {
+            var value = Int32(clamping: product)
+            if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 { applied = product }
+        }
+        return applied
+    }
+
     static func option(_ fd: Int32, _ level: Int32, _ name: Int32, _ endpoint: TransportEndpoint) throws(TransportError) -> Int32 {
         var value: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
