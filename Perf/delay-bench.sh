@@ -19,6 +19,11 @@
 #                      raised to it inside the two namespaces only (per-namespace sysctl)
 #   MIGRATIONS=1       paired migrations per variant at DELAY_MS (0 to skip)
 #   GUEST=1GiB DIRTY=256MiB/s WORKING_SET=256MiB   the migrated synthetic guest
+#   MIGRATION_DEPTHS="128 16384"   [transport] queue-depth of the migrations: 128 is the
+#                      default; the page channel keeps that many WRITEs (4 KiB pages when the
+#                      dirty pages are scattered) in flight, which bounds a long link too
+#   MIGRATION_LIMIT=120   seconds a migration may take before it is stopped and counted as
+#                      not completed
 #   REPORT_ONLY=1      re-render the table from the kept results without measuring
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +38,8 @@ migrations=${MIGRATIONS:-1}
 guest=${GUEST:-1GiB}
 dirty=${DIRTY:-256MiB/s}
 working_set=${WORKING_SET:-256MiB}
+migration_depths=(${MIGRATION_DEPTHS:-128 16384})
+migration_limit=${MIGRATION_LIMIT:-120}
 results=Perf/results/delay-bench.jsonl
 
 render() {
@@ -56,13 +63,13 @@ for r in (r for r in rows if r["kind"] == "bench"):
 mig = [r for r in rows if r["kind"] == "migration"]
 if mig:
     out += ["", f"Paired migrations across the delay line: {meta.get('migration', '')}.", "",
-            "| one-way delay | tcp-buffer | status | total time | downtime | iterations | pre-copy bandwidth | CPU throttle |",
-            "|---:|:---|:---|---:|---:|---:|---:|---:|"]
+            "| one-way delay | tcp-buffer | queue-depth | status | total time | downtime | iterations | pre-copy bandwidth | CPU throttle |",
+            "|---:|:---|---:|:---|---:|---:|---:|---:|---:|"]
     for r in mig:
         m = r["report"]
         if m is None:
-            out.append(f"| {r['delay']} ms | {r['variant']} | no report | | | | | |"); continue
-        out.append(f"| {r['delay']} ms | {r['variant']} | {m['status']}{' (verified)' if m.get('verified') else ''} | "
+            out.append(f"| {r['delay']} ms | {r['variant']} | {r['queue-depth']} | not completed in {r['limit']} s (stopped) | | | | | |"); continue
+        out.append(f"| {r['delay']} ms | {r['variant']} | {r['queue-depth']} | {m['status']}{' (verified)' if m.get('verified') else ''} | "
                    f"{m['total-time'] / 1000:.1f} s | {m['downtime']:.0f} ms | {m['iterations']} | "
                    f"{m.get('bandwidth', 0) / 2**20:.0f} MiB/s | {m.get('cpu-throttle-percentage', 0)} % |")
 table = "\n".join(out)
@@ -155,21 +162,26 @@ bench() { # delay variant [label]
     echo "delay $1 ms, tcp-buffer ${3:-$2}: $(tail -1 "$results" | cut -c1-200)" >&2
 }
 
-migrate() { # delay variant [label]
-    local errors=$work/dest.err json
-    ip netns exec "$b" $rdmig dest --listen 10.77.0.2:0 --key-file "$key" --tcp-buffer "$2" 2>"$errors" >/dev/null &
+migrate() { # delay tcp-buffer queue-depth
+    local errors=$work/dest.err json config=$work/migration.toml
+    printf '[transport]\nqueue-depth = %s\n' "$3" >"$config"
+    ip netns exec "$b" $rdmig dest --config "$config" --listen 10.77.0.2:0 --key-file "$key" --tcp-buffer "$2" \
+        2>"$errors" >/dev/null &
     local dest=$!
     for _ in $(seq 1 100); do grep -q "listening on" "$errors" && break; sleep 0.1; done
     local port
     port=$(sed -n 's/.*listening on 10.77.0.2:\([0-9]*\).*/\1/p' "$errors" | head -1)
-    json=$(ip netns exec "$a" $rdmig source --connect "10.77.0.2:$port" --key-file "$key" --tcp-buffer "$2" \
-        --guest-size "$guest" --dirty-rate "$dirty" --working-set "$working_set" --json 2>"$work/source.err" || true)
-    wait "$dest" || true
+    json=$(timeout "$migration_limit" ip netns exec "$a" $rdmig source --config "$config" --connect "10.77.0.2:$port" \
+        --key-file "$key" --tcp-buffer "$2" --guest-size "$guest" --dirty-rate "$dirty" --working-set "$working_set" \
+        --json 2>"$work/source.err" || true)
+    kill "$dest" 2>/dev/null || true
+    wait "$dest" 2>/dev/null || true
     python3 -c 'import json,sys
-try: r = json.loads(sys.argv[3])
+try: r = json.loads(sys.argv[4])
 except Exception: r = None
-print(json.dumps({"kind":"migration","delay":int(sys.argv[1]),"variant":sys.argv[2],"report":r}))' "$1" "${3:-$2}" "$json" >>"$results"
-    echo "migration, delay $1 ms, tcp-buffer ${3:-$2}: $(tail -1 "$results" | cut -c1-300)" >&2
+print(json.dumps({"kind":"migration","delay":int(sys.argv[1]),"variant":sys.argv[2],"queue-depth":int(sys.argv[3]),
+                  "limit":int(sys.argv[5]),"report":r}))' "$1" "$2" "$3" "$json" "$migration_limit" >>"$results"
+    echo "migration, delay $1 ms, tcp-buffer $2, queue-depth $3: $(tail -1 "$results" | cut -c1-300)" >&2
 }
 
 for d in 0 "$delay"; do
@@ -183,12 +195,9 @@ for d in 0 "$delay"; do
 done
 if (( migrations > 0 )); then
     for _ in $(seq 1 "$migrations"); do
-        for v in "${variants[@]}"; do migrate "$delay" "$v"; done
-        if [[ -n "$wmem_max" ]]; then
-            set_wmem "$wmem_max"
-            migrate "$delay" auto "auto, tcp_wmem max $(( wmem_max >> 20 )) MiB"
-            set_wmem "$default_wmem"
-        fi
+        for depth_v in "${migration_depths[@]}"; do
+            for v in "${variants[@]}"; do migrate "$delay" "$v" "$depth_v"; done
+        done
     done
 fi
 dropped=$(cat "$work/line.err" 2>/dev/null || true)

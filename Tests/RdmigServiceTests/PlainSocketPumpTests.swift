@@ -30,7 +30,7 @@ struct PlainSocketPumpTests {
         let receiver = try SystemThread(name: "pump-test") {
             let buffer = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: targetAddress), count: 3 * messageSize)
             do {
-                try PlainSocketPump.serve(listener: listener, total: UInt64(total), messageSize: messageSize, buffer: buffer)
+                try PlainSocketPump.serve(listener: listener, total: UInt64(total), messageSize: messageSize, buffer: buffer, socketBufferBytes: nil)
             } catch {
                 failure.withLock { $0 = "\(error)" }
             }

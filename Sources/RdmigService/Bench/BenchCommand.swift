@@ -287,7 +287,7 @@ struct BenchTransportReceiverCommand: ParsableCommand {
                 for _ in 0..<options.runs {
                     try PlainSocketPump.serve(
                         listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize,
-                        buffer: pumpBuffer.bytes)
+                        buffer: pumpBuffer.bytes, socketBufferBytes: parameters.socketBufferBytes)
                 }
             } catch {
                 pumpFailure.set("plain pump receiver: \(error)")

@@ -24,12 +24,14 @@ public enum PlainSocketPump {
     /// Receives `total` bytes from the next connection on `listener` into `buffer` (at least
     /// one message), then answers one byte so the sender's clock stops only when everything arrived.
     public static func serve(
-        listener: Int32, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer
+        listener: Int32, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer, socketBufferBytes: Int?
     ) throws(TransportError) {
         precondition(buffer.count >= messageSize, "plain pump buffer smaller than one message")
         let peer = TransportEndpoint(host: "plain pump sender", port: 0)
         let connection = try TCPSocket.check("accept", peer) { accept(listener, nil, nil) }
         defer { close(connection) }
+        // The transport's `tcp-buffer = "auto"` sizing too (from the handshake's round trip).
+        if socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(connection, peer) }
         let slots = buffer.count / messageSize
         var received: UInt64 = 0
         var slot = 0
@@ -63,6 +65,7 @@ public enum PlainSocketPump {
         let descriptor = try TCPSocket.connect(
             to: endpoint, deadline: clock.now + timeout, timeout: timeout, bufferBytes: socketBufferBytes)
         defer { close(descriptor) }
+        if socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(descriptor, endpoint) }
         let slots = buffer.count / messageSize
         let start = clock.now
         var sent: UInt64 = 0
