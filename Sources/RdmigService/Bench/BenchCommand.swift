@@ -197,29 +197,35 @@ struct BenchTransportCommand: ParsableCommand {
         var samples: [Double] = []
         var baselineSamples: [Double] = []
         let moved = Double(parameters.bytesMoved)
-        for run in 0..<options.runs {
-            // Alternate which goes first so neither always gets the warmer caches.
-            let transportFirst = run % 2 == 1
-            for measureTransport in transportFirst ? [true, false] : [false, true] {
-                if measureTransport {
-                    let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
-                    let connection: any TransportConnection
-                    do {
-                        connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
-                    } catch {
-                        throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
+        do {
+            for run in 0..<options.runs {
+                // Alternate which goes first so neither always gets the warmer caches.
+                let transportFirst = run % 2 == 1
+                for measureTransport in transportFirst ? [true, false] : [false, true] {
+                    if measureTransport {
+                        let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
+                        let connection: any TransportConnection
+                        do {
+                            connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
+                        } catch {
+                            throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
+                        }
+                        defer { connection.close() }
+                        let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
+                        samples.append(moved / elapsed.seconds)
+                    } else {
+                        let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
+                        let elapsed = try PlainSocketPump.run(
+                            to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes,
+                            socketBufferBytes: parameters.socketBufferBytes)
+                        baselineSamples.append(moved / elapsed.seconds)
                     }
-                    defer { connection.close() }
-                    let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
-                    samples.append(moved / elapsed.seconds)
-                } else {
-                    let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
-                    let elapsed = try PlainSocketPump.run(
-                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes,
-                        socketBufferBytes: parameters.socketBufferBytes)
-                    baselineSamples.append(moved / elapsed.seconds)
                 }
             }
+        } catch {
+            // A run fails when the receiver process did (it exited, so the sockets closed):
+            // its own words say why.
+            throw RdmigCommandError("\(error)\(receiver.stopAndTakeErrors().map { "; the benchmark receiver: \($0)" } ?? "")")
         }
         try receiver.waitForSuccess()
 
@@ -353,6 +359,15 @@ final class BenchmarkReceiverProcess {
 
     func stop() {
         if process.isRunning { process.terminate() }
+    }
+
+    /// Stops the receiver (if it still runs) and returns what it wrote to stderr, if anything.
+    func stopAndTakeErrors() -> String? {
+        stop()
+        process.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return message.isEmpty ? nil : message
     }
 
     private static func readLine(from handle: FileHandle) -> String {
