@@ -31,7 +31,7 @@ public enum PlainSocketPump {
         let connection = try TCPSocket.check("accept", peer) { accept(listener, nil, nil) }
         defer { close(connection) }
         // The transport's `tcp-buffer = "auto"` sizing too (from the handshake's round trip).
-        if socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(connection, peer) }
+        if socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(connection, peer) }
         let slots = buffer.count / messageSize
         var received: UInt64 = 0
         var slot = 0
@@ -65,7 +65,7 @@ public enum PlainSocketPump {
         let descriptor = try TCPSocket.connect(
             to: endpoint, deadline: clock.now + timeout, timeout: timeout, bufferBytes: socketBufferBytes)
         defer { close(descriptor) }
-        if socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(descriptor, endpoint) }
+        if socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(descriptor, endpoint) }
         let slots = buffer.count / messageSize
         let start = clock.now
         var sent: UInt64 = 0

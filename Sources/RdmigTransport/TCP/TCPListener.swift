@@ -72,7 +72,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
                 try TCPSocket.configureDataPath(connected, peer, trafficClass: options.trafficClass)
                 try TCPSocket.exchangePreambles(connected, peer: peer, deadline: ContinuousClock.now + options.connectTimeout,
                                                 timeout: options.connectTimeout)
-                if options.socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(connected, peer) }
+                if options.socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(connected, peer) }
             } catch {
                 Glibc.close(connected)
                 throw error

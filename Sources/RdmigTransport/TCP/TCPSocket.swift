@@ -167,7 +167,7 @@ enum TCPSocket {
         }
     }
 
-    /// The link rate `sizeBuffersForRoundTrip` provisions for: 10 Gb/s. The socket buffers
+    /// The link rate `sizeSendBufferForRoundTrip` provisions for: 10 Gb/s. The socket buffers
     /// are limits, not allocations: a slower link only queues more in them.
     static let provisionedBytesPerSecond = 1.25e9
 
@@ -197,24 +197,30 @@ enum TCPSocket {
 
     /// `tcp-buffer = "auto"` after the handshake and preamble exchange (a few round trips
     /// measured): where the bandwidth-delay product at `provisionedBytesPerSecond` is more than
-    /// the kernel's autotuning may grow a buffer to, sets that buffer to the product, forced
-    /// past net.core.{w,r}mem_max (CAP_NET_ADMIN). Measured across a 50 ms one-way delay
-    /// (Perf/README.md "Long fat links"): autotuning alone held the send buffer at tcp_wmem's
-    /// 4 MiB, 22 MiB/s, below the old fixed 4 MiB (reported 8 MiB, 51 MiB/s); a 64 MiB
-    /// buffer moved 332 MiB/s. On loopback and LANs the product is far below the limits and
-    /// autotuning stays on. Without CAP_NET_ADMIN the buffer stays autotuned: a plain
-    /// SO_SNDBUF is capped at net.core.wmem_max, often below what autotuning reaches.
-    /// Returns the size set, nil when autotuning was left alone.
+    /// the kernel's autotuning may grow the send buffer to (tcp_wmem's maximum), sets the send
+    /// buffer to the product, forced past net.core.wmem_max (CAP_NET_ADMIN).
+    ///
+    /// Measured across a 50 ms one-way delay (Perf/README.md "Long fat links"): autotuning
+    /// alone held the send buffer at tcp_wmem's 4 MiB, 22 MiB/s, below the old fixed 4 MiB
+    /// (which the kernel doubles: 51 MiB/s); a 64 MiB buffer moved 332 MiB/s. On loopback and
+    /// LANs the product is far below the limit and autotuning stays on. Without CAP_NET_ADMIN
+    /// it stays on too: a plain SO_SNDBUF is capped at net.core.wmem_max, often below what
+    /// autotuning reaches.
+    ///
+    /// The receive buffer is left to autotuning (up to tcp_rmem's maximum, 32 MiB here; the
+    /// window scale was chosen from it at the handshake): raising SO_RCVBUF after the handshake
+    /// kept the advertised window small on this kernel (6.18; 125 MB set on an accepted
+    /// socket: ~4 MB/s across the 50 ms line where autotuning moved 118 MiB/s). A receive
+    /// buffer larger than tcp_rmem's maximum needs a fixed `tcp-buffer` (set before the
+    /// handshake) or a larger tcp_rmem.
+    /// Returns the send buffer size set, nil when autotuning was left alone.
     @discardableResult
-    static func sizeBuffersForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
+    static func sizeSendBufferForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
         guard let roundTrip = roundTrip(of: fd) else { return nil }
         let product = Int(min(roundTrip.seconds * provisionedBytesPerSecond, Double(TransportOptions.socketBufferBytesRange.upperBound)))
-        var applied: Int?
-        for (limit, force) in [(autotuningLimits.send, sendBufferForce), (autotuningLimits.receive, receiveBufferForce)] where product > limit {
-            var value = Int32(clamping: product)
-            if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 { applied = product }
-        }
-        return applied
+        guard product > autotuningLimits.send else { return nil }
+        var value = Int32(clamping: product)
+        return setsockopt(fd, SOL_SOCKET, sendBufferForce, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? product : nil
     }
 
     static func option(_ fd: Int32, _ level: Int32, _ name: Int32, _ endpoint: TransportEndpoint) throws(TransportError) -> Int32 {

@@ -36,7 +36,7 @@ public struct TCPTransport: TransportBackend {
                                        trafficClass: options.trafficClass, bufferBytes: options.socketBufferBytes)
         do {
             try TCPSocket.exchangePreambles(fd, peer: endpoint, deadline: deadline, timeout: options.connectTimeout)
-            if options.socketBufferBytes == nil { TCPSocket.sizeBuffersForRoundTrip(fd, endpoint) }
+            if options.socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(fd, endpoint) }
         } catch {
             Glibc.close(fd)
             throw error
