@@ -43,11 +43,13 @@ public struct TransportOptions: Sendable, Equatable {
     /// the GRH traffic class, which switches map to a priority — how the traffic reaches a
     /// lossless PFC class), on tcp IP_TOS / IPV6_TCLASS.
     public var trafficClass: UInt8?
-    /// tcp backend: SO_SNDBUF and SO_RCVBUF of each connection in bytes, nil to leave both to
-    /// the kernel's autotuning (which grows them to net.ipv4.tcp_wmem / tcp_rmem's maximum as
-    /// the connection's window needs). Setting a size turns autotuning off, so it must hold a
-    /// bandwidth-delay product: a fixed 4 MiB held a 100 ms round trip to 13–25 MiB/s (issue 19).
-    /// See `socketBufferRange`. The verbs backend has no socket buffers and ignores it.
+    /// tcp backend: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before the
+    /// handshake), or nil for the kernel's autotuning (which grows them to net.ipv4.tcp_wmem /
+    /// tcp_rmem's maximum as the window needs) with the send buffer raised to the measured
+    /// round trip × 10 Gb/s where tcp_wmem's maximum is less (see
+    /// `TCPSocket.sizeSendBufferForRoundTrip`). A size turns autotuning off, so it must hold a
+    /// bandwidth-delay product: the old fixed 4 MiB held a 100 ms round trip to 50 MiB/s
+    /// (issue 19). See `socketBufferRange`. The verbs backend has no socket buffers.
     public var socketBufferBytes: Int?
 
     /// `value` as a traffic class, nil outside 0-255 (then say `trafficClassRange`).

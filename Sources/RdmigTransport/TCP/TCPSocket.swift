@@ -133,9 +133,10 @@ enum TCPSocket {
 
     /// Without `bytes` the socket keeps the kernel's autotuning: the receive buffer grows to
     /// net.ipv4.tcp_rmem's maximum and the send buffer to tcp_wmem's as the window needs, and
-    /// the window scale is chosen from tcp_rmem's maximum at the handshake. The old fixed
+    /// the window scale is chosen from tcp_rmem's maximum at the handshake; once the round
+    /// trip is known, `sizeSendBufferForRoundTrip` may raise the send buffer. The old fixed
     /// 4 MiB (SO_SNDBUF/SO_RCVBUF, which turn autotuning off) held a 100 ms round trip to
-    /// 13–25 MiB/s (issue 19); Perf/README.md "Long fat links" has the figures for both.
+    /// 50 MiB/s (issue 19); Perf/README.md "Long fat links" has the figures.
     ///
     /// With `bytes`, sets both to it — forced past net.core.{w,r}mem_max where this process may
     /// (CAP_NET_ADMIN; rdmig usually runs as root to pin memory) — and fails naming the
@@ -171,10 +172,9 @@ enum TCPSocket {
     /// are limits, not allocations: a slower link only queues more in them.
     static let provisionedBytesPerSecond = 1.25e9
 
-    /// The most the kernel's autotuning grows a send and a receive buffer to (the maxima of
-    /// net.ipv4.tcp_wmem and tcp_rmem, read once; Linux's defaults are 4 MiB and 6 MiB).
-    static let autotuningLimits: (send: Int, receive: Int) = (
-        sysctlMaximum("/proc/sys/net/ipv4/tcp_wmem") ?? 4 << 20, sysctlMaximum("/proc/sys/net/ipv4/tcp_rmem") ?? 6 << 20)
+    /// The most the kernel's autotuning grows a send buffer to: net.ipv4.tcp_wmem's maximum,
+    /// read once (Linux's default, and this machine's, is 4 MiB).
+    static let autotunedSendLimit = sysctlMaximum("/proc/sys/net/ipv4/tcp_wmem") ?? 4 << 20
 
     /// The last of the three numbers in a tcp_{w,r}mem file ("min default max").
     private static func sysctlMaximum(_ path: String) -> Int? {
@@ -218,7 +218,7 @@ enum TCPSocket {
     static func sizeSendBufferForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
         guard let roundTrip = roundTrip(of: fd) else { return nil }
         let product = Int(min(roundTrip.seconds * provisionedBytesPerSecond, Double(TransportOptions.socketBufferBytesRange.upperBound)))
-        guard product > autotuningLimits.send else { return nil }
+        guard product > autotunedSendLimit else { return nil }
         var value = Int32(clamping: product)
         return setsockopt(fd, SOL_SOCKET, sendBufferForce, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? product : nil
     }
