@@ -131,12 +131,14 @@ enum TCPSocket {
         throw lastError
     }
 
-    /// Without `bytes` the socket keeps the kernel's autotuning: the receive buffer grows to
-    /// net.ipv4.tcp_rmem's maximum and the send buffer to tcp_wmem's as the window needs, and
-    /// the window scale is chosen from tcp_rmem's maximum at the handshake; once the round
-    /// trip is known, `sizeSendBufferForRoundTrip` may raise the send buffer. The old fixed
-    /// 4 MiB (SO_SNDBUF/SO_RCVBUF, which turn autotuning off) held a 100 ms round trip to
-    /// 50 MiB/s (issue 19); Perf/README.md "Long fat links" has the figures.
+    /// Without `bytes` (`tcp-buffer = "auto"`): the receive buffer is fixed here, before the
+    /// handshake, at the larger of the old 4 MiB and tcp_rmem's maximum (what autotuning would
+    /// grow it to), forced past net.core.rmem_max (CAP_NET_ADMIN; without it autotuning stays
+    /// on). Autotuning alone moved 11 % less than the old fixed 4 MiB on loopback (64 KiB ×
+    /// 128, 6 paired invocations), and a receive buffer can only be raised before the
+    /// handshake (see `sizeSendBufferForRoundTrip`). The send buffer is sized once the round
+    /// trip is known, by `sizeSendBufferForRoundTrip`. The old fixed 4 MiB each way held a
+    /// 100 ms round trip to 50 MiB/s (issue 19); Perf/README.md "Long fat links" has figures.
     ///
     /// With `bytes`, sets both to it — forced past net.core.{w,r}mem_max where this process may
     /// (CAP_NET_ADMIN; rdmig usually runs as root to pin memory) — and fails naming the
@@ -144,7 +146,11 @@ enum TCPSocket {
     /// operator set it to avoid. Set before listen() and connect(): accepted sockets inherit it,
     /// and the window scale is chosen from the receive buffer at the handshake.
     static func configureBuffers(_ fd: Int32, bytes: Int?, _ endpoint: TransportEndpoint) throws(TransportError) {
-        guard let bytes else { return }
+        guard let bytes else {
+            var value = Int32(clamping: max(minimumBufferBytes, autotunedReceiveLimit))
+            _ = setsockopt(fd, SOL_SOCKET, receiveBufferForce, &value, socklen_t(MemoryLayout<Int32>.size))
+            return
+        }
         try setBuffer(fd, force: sendBufferForce, plain: SO_SNDBUF, name: "SO_SNDBUF", sysctl: "net.core.wmem_max", bytes, endpoint)
         try setBuffer(fd, force: receiveBufferForce, plain: SO_RCVBUF, name: "SO_RCVBUF", sysctl: "net.core.rmem_max", bytes, endpoint)
     }
@@ -172,9 +178,17 @@ enum TCPSocket {
     /// are limits, not allocations: a slower link only queues more in them.
     static let provisionedBytesPerSecond = 1.25e9
 
+    /// The smallest buffer `tcp-buffer = "auto"` leaves: the old fixed 4 MiB. On loopback,
+    /// autotuning's 4 MiB send buffer (tcp_wmem's maximum) moved 1.5 GiB/s where the old 4 MiB
+    /// request (8 MiB kept) moved 2.1 GiB/s (64 KiB × 128, medians of 4 paired invocations,
+    /// 2026-12-07, a busy machine).
+    static let minimumBufferBytes = 4 << 20
+
     /// The most the kernel's autotuning grows a send buffer to: net.ipv4.tcp_wmem's maximum,
     /// read once (Linux's default, and this machine's, is 4 MiB).
     static let autotunedSendLimit = sysctlMaximum("/proc/sys/net/ipv4/tcp_wmem") ?? 4 << 20
+    /// The same for a receive buffer: tcp_rmem's maximum (Linux's default 6 MiB, here 32 MiB).
+    static let autotunedReceiveLimit = sysctlMaximum("/proc/sys/net/ipv4/tcp_rmem") ?? 6 << 20
 
     /// The last of the three numbers in a tcp_{w,r}mem file ("min default max").
     private static func sysctlMaximum(_ path: String) -> Int? {
@@ -196,31 +210,28 @@ enum TCPSocket {
     }
 
     /// `tcp-buffer = "auto"` after the handshake and preamble exchange (a few round trips
-    /// measured): where the bandwidth-delay product at `provisionedBytesPerSecond` is more than
-    /// the kernel's autotuning may grow the send buffer to (tcp_wmem's maximum), sets the send
-    /// buffer to the product, forced past net.core.wmem_max (CAP_NET_ADMIN).
+    /// measured): sets the send buffer to the larger of the old 4 MiB and the bandwidth-delay
+    /// product at `provisionedBytesPerSecond`, forced past net.core.wmem_max (CAP_NET_ADMIN),
+    /// when that is more than autotuning may grow it to (tcp_wmem's maximum).
     ///
     /// Measured across a 50 ms one-way delay (Perf/README.md "Long fat links"): autotuning
     /// alone held the send buffer at tcp_wmem's 4 MiB, 22 MiB/s, below the old fixed 4 MiB
-    /// (which the kernel doubles: 51 MiB/s); a 64 MiB buffer moved 332 MiB/s. On loopback and
-    /// LANs the product is far below the limit and autotuning stays on. Without CAP_NET_ADMIN
-    /// it stays on too: a plain SO_SNDBUF is capped at net.core.wmem_max, often below what
-    /// autotuning reaches.
+    /// (which the kernel doubles: 50 MiB/s); a 64 MiB buffer moved 332 MiB/s. Without
+    /// CAP_NET_ADMIN autotuning stays on: a plain SO_SNDBUF is capped at net.core.wmem_max,
+    /// often below what autotuning reaches.
     ///
-    /// The receive buffer is left to autotuning (up to tcp_rmem's maximum, 32 MiB here; the
-    /// window scale was chosen from it at the handshake): raising SO_RCVBUF after the handshake
-    /// kept the advertised window small on this kernel (6.18; 125 MB set on an accepted
-    /// socket: ~4 MB/s across the 50 ms line where autotuning moved 118 MiB/s). A receive
-    /// buffer larger than tcp_rmem's maximum needs a fixed `tcp-buffer` (set before the
-    /// handshake) or a larger tcp_rmem.
+    /// The receive buffer was set before the handshake (`configureBuffers`): raising SO_RCVBUF
+    /// after it kept the advertised window small on this kernel (6.18; 125 MB set on an
+    /// accepted socket: ~4 MB/s across the 50 ms line where autotuning moved 118 MiB/s).
     /// Returns the send buffer size set, nil when autotuning was left alone.
     @discardableResult
     static func sizeSendBufferForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
         guard let roundTrip = roundTrip(of: fd) else { return nil }
         let product = Int(min(roundTrip.seconds * provisionedBytesPerSecond, Double(TransportOptions.socketBufferBytesRange.upperBound)))
-        guard product > autotunedSendLimit else { return nil }
-        var value = Int32(clamping: product)
-        return setsockopt(fd, SOL_SOCKET, sendBufferForce, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? product : nil
+        let size = max(product, minimumBufferBytes)
+        guard size > autotunedSendLimit else { return nil }
+        var value = Int32(clamping: size)
+        return setsockopt(fd, SOL_SOCKET, sendBufferForce, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? size : nil
     }
 
     static func option(_ fd: Int32, _ level: Int32, _ name: Int32, _ endpoint: TransportEndpoint) throws(TransportError) -> Int32 {
