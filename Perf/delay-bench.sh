@@ -48,7 +48,7 @@ import json, sys, re, os, statistics
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 meta = next((r for r in rows if r["kind"] == "meta"), {})
 gib = lambda v: f"{v / 2**30:.2f} GiB/s" if v >= 2**30 else f"{v / 2**20:.0f} MiB/s"
-out = [f"Measured {meta.get('date', '?')} with `{meta.get('command', 'Perf/delay-bench.sh')}`: {meta.get('machine', '')}",
+out = [f"Measured {meta.get('date', '?')} with `{meta.get('command', 'Perf/delay-bench.sh')}`: {meta.get('machine', '')}  ",
        f"Delay line: `Perf/delay-line.c` (TUN devices, MTU {meta.get('mtu', '?')}, one thread per direction) between two network namespaces; "
        f"bench: {meta.get('bench', '')}.", "",
        "| one-way delay | tcp-buffer | rdmig tcp | plain pump (same buffers) | ratio | runs (rdmig) |",

@@ -25,7 +25,7 @@ struct ServiceOptions: ParsableArguments {
     @Option(help: "IP type of service / traffic class of rdmig's packets, 0-255 (DSCP × 4 + ECN; on RoCE the class switches map to a priority). Default: the config's [transport] tos, else the system's.")
     var tos: Int?
 
-    @Option(name: .customLong("tcp-buffer"), help: "tcp backend socket buffers: auto (the kernel's autotuning) or a size such as 64MiB, at least the link's bandwidth × round trip. Default: the config's [transport] tcp-buffer, else auto.",
+    @Option(name: .customLong("tcp-buffer"), help: "tcp backend socket buffers: auto (sized from tcp_rmem and the measured round trip) or a size such as 64MiB, at least the link's bandwidth × round trip. Default: the config's [transport] tcp-buffer, else auto.",
             transform: { text in try TCPBufferSetting(parsing: text) })
     var tcpBuffer: TCPBufferSetting?
 

@@ -44,12 +44,11 @@ public struct TransportOptions: Sendable, Equatable {
     /// lossless PFC class), on tcp IP_TOS / IPV6_TCLASS.
     public var trafficClass: UInt8?
     /// tcp backend: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before the
-    /// handshake), or nil for the kernel's autotuning (which grows them to net.ipv4.tcp_wmem /
-    /// tcp_rmem's maximum as the window needs) with the send buffer raised to the measured
-    /// round trip × 10 Gb/s where tcp_wmem's maximum is less (see
-    /// `TCPSocket.sizeSendBufferForRoundTrip`). A size turns autotuning off, so it must hold a
-    /// bandwidth-delay product: the old fixed 4 MiB held a 100 ms round trip to 50 MiB/s
-    /// (issue 19). See `socketBufferRange`. The verbs backend has no socket buffers.
+    /// handshake), or nil for sizes rdmig picks: the receive buffer at what the kernel's
+    /// autotuning could reach (tcp_rmem's maximum), the send buffer from the measured round
+    /// trip (see `TCPSocket.configureBuffers` and `sizeSendBufferForRoundTrip`). A size must
+    /// hold a bandwidth-delay product: the old fixed 4 MiB held a 100 ms round trip to
+    /// 50 MiB/s (issue 19). See `socketBufferRange`. The verbs backend has no socket buffers.
     public var socketBufferBytes: Int?
 
     /// `value` as a traffic class, nil outside 0-255 (then say `trafficClassRange`).
@@ -61,7 +60,7 @@ public struct TransportOptions: Sendable, Equatable {
     /// flight; Linux keeps a socket buffer below 2 GiB (it doubles the value asked for).
     public static let socketBufferBytesRange: ClosedRange<Int> = (64 << 10)...(1 << 30)
     /// What a socket buffer setting must be, for error messages.
-    public static let socketBufferRange = "use 64KiB … 1GiB, or auto for the kernel's autotuning"
+    public static let socketBufferRange = "use 64KiB … 1GiB, or auto for sizes rdmig picks"
 
     public init() {}
 

@@ -68,7 +68,7 @@ import Testing
         #expect(error("[transport]\ntos = 256\n").contains("bad.toml: [transport] tos = 256 is out of range: use 0 … 255"))
         #expect(error("[transport]\ntos = -1\n").contains("[transport] tos = -1 is out of range"))
         #expect(error("[transport]\ntcp-buffer = \"4KiB\"\n").contains(
-            "bad.toml: [transport] tcp-buffer = \"4KiB\": 4KiB is out of range: use 64KiB … 1GiB, or auto for the kernel's autotuning"))
+            "bad.toml: [transport] tcp-buffer = \"4KiB\": 4KiB is out of range: use 64KiB … 1GiB, or auto for sizes rdmig picks"))
         #expect(error("[transport]\ntcp-buffer = \"big\"\n").contains("bad.toml: [transport] tcp-buffer = \"big\": 'big' is not a size"))
         #expect(error("[memry]\nnode = \"0\"\n").contains("unknown section [memry]"))
         #expect(error("queue-depth = 5\n").contains("must be inside a section"))
@@ -79,7 +79,7 @@ import Testing
 @Suite struct ServiceOptionFlags {
     @Test func tcpBufferIsAutoByDefaultAndTheFlagOverridesTheConfig() throws {
         let config = ConfigurationFiles.shippedConfig
-        // The shipped default: no fixed size, the kernel's autotuning.
+        // The shipped default: no fixed size (auto).
         #expect(try ServiceOptions.parse(["--config", config]).load().transport.options.socketBufferBytes == nil)
         #expect(try ServiceOptions.parse(["--config", config, "--tcp-buffer", "128MiB"]).load()
             .transport.options.socketBufferBytes == 128 << 20)

@@ -54,7 +54,7 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "IP type of service / traffic class, 0-255 (as rdmig source/dest --tos; perftest's --tos).")
     var tos: Int?
 
-    @Option(name: .customLong("tcp-buffer"), help: "tcp socket buffers of both the transport and the pump: auto (the kernel's autotuning) or a size such as 4MiB (as [transport] tcp-buffer).",
+    @Option(name: .customLong("tcp-buffer"), help: "tcp socket buffers of both the transport and the pump: auto (sized from tcp_rmem and the measured round trip) or a size such as 4MiB (as [transport] tcp-buffer).",
             transform: { text in try TCPBufferSetting(parsing: text) })
     var tcpBuffer: TCPBufferSetting = .auto
 

@@ -2,7 +2,8 @@ import RdmigSystem
 import RdmigTransport
 
 /// `[transport] tcp-buffer` and `--tcp-buffer`: the tcp backend's socket buffers, `auto` for
-/// the kernel's autotuning (`TransportOptions.socketBufferBytes` nil) or a fixed size.
+/// sizes rdmig picks from tcp_rmem and the round trip (`TransportOptions.socketBufferBytes`
+/// nil) or a fixed size.
 enum TCPBufferSetting: Equatable, CustomStringConvertible {
     case auto
     case fixed(ByteCount)
@@ -20,7 +21,7 @@ enum TCPBufferSetting: Equatable, CustomStringConvertible {
         do {
             size = try ByteCount(parsing: text)
         } catch {
-            throw ParseError(description: "\(error), or auto for the kernel's autotuning")
+            throw ParseError(description: "\(error), or auto for sizes rdmig picks")
         }
         guard size.bytes <= UInt64(Int.max), TransportOptions.socketBufferBytesRange.contains(Int(size.bytes)) else {
             throw ParseError(description: "\(size) is out of range: \(TransportOptions.socketBufferRange)")
