@@ -114,9 +114,9 @@ struct TransportBenchmarkOptions: ParsableArguments {
         ]
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
-        if let tos { arguments += ["--tos", "\(tos)"] }
-        arguments += ["--tcp-buffer", tcpBuffer.description]
+        if tcpBuffer != .auto { arguments += ["--tcp-buffer", tcpBuffer.description] }
         if let receiverNetns { arguments += ["--receiver-netns", receiverNetns] }
+        if let tos { arguments += ["--tos", "\(tos)"] }
         return arguments
     }
 
