@@ -179,9 +179,9 @@ enum TCPSocket {
     static let provisionedBytesPerSecond = 1.25e9
 
     /// The smallest buffer `tcp-buffer = "auto"` leaves: the old fixed 4 MiB. On loopback,
-    /// autotuning's 4 MiB send buffer (tcp_wmem's maximum) moved 1.5 GiB/s where the old 4 MiB
-    /// request (8 MiB kept) moved 2.1 GiB/s (64 KiB × 128, medians of 4 paired invocations,
-    /// 2026-12-07, a busy machine).
+    /// autotuning of both buffers (the send buffer stops at tcp_wmem's 4 MiB) moved 1.5 GiB/s
+    /// where the old 4 MiB request (8 MiB kept) moved 2.1 GiB/s (64 KiB × 128, medians of 4
+    /// paired invocations, 2026-12-07, a busy machine).
     static let minimumBufferBytes = 4 << 20
 
     /// The most the kernel's autotuning grows a send buffer to: net.ipv4.tcp_wmem's maximum,
@@ -216,7 +216,7 @@ enum TCPSocket {
     ///
     /// Measured across a 50 ms one-way delay (Perf/README.md "Long fat links"): autotuning
     /// alone held the send buffer at tcp_wmem's 4 MiB, 22 MiB/s, below the old fixed 4 MiB
-    /// (which the kernel doubles: 50 MiB/s); a 64 MiB buffer moved 332 MiB/s. Without
+    /// (which the kernel doubles: 50 MiB/s); `auto` moved 207 MiB/s. Without
     /// CAP_NET_ADMIN autotuning stays on: a plain SO_SNDBUF is capped at net.core.wmem_max,
     /// often below what autotuning reaches.
     ///
