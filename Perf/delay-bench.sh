@@ -113,7 +113,7 @@ ip -n "$b" link set lo up
 
 # (Re)starts the delay line with $1 ms one-way; its TUN devices go away with it.
 start_line() {
-    [[ -n "$line_pid" ]] && { kill "$line_pid"; wait "$line_pid" 2>/dev/null || true; }
+    [[ -n "$line_pid" ]] && { kill "$line_pid"; wait "$line_pid" 2>/dev/null || true; echo "delay line: $(cat "$work/line.err")" >&2; }
     "$work/delay-line" "$a" "$b" $(( $1 * 1000 )) >"$work/line.out" 2>"$work/line.err" &
     line_pid=$!
     for _ in $(seq 1 50); do grep -q ready "$work/line.out" && break; sleep 0.1; done
@@ -200,6 +200,7 @@ if (( migrations > 0 )); then
         done
     done
 fi
-dropped=$(cat "$work/line.err" 2>/dev/null || true)
-[[ -n "$dropped" ]] && echo "delay line: $dropped" >&2
+kill "$line_pid"; wait "$line_pid" 2>/dev/null || true
+line_pid=
+echo "delay line (last, ${delay} ms): $(cat "$work/line.err")" >&2
 render

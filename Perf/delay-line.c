@@ -10,7 +10,8 @@
  * its own thread and a FIFO of QUEUE_MIB (default 512) MiB; a packet that does not fit is
  * dropped, as a full router queue would. The caller gives the devices addresses, MTU and
  * brings them up (see delay-bench.sh). Prints "ready" on stdout once both devices exist;
- * runs until killed.
+ * runs until SIGTERM or SIGINT, then prints packets forwarded and dropped per direction on
+ * stderr.
  *
  * Why packets and not a TCP forwarder: a forwarder that accepts and re-sends terminates TCP,
  * so each side's TCP sees a loopback round trip to the forwarder and its socket buffers never
@@ -24,6 +25,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,11 +166,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "delay-line: cannot allocate 2 x %zu bytes of queue\n", queue);
         return 1;
     }
-    printf("ready\n");
-    fflush(stdout);
+    /* Blocked in every thread; the main thread takes it with sigwait and reports. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
     pthread_t threads[2];
     pthread_create(&threads[0], NULL, run, &forward);
     pthread_create(&threads[1], NULL, run, &backward);
-    pthread_join(threads[0], NULL);
+    printf("ready\n");
+    fflush(stdout);
+    int signal_number;
+    sigwait(&stop, &signal_number);
+    fprintf(stderr, "a->b %llu packets (%llu bytes), %llu dropped; b->a %llu packets (%llu bytes), %llu dropped\n",
+            (unsigned long long)forward.forwarded, (unsigned long long)forward.bytes, (unsigned long long)forward.dropped,
+            (unsigned long long)backward.forwarded, (unsigned long long)backward.bytes, (unsigned long long)backward.dropped);
     return 0;
 }
