@@ -112,3 +112,11 @@ int rdmig_set_pipe_size(int fd, int bytes) {
     int result = fcntl(fd, F_SETPIPE_SZ, bytes);
     return result < 0 ? -errno : result;
 }
+
+int rdmig_enter_network_namespace(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int result = setns(fd, CLONE_NEWNET) == 0 ? 0 : errno;
+    close(fd);
+    return result;
+}

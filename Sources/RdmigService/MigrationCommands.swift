@@ -34,6 +34,10 @@ struct ServiceOptions: ParsableArguments {
     @Option(help: "IP type of service / traffic class of rdmig's packets, 0-255 (DSCP × 4 + ECN; on RoCE the class switches map to a priority). Default: the config's [transport] tos, else the system's.")
     var tos: Int?
 
+    @Option(name: .customLong("tcp-buffer"), help: "tcp backend socket buffers: auto (sized from tcp_rmem and the measured round trip) or a size such as 64MiB, at least the link's bandwidth × round trip. Default: the config's [transport] tcp-buffer, else auto.",
+            transform: { text in try TCPBufferSetting(parsing: text) })
+    var tcpBuffer: TCPBufferSetting?
+
     @Flag(help: "Print the final report as one JSON object on stdout.")
     var json = false
 
@@ -80,6 +84,7 @@ struct ServiceOptions: ParsableArguments {
             }
             configuration.transport.options.trafficClass = trafficClass
         }
+        if let tcpBuffer { configuration.transport.options.socketBufferBytes = tcpBuffer.bytes }
         if let keyFile { configuration.keyFile = keyFile }
         if let encrypt { configuration.encryption = encrypt }
         if let backend { configuration.transport.backend = backend }

@@ -59,6 +59,13 @@ struct ServiceConfiguration {
             }
             configuration.transport.options.trafficClass = trafficClass
         }
+        if let text = try transport.string("tcp-buffer") {
+            do {
+                configuration.transport.options.socketBufferBytes = try TCPBufferSetting(parsing: text).bytes
+            } catch {
+                throw ConfigurationFile.Error("\(file.path): [transport] tcp-buffer = \"\(text)\": \(error)")
+            }
+        }
         for (key, value) in [("queue-depth", configuration.transport.options.sendQueueDepth),
                              ("receive-depth", configuration.transport.options.receiveQueueDepth),
                              ("signal-interval", configuration.transport.options.signalInterval)] where value < 1 || value > 65536 {

@@ -49,11 +49,24 @@ public struct TransportOptions: Sendable, Equatable {
     /// the GRH traffic class, which switches map to a priority — how the traffic reaches a
     /// lossless PFC class), on tcp IP_TOS / IPV6_TCLASS.
     public var trafficClass: UInt8?
+    /// tcp backend: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before the
+    /// handshake), or nil for sizes rdmig picks: the receive buffer at what the kernel's
+    /// autotuning could reach (tcp_rmem's maximum), the send buffer from the measured round
+    /// trip (see `TCPSocket.configureBuffers` and `sizeSendBufferForRoundTrip`). A size must
+    /// hold a bandwidth-delay product: the old fixed 4 MiB held a 100 ms round trip to
+    /// 50 MiB/s (issue 19). See `socketBufferRange`. The verbs backend has no socket buffers.
+    public var socketBufferBytes: Int?
 
     /// `value` as a traffic class, nil outside 0-255 (then say `trafficClassRange`).
     public static func trafficClass(_ value: Int) -> UInt8? { UInt8(exactly: value) }
     /// What a traffic-class setting must be, for error messages.
     public static let trafficClassRange = "use 0 … 255 (DSCP × 4 + ECN, e.g. 104 for DSCP 26)"
+
+    /// Smallest and largest `socketBufferBytes`: below 64 KiB one 64 KiB message cannot be in
+    /// flight; Linux keeps a socket buffer below 2 GiB (it doubles the value asked for).
+    public static let socketBufferBytesRange: ClosedRange<Int> = (64 << 10)...(1 << 30)
+    /// What a socket buffer setting must be, for error messages.
+    public static let socketBufferRange = "use 64KiB … 1GiB, or auto for sizes rdmig picks"
 
     public init() {}
 

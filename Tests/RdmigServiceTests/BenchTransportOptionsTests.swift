@@ -46,6 +46,18 @@ struct BenchTransportOptionsTests {
         }
     }
 
+    @Test func tcpBufferAndReceiverNetnsReachTheReceiver() throws {
+        let options = try TransportBenchmarkOptions.parse(["--tcp-buffer", "4MiB", "--receiver-netns", "far"])
+        #expect(options.parameters.transportOptions.socketBufferBytes == 4 << 20)
+        let arguments = options.receiverArguments
+        #expect(arguments.firstIndex(of: "--tcp-buffer").map { arguments[$0 + 1] } == "\(4 << 20)")
+        #expect(arguments.firstIndex(of: "--receiver-netns").map { arguments[$0 + 1] } == "far")
+        // auto is the default on both sides, so it is not passed.
+        #expect(try TransportBenchmarkOptions.parse([]).parameters.transportOptions.socketBufferBytes == nil)
+        #expect(try !TransportBenchmarkOptions.parse([]).receiverArguments.contains("--tcp-buffer"))
+        #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--tcp-buffer", "1KiB"]) }
+    }
+
     @Test func unknownBufferKindAndBadPoolSettingsAreRefused() {
         #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--buffers", "hugetlb"]) }
         #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--buffers", "pool", "--huge-pages", "big"]) }

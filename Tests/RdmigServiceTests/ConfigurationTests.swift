@@ -37,6 +37,7 @@ import Testing
             backend = "tcp"
             queue-depth = 256
             tos = 104
+            tcp-buffer = "64MiB"
             [migration]
             downtime-limit = "20ms"
             hot-fraction = 0.3
@@ -47,6 +48,7 @@ import Testing
         #expect(loaded.transport.backend == .tcp)
         #expect(loaded.transport.options.sendQueueDepth == 256)
         #expect(loaded.transport.options.trafficClass == 104)
+        #expect(loaded.transport.options.socketBufferBytes == 64 << 20)
         #expect(loaded.migration.convergence.downtimeLimit == .milliseconds(20))
         #expect(loaded.migration.guest.hotFraction == 0.3)
         #expect(loaded.deviceSpecs == ["ib-sw:qps=10"])
@@ -66,6 +68,9 @@ import Testing
         #expect(error("[migration]\ndowntime-limit = \"soon\"\n").contains("bad.toml: [migration] downtime-limit"))
         #expect(error("[transport]\ntos = 256\n").contains("bad.toml: [transport] tos = 256 is out of range: use 0 … 255"))
         #expect(error("[transport]\ntos = -1\n").contains("[transport] tos = -1 is out of range"))
+        #expect(error("[transport]\ntcp-buffer = \"4KiB\"\n").contains(
+            "bad.toml: [transport] tcp-buffer = \"4KiB\": 4KiB is out of range: use 64KiB … 1GiB, or auto for sizes rdmig picks"))
+        #expect(error("[transport]\ntcp-buffer = \"big\"\n").contains("bad.toml: [transport] tcp-buffer = \"big\": 'big' is not a size"))
         #expect(error("[memry]\nnode = \"0\"\n").contains("unknown section [memry]"))
         #expect(error("queue-depth = 5\n").contains("must be inside a section"))
         #expect(error("[transport\n").contains("bad.toml:1"))
@@ -84,6 +89,22 @@ import Testing
 }
 
 @Suite struct ServiceOptionFlags {
+    @Test func tcpBufferIsAutoByDefaultAndTheFlagOverridesTheConfig() throws {
+        let config = ConfigurationFiles.shippedConfig
+        // The shipped default: no fixed size (auto).
+        #expect(try ServiceOptions.parse(["--config", config]).load().transport.options.socketBufferBytes == nil)
+        #expect(try ServiceOptions.parse(["--config", config, "--tcp-buffer", "128MiB"]).load()
+            .transport.options.socketBufferBytes == 128 << 20)
+        #expect(try ServiceOptions.parse(["--config", config, "--tcp-buffer", "auto"]).load()
+            .transport.options.socketBufferBytes == nil)
+        do {
+            _ = try ServiceOptions.parse(["--config", config, "--tcp-buffer", "2GiB"])
+            Issue.record("--tcp-buffer 2GiB was accepted")
+        } catch {
+            #expect(ServiceOptions.message(for: error).contains("out of range: use 64KiB … 1GiB"), "\(ServiceOptions.message(for: error))")
+        }
+    }
+
     @Test func tosOverridesTheConfigAndOutOfRangeValuesNameTheFlag() throws {
         let config = ConfigurationFiles.shippedConfig
         let options = try ServiceOptions.parse(["--config", config, "--tos", "104"])

@@ -23,19 +23,19 @@ struct PlainSocketPumpTests {
         for index in 0..<source.count { source[index] = UInt8(index / messageSize + 1) }
         target.initializeMemory(as: UInt8.self, repeating: 0)
 
-        let (listener, endpoint) = try PlainSocketPump.listen(on: TransportEndpoint(host: "127.0.0.1", port: 0))
+        let (listener, endpoint) = try PlainSocketPump.listen(on: TransportEndpoint(host: "127.0.0.1", port: 0), socketBufferBytes: nil)
         defer { close(listener) }
         let failure = Mutex<String?>(nil)
         let targetAddress = UInt(bitPattern: target.baseAddress)
         let receiver = try SystemThread(name: "pump-test") {
             let buffer = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: targetAddress), count: 3 * messageSize)
             do {
-                try PlainSocketPump.serve(listener: listener, total: UInt64(total), messageSize: messageSize, buffer: buffer)
+                try PlainSocketPump.serve(listener: listener, total: UInt64(total), messageSize: messageSize, buffer: buffer, socketBufferBytes: nil)
             } catch {
                 failure.withLock { $0 = "\(error)" }
             }
         }
-        _ = try PlainSocketPump.run(to: endpoint, total: UInt64(total), messageSize: messageSize, buffer: source)
+        _ = try PlainSocketPump.run(to: endpoint, total: UInt64(total), messageSize: messageSize, buffer: source, socketBufferBytes: nil)
         receiver.join()
         #expect(failure.withLock { $0 } == nil)
         let filled = min(total, target.count)

@@ -49,4 +49,8 @@ int rdmig_pipe_unread(int fd);
 /// Asks for a pipe of `bytes` (F_SETPIPE_SZ). Returns the size the kernel gave, or -errno.
 int rdmig_set_pipe_size(int fd, int bytes);
 
+/// Moves the calling thread into the network namespace bound at `path` (setns with
+/// CLONE_NEWNET, which Glibc's module does not export). Returns 0 or an errno value.
+int rdmig_enter_network_namespace(const char *path);
+
 #endif

@@ -64,6 +64,13 @@ struct TransportBenchmarkOptions: ParsableArguments {
             : TransportEncryptionKeys(sendKey: backward, receiveKey: forward)
     }
 
+    @Option(name: .customLong("tcp-buffer"), help: "tcp socket buffers of both the transport and the pump: auto (sized from tcp_rmem and the measured round trip) or a size such as 4MiB (as [transport] tcp-buffer).",
+            transform: { text in try TCPBufferSetting(parsing: text) })
+    var tcpBuffer: TCPBufferSetting = .auto
+
+    @Option(name: .customLong("receiver-netns"), help: "Start the receiver process in this network namespace (a name `ip netns` made, e.g. across Perf/delay-line.c); --host is then its address there.")
+    var receiverNetns: String?
+
     func validate() throws {
         if let tos, TransportOptions.trafficClass(tos) == nil {
             throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
@@ -117,6 +124,8 @@ struct TransportBenchmarkOptions: ParsableArguments {
         ]
         if let node { arguments += ["--node", node.description] }
         if let hugePages { arguments += ["--huge-pages", hugePages.rawValue] }
+        if tcpBuffer != .auto { arguments += ["--tcp-buffer", tcpBuffer.description] }
+        if let receiverNetns { arguments += ["--receiver-netns", receiverNetns] }
         if let tos { arguments += ["--tos", "\(tos)"] }
         if encrypt { arguments += ["--encrypt"] }
         return arguments
@@ -125,7 +134,8 @@ struct TransportBenchmarkOptions: ParsableArguments {
     var parameters: TransportBenchmarkParameters {
         TransportBenchmarkParameters(
             messageSize: Int(messageSize.bytes), queueDepth: queueDepth,
-            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.flatMap(TransportOptions.trafficClass))
+            totalBytes: total.bytes, signalInterval: signalInterval, trafficClass: tos.flatMap(TransportOptions.trafficClass),
+            socketBufferBytes: tcpBuffer.bytes)
     }
 }
 
@@ -198,33 +208,40 @@ struct BenchTransportCommand: ParsableCommand {
         var samples: [Double] = []
         var baselineSamples: [Double] = []
         let moved = Double(parameters.bytesMoved)
-        for run in 0..<options.runs {
-            // Alternate which goes first so neither always gets the warmer caches.
-            let transportFirst = run % 2 == 1
-            for measureTransport in transportFirst ? [true, false] : [false, true] {
-                if measureTransport {
-                    let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
-                    let connection: any TransportConnection
-                    do {
-                        connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
-                    } catch {
-                        throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
-                    }
-                    defer { connection.close() }
-                    if options.encrypt {
-                        guard try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: true)) else {
-                            throw RdmigCommandError("--encrypt: the \(connection.backend) backend does not encrypt")
+        do {
+            for run in 0..<options.runs {
+                // Alternate which goes first so neither always gets the warmer caches.
+                let transportFirst = run % 2 == 1
+                for measureTransport in transportFirst ? [true, false] : [false, true] {
+                    if measureTransport {
+                        let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
+                        let connection: any TransportConnection
+                        do {
+                            connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
+                        } catch {
+                            throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
                         }
+                        defer { connection.close() }
+                        if options.encrypt {
+                            guard try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: true)) else {
+                                throw RdmigCommandError("--encrypt: the \(connection.backend) backend does not encrypt")
+                            }
+                        }
+                        let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
+                        samples.append(moved / elapsed.seconds)
+                    } else {
+                        let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
+                        let elapsed = try PlainSocketPump.run(
+                            to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes,
+                            socketBufferBytes: parameters.socketBufferBytes)
+                        baselineSamples.append(moved / elapsed.seconds)
                     }
-                    let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
-                    samples.append(moved / elapsed.seconds)
-                } else {
-                    let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
-                    let elapsed = try PlainSocketPump.run(
-                        to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes)
-                    baselineSamples.append(moved / elapsed.seconds)
                 }
             }
+        } catch {
+            // A run fails when the receiver process did (it exited, so the sockets closed):
+            // its own words say why.
+            throw RdmigCommandError("\(error)\(receiver.stopAndTakeErrors().map { "; the benchmark receiver: \($0)" } ?? "")")
         }
         try receiver.waitForSuccess()
 
@@ -265,6 +282,15 @@ struct BenchTransportReceiverCommand: ParsableCommand {
     @OptionGroup var options: TransportBenchmarkOptions
 
     func run() throws {
+        if let netns = options.receiverNetns {
+            // Before any socket: sockets belong to the namespace of the thread that makes them,
+            // and threads started from here on inherit it.
+            do {
+                try NetworkNamespace.enter(path: "/run/netns/\(netns)")
+            } catch {
+                throw RdmigCommandError("--receiver-netns \(netns): \(error)")
+            }
+        }
         let parameters = options.parameters
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
         let ring = try options.makeRing(role: "receiver", device: selection.device)
@@ -272,7 +298,8 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let pumpBuffer = options.makeBaselineBuffer()
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
-        let pump = try PlainSocketPump.listen(on: TransportEndpoint(host: options.host, port: 0))
+        let pump = try PlainSocketPump.listen(
+            on: TransportEndpoint(host: options.host, port: 0), socketBufferBytes: parameters.socketBufferBytes)
         defer { close(pump.descriptor) }
         printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port) \(try JSONText.encode(ring.report, pretty: false))")
 
@@ -282,7 +309,7 @@ struct BenchTransportReceiverCommand: ParsableCommand {
                 for _ in 0..<options.runs {
                     try PlainSocketPump.serve(
                         listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize,
-                        buffer: pumpBuffer.bytes)
+                        buffer: pumpBuffer.bytes, socketBufferBytes: parameters.socketBufferBytes)
                 }
             } catch {
                 pumpFailure.set("plain pump receiver: \(error)")
@@ -349,6 +376,15 @@ final class BenchmarkReceiverProcess {
 
     func stop() {
         if process.isRunning { process.terminate() }
+    }
+
+    /// Stops the receiver (if it still runs) and returns what it wrote to stderr, if anything.
+    func stopAndTakeErrors() -> String? {
+        stop()
+        process.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return message.isEmpty ? nil : message
     }
 
     private static func readLine(from handle: FileHandle) -> String {

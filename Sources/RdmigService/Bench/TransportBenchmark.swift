@@ -16,13 +16,17 @@ public struct TransportBenchmarkParameters: Sendable, Codable, Equatable {
     public var signalInterval: Int
     /// `TransportOptions.trafficClass` (`--tos`).
     public var trafficClass: UInt8?
+    /// `TransportOptions.socketBufferBytes` (`--tcp-buffer`), for the transport and the pump.
+    public var socketBufferBytes: Int?
 
-    public init(messageSize: Int, queueDepth: Int, totalBytes: UInt64, signalInterval: Int, trafficClass: UInt8? = nil) {
+    public init(messageSize: Int, queueDepth: Int, totalBytes: UInt64, signalInterval: Int, trafficClass: UInt8? = nil,
+                socketBufferBytes: Int? = nil) {
         self.messageSize = messageSize
         self.queueDepth = queueDepth
         self.totalBytes = totalBytes
         self.signalInterval = signalInterval
         self.trafficClass = trafficClass
+        self.socketBufferBytes = socketBufferBytes
     }
 
     /// Number of writes: the total rounded up to whole messages.
@@ -38,6 +42,7 @@ public struct TransportBenchmarkParameters: Sendable, Codable, Equatable {
         options.signalInterval = signalInterval
         options.receiveQueueDepth = 16
         options.trafficClass = trafficClass
+        options.socketBufferBytes = socketBufferBytes
         return options
     }
 }

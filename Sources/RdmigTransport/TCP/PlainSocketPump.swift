@@ -12,21 +12,26 @@ import RdmigSystem
 /// wrapping around: a buffer of one message stays in the CPU caches; a buffer as large as
 /// the transport benchmark's ring moves the same memory footprint as the transport does.
 public enum PlainSocketPump {
-    /// A listening socket; port 0 picks a free one.
-    public static func listen(on endpoint: TransportEndpoint) throws(TransportError) -> (descriptor: Int32, endpoint: TransportEndpoint) {
-        let (descriptor, bound) = try TCPSocket.listen(on: endpoint)
+    /// A listening socket; port 0 picks a free one. `socketBufferBytes` as
+    /// `TransportOptions.socketBufferBytes` (nil: the kernel's autotuning).
+    public static func listen(
+        on endpoint: TransportEndpoint, socketBufferBytes: Int?
+    ) throws(TransportError) -> (descriptor: Int32, endpoint: TransportEndpoint) {
+        let (descriptor, bound) = try TCPSocket.listen(on: endpoint, bufferBytes: socketBufferBytes)
         return (descriptor, bound)
     }
 
     /// Receives `total` bytes from the next connection on `listener` into `buffer` (at least
     /// one message), then answers one byte so the sender's clock stops only when everything arrived.
     public static func serve(
-        listener: Int32, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer
+        listener: Int32, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer, socketBufferBytes: Int?
     ) throws(TransportError) {
         precondition(buffer.count >= messageSize, "plain pump buffer smaller than one message")
         let peer = TransportEndpoint(host: "plain pump sender", port: 0)
         let connection = try TCPSocket.check("accept", peer) { accept(listener, nil, nil) }
         defer { close(connection) }
+        // The transport's `tcp-buffer = "auto"` sizing too (from the handshake's round trip).
+        if socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(connection, peer) }
         let slots = buffer.count / messageSize
         var received: UInt64 = 0
         var slot = 0
@@ -53,12 +58,14 @@ public enum PlainSocketPump {
     /// by the caller) and waits for the answer; returns the time.
     public static func run(
         to endpoint: TransportEndpoint, total: UInt64, messageSize: Int, buffer: UnsafeMutableRawBufferPointer,
-        timeout: Duration = .seconds(10)
+        socketBufferBytes: Int?, timeout: Duration = .seconds(10)
     ) throws(TransportError) -> Duration {
         precondition(buffer.count >= messageSize, "plain pump buffer smaller than one message")
         let clock = ContinuousClock()
-        let descriptor = try TCPSocket.connect(to: endpoint, deadline: clock.now + timeout, timeout: timeout)
+        let descriptor = try TCPSocket.connect(
+            to: endpoint, deadline: clock.now + timeout, timeout: timeout, bufferBytes: socketBufferBytes)
         defer { close(descriptor) }
+        if socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(descriptor, endpoint) }
         let slots = buffer.count / messageSize
         let start = clock.now
         var sent: UInt64 = 0

@@ -48,7 +48,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
             throw .system(error)
         }
         pending = try PendingPreambles()
-        let (fd, local) = try TCPSocket.listen(on: endpoint)
+        let (fd, local) = try TCPSocket.listen(on: endpoint, bufferBytes: options.socketBufferBytes)
         self.fd = fd
         self.localEndpoint = local
         self.options = options
@@ -130,6 +130,7 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
                 }
                 try TCPSocket.configureDataPath(connected, peer, trafficClass: options.trafficClass)
                 try TCPSocket.exchangePreambles(connected, peer: peer, deadline: deadline, timeout: options.handshakeTimeout)
+                if options.socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(connected, peer) }
             } catch {
                 Glibc.close(connected)
                 pending.finish(.failure(.peerRefused(peer ?? TransportEndpoint(host: "unknown", port: 0), reason: "\(error)")))

@@ -7,12 +7,10 @@ import RdmigSystem
 /// names the endpoint. Only the control path (listen, accept, connect, preamble) is here;
 /// the data path calls sendmsg/recv directly in `TCPSender` and `TCPReceiver`.
 enum TCPSocket {
-    /// Socket buffer size asked for with SO_SNDBUF/SO_RCVBUF (the kernel doubles it and caps
-    /// it at net.core.{w,r}mem_max). Setting it turns off autotuning, so it must hold several
-    /// 64 KiB-4 MiB messages in flight. On loopback it measured the same as autotuning (medians
-    /// of 7 on a busy 2-core machine: 64 KiB messages 4.9 vs 5.0 GB/s, 1 MiB 4.2 vs 4.4 GB/s);
-    /// a fixed size keeps the kernel memory per connection bounded and known.
-    static let bufferBytes: Int32 = 4 << 20
+    /// SO_SNDBUFFORCE / SO_RCVBUFFORCE (include/uapi/asm-generic/socket.h): with CAP_NET_ADMIN
+    /// they pass net.core.wmem_max / rmem_max (4 MiB here), which cap the plain options.
+    static let sendBufferForce: Int32 = 32
+    static let receiveBufferForce: Int32 = 33
 
     struct Address {
         var storage = sockaddr_storage()
@@ -49,7 +47,7 @@ enum TCPSocket {
     }
 
     /// A bound, listening socket and the endpoint it actually got.
-    static func listen(on endpoint: TransportEndpoint) throws(TransportError) -> (Int32, TransportEndpoint) {
+    static func listen(on endpoint: TransportEndpoint, bufferBytes: Int?) throws(TransportError) -> (Int32, TransportEndpoint) {
         let address = try resolve(endpoint, passive: true)[0]
         let fd = try check("socket", endpoint) { socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         do throws(TransportError) {
@@ -58,7 +56,7 @@ enum TCPSocket {
             try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1, endpoint)
             // Set before listen(): accepted sockets inherit the buffers, and the window scale
             // is chosen from the receive buffer at the handshake.
-            try configureBuffers(fd, endpoint)
+            try configureBuffers(fd, bytes: bufferBytes, endpoint)
             var bound = address
             let result = withUnsafePointer(to: &bound.storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, bound.length) }
@@ -79,7 +77,8 @@ enum TCPSocket {
 
     /// Connects within `deadline`; the socket comes back blocking, configured for the data path.
     static func connect(
-        to endpoint: TransportEndpoint, deadline: ContinuousClock.Instant, timeout: Duration, trafficClass: UInt8? = nil
+        to endpoint: TransportEndpoint, deadline: ContinuousClock.Instant, timeout: Duration, trafficClass: UInt8? = nil,
+        bufferBytes: Int?
     ) throws(TransportError) -> Int32 {
         let addresses = try resolve(endpoint, passive: false)
         var lastError: TransportError = .unreachable(endpoint, reason: "no address to connect to")
@@ -88,7 +87,7 @@ enum TCPSocket {
                 socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             }
             do throws(TransportError) {
-                try configureBuffers(fd, endpoint)
+                try configureBuffers(fd, bytes: bufferBytes, endpoint)
                 var target = address
                 let result = withUnsafePointer(to: &target.storage) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, target.length) }
@@ -132,9 +131,114 @@ enum TCPSocket {
         throw lastError
     }
 
-    static func configureBuffers(_ fd: Int32, _ endpoint: TransportEndpoint) throws(TransportError) {
-        try setOption(fd, SOL_SOCKET, SO_SNDBUF, bufferBytes, endpoint)
-        try setOption(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes, endpoint)
+    /// Without `bytes` (`tcp-buffer = "auto"`): the receive buffer is fixed here, before the
+    /// handshake, at the larger of the old 4 MiB and tcp_rmem's maximum (what autotuning would
+    /// grow it to), forced past net.core.rmem_max (CAP_NET_ADMIN; without it autotuning stays
+    /// on). Autotuning alone moved 11 % less than the old fixed 4 MiB on loopback (64 KiB ×
+    /// 128, 6 paired invocations), and a receive buffer can only be raised before the
+    /// handshake (see `sizeSendBufferForRoundTrip`). The send buffer is sized once the round
+    /// trip is known, by `sizeSendBufferForRoundTrip`. The old fixed 4 MiB each way held a
+    /// 100 ms round trip to 50 MiB/s (issue 19); Perf/README.md "Long fat links" has figures.
+    ///
+    /// With `bytes`, sets both to it — forced past net.core.{w,r}mem_max where this process may
+    /// (CAP_NET_ADMIN; rdmig usually runs as root to pin memory) — and fails naming the
+    /// sysctls when the kernel gave less: a silently smaller buffer would be the slow link the
+    /// operator set it to avoid. Set before listen() and connect(): accepted sockets inherit it,
+    /// and the window scale is chosen from the receive buffer at the handshake.
+    static func configureBuffers(_ fd: Int32, bytes: Int?, _ endpoint: TransportEndpoint) throws(TransportError) {
+        guard let bytes else {
+            var value = Int32(clamping: max(minimumBufferBytes, autotunedReceiveLimit))
+            _ = setsockopt(fd, SOL_SOCKET, receiveBufferForce, &value, socklen_t(MemoryLayout<Int32>.size))
+            return
+        }
+        try setBuffer(fd, force: sendBufferForce, plain: SO_SNDBUF, name: "SO_SNDBUF", sysctl: "net.core.wmem_max", bytes, endpoint)
+        try setBuffer(fd, force: receiveBufferForce, plain: SO_RCVBUF, name: "SO_RCVBUF", sysctl: "net.core.rmem_max", bytes, endpoint)
+    }
+
+    private static func setBuffer(
+        _ fd: Int32, force: Int32, plain: Int32, name: String, sysctl: String, _ bytes: Int, _ endpoint: TransportEndpoint
+    ) throws(TransportError) {
+        let value = Int32(clamping: bytes)
+        var requested = value
+        let length = socklen_t(MemoryLayout<Int32>.size)
+        let forceErrno: Int32 = setsockopt(fd, SOL_SOCKET, force, &requested, length) == 0 ? 0 : SystemCall.currentErrno()
+        if forceErrno != 0 { try setOption(fd, SOL_SOCKET, plain, value, endpoint) }
+        // Linux reports twice the size it keeps for the payload (the other half is its
+        // bookkeeping), so a granted request reads back as at least the request.
+        let granted = try option(fd, SOL_SOCKET, plain, endpoint) / 2
+        if granted < value {
+            throw .system(SystemCallError(
+                call: "setsockopt(\(name))", errno: forceErrno == 0 ? ENOBUFS : forceErrno,
+                context: "socket buffer of \(bytes) bytes for \(endpoint): the kernel gave \(granted) (\(sysctl) caps it "
+                    + "without CAP_NET_ADMIN); raise \(sysctl), run rdmig with CAP_NET_ADMIN, or use tcp-buffer = \"auto\""))
+        }
+    }
+
+    /// The link rate `sizeSendBufferForRoundTrip` provisions for: 10 Gb/s. The socket buffers
+    /// are limits, not allocations: a slower link only queues more in them.
+    static let provisionedBytesPerSecond = 1.25e9
+
+    /// The smallest buffer `tcp-buffer = "auto"` leaves: the old fixed 4 MiB. On loopback,
+    /// autotuning of both buffers (the send buffer stops at tcp_wmem's 4 MiB) moved 1.5 GiB/s
+    /// where the old 4 MiB request (8 MiB kept) moved 2.1 GiB/s (64 KiB × 128, medians of 4
+    /// paired invocations, 2026-12-07, a busy machine).
+    static let minimumBufferBytes = 4 << 20
+
+    /// The most the kernel's autotuning grows a send buffer to: net.ipv4.tcp_wmem's maximum,
+    /// read once (Linux's default, and this machine's, is 4 MiB).
+    static let autotunedSendLimit = sysctlMaximum("/proc/sys/net/ipv4/tcp_wmem") ?? 4 << 20
+    /// The same for a receive buffer: tcp_rmem's maximum (Linux's default 6 MiB, here 32 MiB).
+    static let autotunedReceiveLimit = sysctlMaximum("/proc/sys/net/ipv4/tcp_rmem") ?? 6 << 20
+
+    /// The last of the three numbers in a tcp_{w,r}mem file ("min default max").
+    private static func sysctlMaximum(_ path: String) -> Int? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 128)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return fields.count == 3 ? fields[2] : nil
+    }
+
+    /// The smoothed round trip of a connected socket (TCP_INFO tcpi_rtt), nil if unknown.
+    static func roundTrip(of fd: Int32) -> Duration? {
+        var info = tcp_info()
+        var length = socklen_t(MemoryLayout<tcp_info>.size)
+        guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0, info.tcpi_rtt > 0 else { return nil }
+        return .microseconds(Int64(info.tcpi_rtt))
+    }
+
+    /// `tcp-buffer = "auto"` after the handshake and preamble exchange (a few round trips
+    /// measured): sets the send buffer to the larger of the old 4 MiB and the bandwidth-delay
+    /// product at `provisionedBytesPerSecond`, forced past net.core.wmem_max (CAP_NET_ADMIN),
+    /// when that is more than autotuning may grow it to (tcp_wmem's maximum).
+    ///
+    /// Measured across a 50 ms one-way delay (Perf/README.md "Long fat links"): autotuning
+    /// alone held the send buffer at tcp_wmem's 4 MiB, 22 MiB/s, below the old fixed 4 MiB
+    /// (which the kernel doubles: 50 MiB/s); `auto` moved 207 MiB/s. Without
+    /// CAP_NET_ADMIN autotuning stays on: a plain SO_SNDBUF is capped at net.core.wmem_max,
+    /// often below what autotuning reaches.
+    ///
+    /// The receive buffer was set before the handshake (`configureBuffers`): raising SO_RCVBUF
+    /// after it kept the advertised window small on this kernel (6.18; 125 MB set on an
+    /// accepted socket: ~4 MB/s across the 50 ms line where autotuning moved 118 MiB/s).
+    /// Returns the send buffer size set, nil when autotuning was left alone.
+    @discardableResult
+    static func sizeSendBufferForRoundTrip(_ fd: Int32, _ endpoint: TransportEndpoint) -> Int? {
+        guard let roundTrip = roundTrip(of: fd) else { return nil }
+        let product = Int(min(roundTrip.seconds * provisionedBytesPerSecond, Double(TransportOptions.socketBufferBytesRange.upperBound)))
+        let size = max(product, minimumBufferBytes)
+        guard size > autotunedSendLimit else { return nil }
+        var value = Int32(clamping: size)
+        return setsockopt(fd, SOL_SOCKET, sendBufferForce, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 ? size : nil
+    }
+
+    static func option(_ fd: Int32, _ level: Int32, _ name: Int32, _ endpoint: TransportEndpoint) throws(TransportError) -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        try check("getsockopt", endpoint) { getsockopt(fd, level, name, &value, &length) }
+        return value
     }
 
     /// Headers are written together with their payloads (writev), so Nagle would only delay

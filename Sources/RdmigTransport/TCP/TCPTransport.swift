@@ -33,9 +33,10 @@ public struct TCPTransport: TransportBackend {
         try TCPTransport.validate(options)
         let deadline = ContinuousClock.now + options.connectTimeout
         let fd = try TCPSocket.connect(to: endpoint, deadline: deadline, timeout: options.connectTimeout,
-                                       trafficClass: options.trafficClass)
+                                       trafficClass: options.trafficClass, bufferBytes: options.socketBufferBytes)
         do {
             try TCPSocket.exchangePreambles(fd, peer: endpoint, deadline: deadline, timeout: options.connectTimeout)
+            if options.socketBufferBytes == nil { TCPSocket.sizeSendBufferForRoundTrip(fd, endpoint) }
         } catch {
             Glibc.close(fd)
             throw error
@@ -47,6 +48,9 @@ public struct TCPTransport: TransportBackend {
         guard options.sendQueueDepth > 0, options.receiveQueueDepth > 0 else {
             throw .invalidWorkRequest(detail: "queue depths must be at least 1 (send \(options.sendQueueDepth), "
                 + "receive \(options.receiveQueueDepth))")
+        }
+        if let bytes = options.socketBufferBytes, !TransportOptions.socketBufferBytesRange.contains(bytes) {
+            throw .invalidWorkRequest(detail: "socket buffer of \(bytes) bytes is out of range: \(TransportOptions.socketBufferRange)")
         }
         guard options.maxSendBytes >= 0 else {
             throw .invalidWorkRequest(detail: "maxSendBytes must not be negative (\(options.maxSendBytes))")
