@@ -203,6 +203,7 @@ struct SourceCommand: ParsableCommand {
         let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
         log.info("\(placement.description)")
         configuration.transport.options.threadCPUs = placement.cpus
+        configuration.transport.adapt(to: selection.kind)
 
         var options = MigrationSource.Options(
             endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
@@ -280,7 +281,9 @@ struct DestCommand: ParsableCommand {
         let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
         log.info("\(placement.description)")
         options.pollerCPUs = placement.cpus
-        var transportOptions = configuration.transport.options
+        var transportSettings = configuration.transport
+        transportSettings.adapt(to: selection.kind)
+        var transportOptions = transportSettings.options
         transportOptions.threadCPUs = placement.cpus
         let listener: any TransportListener
         do {

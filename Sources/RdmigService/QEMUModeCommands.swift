@@ -22,6 +22,7 @@ enum QEMUModeCommands {
         log.info("\(placement.description)")
         var configuration = configuration
         configuration.transport.options.threadCPUs = placement.cpus
+        configuration.transport.adapt(to: selection.kind)
         var options = QEMUModeSource.Options(
             qmpPath: qmpPath, endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
             deviceSpecs: devices, key: key)
@@ -73,6 +74,7 @@ enum QEMUModeCommands {
         log.info("\(placement.description)")
         var configuration = configuration
         configuration.transport.options.threadCPUs = placement.cpus
+        configuration.transport.adapt(to: selection.kind)
         options.relayCPUs = placement.cpus
         let listener: any TransportListener
         do {

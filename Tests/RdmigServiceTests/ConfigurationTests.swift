@@ -31,6 +31,20 @@ import Testing
         }
     }
 
+    /// queue-depth "auto": deep on tcp (long links need many 4 KiB writes in flight), perftest's
+    /// 128 on verbs; a number in the file holds for both.
+    @Test func queueDepthAutoDependsOnTheBackendAndANumberWins() throws {
+        var automatic = try ServiceConfiguration.load(file: ConfigurationFile(text: "[transport]\nqueue-depth = \"auto\"\n", path: "a.toml"))
+        var verbs = automatic
+        automatic.transport.adapt(to: .tcp)
+        verbs.transport.adapt(to: .verbs)
+        #expect(automatic.transport.options.sendQueueDepth == 16384)
+        #expect(verbs.transport.options.sendQueueDepth == 128)
+        var fixed = try ServiceConfiguration.load(file: ConfigurationFile(text: "[transport]\nqueue-depth = 256\n", path: "f.toml"))
+        fixed.transport.adapt(to: .tcp)
+        #expect(fixed.transport.options.sendQueueDepth == 256)
+    }
+
     @Test func valuesOverrideDefaults() throws {
         let file = try ConfigurationFile(text: """
             [transport]
