@@ -249,10 +249,18 @@ public final class PageChannel: @unchecked Sendable {
         try control.send(MigrationMessage.iterationDone(.init(
             iteration: statistics.iteration, pagesWritten: statistics.pagesWritten,
             zeroPages: statistics.zeroPages, bytesWritten: statistics.bytesWritten)), timeout: timeout)
+        // Writes must keep completing: no completion for `completionTimeout` (the progress
+        // timeout) fails the wait, however long the whole drain may take.
+        func progressDeadline() -> ContinuousClock.Instant {
+            let next = ContinuousClock.now + configuration.completionTimeout
+            return min(next, completionDeadline ?? next, deadline)
+        }
+        var limit = progressDeadline()
         while !account.isIdle {
-            let completion = try router.wait(on: inbox, until: deadline, timeout: timeout,
+            let completion = try router.wait(on: inbox, until: limit, timeout: limit == deadline ? timeout : configuration.completionTimeout,
                                              operation: "ending page iteration \(statistics.iteration): waiting for the last writes to complete")
             account.complete(sequence: WorkRequestID.sequence(of: completion.id))
+            limit = progressDeadline()
         }
         if statistics.zeroPages > 0 { zeroPagesPending = statistics.iteration }
         statistics.elapsed = ContinuousClock.now - started
