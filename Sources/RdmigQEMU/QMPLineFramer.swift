@@ -1,18 +1,20 @@
 /// Splits the bytes QEMU sends into messages. QEMU's monitor writes each JSON message compactly
 /// on one line ended by "\r\n" (monitor/qmp.c; pretty printing only with `-qmp ...,pretty=on`,
 /// which rdmig does not support), so a newline ends a message.
-struct QMPLineFramer {
+///
+/// `package`: the fuzz targets (Tests/fuzz) split lines with it too.
+package struct QMPLineFramer {
     private var pending: [UInt8] = []
     private var start = 0
     /// A message longer than this is a broken peer, not QMP (query-qmp-schema, the largest
     /// reply rdmig asks for, is ~250 KB on QEMU 10.0).
-    let limit: Int
+    package let limit: Int
 
-    init(limit: Int = 64 << 20) {
+    package init(limit: Int = 64 << 20) {
         self.limit = limit
     }
 
-    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func append(_ bytes: UnsafeRawBufferPointer) {
         if start > 0, start == pending.count {
             pending.removeAll(keepingCapacity: true)
             start = 0
@@ -21,7 +23,7 @@ struct QMPLineFramer {
     }
 
     /// The next complete line without its "\r\n"; nil when none is complete yet.
-    mutating func nextLine() -> ArraySlice<UInt8>? {
+    package mutating func nextLine() -> ArraySlice<UInt8>? {
         guard let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) else {
             if start > 0, start > pending.count / 2 {
                 pending.removeFirst(start)
@@ -37,7 +39,7 @@ struct QMPLineFramer {
     }
 
     /// Bytes of an unfinished message held back.
-    var pendingCount: Int { pending.count - start }
+    package var pendingCount: Int { pending.count - start }
 
-    var isOverLimit: Bool { pendingCount > limit }
+    package var isOverLimit: Bool { pendingCount > limit }
 }
