@@ -8,7 +8,7 @@ import Testing
 /// them from a fixed RNG seed, so a failure reproduces exactly. The long runs are libFuzzer's
 /// (Tests/fuzz/README.md).
 @Suite struct FuzzShortRunTests {
-    static let mutationsPerTarget = 1500
+    static let mutationsPerTarget = 4000
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("fuzz/corpus")
 

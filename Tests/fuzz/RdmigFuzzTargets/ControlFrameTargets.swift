@@ -117,6 +117,9 @@ enum ControlFrameTargets {
         switch (plain, authenticated) {
         case (.success(let a), .success(let b)) where a == b: break
         case (.failure(let a), .failure(let b)) where a == b: break
+        // Too short for a header and a MAC: the authenticated path reads the header from the
+        // bytes received (MAC included) to name the problem, so the wording may differ.
+        case (.failure, .failure) where frame.count < ControlFrameHeader.size: break
         default:
             throw violation(.controlFrameAuthenticated, "with a valid MAC the frame decodes as \(authenticated), without as \(plain)")
         }
