@@ -129,6 +129,23 @@ let package = Package(
         .testTarget(
             name: "RdmigSoftRoCETests", dependencies: ["RdmigTransportConformance"],
             swiftSettings: swiftSettings),
+        // Fuzz targets for every wire decoder (Tests/fuzz/README.md): the bodies, once, for
+        // libFuzzer (`rdmig-fuzz`, built with libFuzzer by Tests/fuzz/run.sh) and for the short
+        // run in `swift test` (RdmigFuzzTests). The normal build compiles them without libFuzzer.
+        .target(
+            name: "RdmigFuzzTargets",
+            dependencies: [
+                "RdmigChannels", "RdmigDeviceState", "RdmigTransport", "RdmigQEMU", "RdmigSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Tests/fuzz/RdmigFuzzTargets",
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "rdmig-fuzz", dependencies: ["RdmigFuzzTargets"], path: "Tests/fuzz/rdmig-fuzz",
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "RdmigFuzzTests", dependencies: ["RdmigFuzzTargets"],
+            swiftSettings: swiftSettings),
         // What the process- and QEMU-driving test targets share (a library: test targets
         // cannot import each other).
         .target(

@@ -3,26 +3,33 @@ import RdmigTransport
 /// The first SEND each router puts on a connection (frame type 0): where the peer may write
 /// its credit and end-of-stream signals, and how big this side's receive buffers are (the
 /// largest control frame the peer may send).
-struct ChannelSetup: ControlMessage, Equatable {
-    static let typeCode: UInt16 = 0
+/// `package`: the fuzz targets (Tests/fuzz) decode it too.
+package struct ChannelSetup: ControlMessage, Equatable {
+    package static let typeCode: UInt16 = 0
     static let minimumEncodedSize = RemoteWindow.minimumEncodedSize + 8
 
-    var signalWindow: RemoteWindow
-    var receiveCount: UInt32
-    var receiveBufferSize: UInt32
+    package var signalWindow: RemoteWindow
+    package var receiveCount: UInt32
+    package var receiveBufferSize: UInt32
 
-    var wireType: UInt16 { Self.typeCode }
-    var wireName: String { "CHANNEL_SETUP" }
+    package init(signalWindow: RemoteWindow, receiveCount: UInt32, receiveBufferSize: UInt32) {
+        self.signalWindow = signalWindow
+        self.receiveCount = receiveCount
+        self.receiveBufferSize = receiveBufferSize
+    }
 
-    static func name(ofType type: UInt16) -> String? { type == typeCode ? "CHANNEL_SETUP" : nil }
+    package var wireType: UInt16 { Self.typeCode }
+    package var wireName: String { "CHANNEL_SETUP" }
 
-    func encodePayload(to writer: inout WireWriter) throws(WireError) {
+    package static func name(ofType type: UInt16) -> String? { type == typeCode ? "CHANNEL_SETUP" : nil }
+
+    package func encodePayload(to writer: inout WireWriter) throws(WireError) {
         try writer.write(signalWindow)
         try writer.write(receiveCount, "receiveCount")
         try writer.write(receiveBufferSize, "receiveBufferSize")
     }
 
-    static func decode(type: UInt16, payload reader: inout WireReader) throws(WireError) -> ChannelSetup {
+    package static func decode(type: UInt16, payload reader: inout WireReader) throws(WireError) -> ChannelSetup {
         guard type == typeCode else { throw .unknownMessageType(type) }
         let window = try reader.read(RemoteWindow.self)
         let count = try reader.readUInt32("receiveCount")

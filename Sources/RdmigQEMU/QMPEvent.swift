@@ -13,7 +13,7 @@ public struct QMPEvent: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Reads an event message; nil when `message` is not one.
-    init?(message: QMPValue) {
+    package init?(message: QMPValue) {
         guard let name = message["event"]?.stringValue else { return nil }
         self.init(name: name, data: message["data"] ?? .object([:]), timestamp: QMPTimestamp(message["timestamp"]))
     }

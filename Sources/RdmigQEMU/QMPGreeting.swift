@@ -9,7 +9,7 @@ public struct QMPGreeting: Sendable, Hashable {
         self.capabilities = capabilities
     }
 
-    init?(message: QMPValue) {
+    package init?(message: QMPValue) {
         guard let qmp = message["QMP"], let version = QEMUVersion(qmp["version"]) else { return nil }
         self.init(version: version, capabilities: qmp["capabilities"]?.arrayValue?.compactMap(\.stringValue) ?? [])
     }

@@ -10,11 +10,15 @@ public struct QMPTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
         self.microseconds = microseconds
     }
 
-    /// Reads `{"seconds": s, "microseconds": us}`; nil when either is missing or QEMU reported
-    /// -1 (it does when it could not read the clock).
+    /// The latest stamp whose `microsecondsSinceEpoch` fits an Int64 (year 294247).
+    static let maximumSeconds = (Int64.max - 999_999) / 1_000_000
+
+    /// Reads `{"seconds": s, "microseconds": us}`; nil when either is missing, QEMU reported
+    /// -1 (it does when it could not read the clock), or the stamp is not a time (microseconds
+    /// past 999999, or seconds so large that `microsecondsSinceEpoch` would overflow and trap).
     public init?(_ value: QMPValue?) {
         guard let seconds = value?["seconds"]?.int64Value, let microseconds = value?["microseconds"]?.int64Value,
-              seconds >= 0, microseconds >= 0 else { return nil }
+              (0...Self.maximumSeconds).contains(seconds), (0..<1_000_000).contains(microseconds) else { return nil }
         self.init(seconds: seconds, microseconds: microseconds)
     }
 

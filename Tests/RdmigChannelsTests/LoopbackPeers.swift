@@ -35,6 +35,15 @@ final class LoopbackPeers: @unchecked Sendable {
     let destinationRouter: CompletionRouter
     let sourceControl: ControlChannel
     let destinationControl: ControlChannel
+    /// Registered memory that must outlive the connections' threads: Swift may free a test's
+    /// regions right after their last use, before the test's deferred `close()`, while the
+    /// tcp sender thread is still in sendmsg on them (AddressSanitizer caught it,
+    /// Tests/fuzz/README.md). `close()` lets go of them once the threads have stopped.
+    private let keptUntilClosed = Mutex<[any AnyObject & Sendable]>([])
+
+    func keepUntilClosed(_ object: any AnyObject & Sendable) {
+        keptUntilClosed.withLock { $0.append(object) }
+    }
 
     init(options: TransportOptions = TransportOptions(),
          routerConfiguration: CompletionRouter.Configuration = .init(),
@@ -67,6 +76,7 @@ final class LoopbackPeers: @unchecked Sendable {
         destinationRouter.close()
         source.close()
         destination.close()
+        keptUntilClosed.withLock { $0.removeAll() }
     }
 }
 

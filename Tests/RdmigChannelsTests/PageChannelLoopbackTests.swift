@@ -34,6 +34,7 @@ final class PageTestRegions: @unchecked Sendable {
         }
         region = try PageChannel.Region(id: 5, memory: UnsafeRawBufferPointer(source.bytes), registration: sourceRegistration,
                                         peerWindow: windows.regions[0].window, pageSize: Self.pageSize)
+        peers.keepUntilClosed(self)
     }
 
     func page(_ memory: TestMemory, _ page: Int) -> UnsafeRawBufferPointer {

@@ -33,6 +33,21 @@ struct QMPValueTests {
         #expect(downtime.description == "downtime 37 ms from source STOP to destination RESUME; QEMU's own downtime 37 ms")
     }
 
+    /// Found while writing the qmp-message fuzz target (Tests/fuzz/corpus/qmp-message/
+    /// regression-timestamp-overflow): an event stamped with absurd seconds trapped in
+    /// `microsecondsSinceEpoch`, which the QEMU mode's destination computes for every RESUME.
+    @Test func stampsThatAreNoTimeAreNone() throws {
+        let largest = QMPTimestamp.maximumSeconds
+        let last = try #require(QMPTimestamp(["seconds": .int(largest), "microseconds": 999_999]))
+        #expect(last.microsecondsSinceEpoch == largest * 1_000_000 + 999_999)
+        #expect(QMPTimestamp(["seconds": .int(largest + 1), "microseconds": 0]) == nil)
+        #expect(QMPTimestamp(["seconds": 9_223_372_036_854_775, "microseconds": 999_999]) == nil)
+        #expect(QMPTimestamp(["seconds": 1_795_698_515, "microseconds": 1_000_000]) == nil)
+        #expect(QMPTimestamp(["seconds": 1_795_698_515, "microseconds": .int(Int64.max)]) == nil)
+        let event = try QMPValue(json: Data(#"{"timestamp": {"seconds": 9223372036854775, "microseconds": 999999}, "event": "RESUME"}"#.utf8))
+        #expect(QMPEvent(message: event)?.timestamp == nil)
+    }
+
     /// A `query-migrate` reply QEMU 10.0.2 gave on this machine after an fd: migration.
     @Test func queryMigrateFiguresAreReadFromQEMUsReply() throws {
         let reply = try QMPValue(json: Data(#"""

@@ -17,10 +17,12 @@
 ///
 /// The header is encoded into and decoded from caller-owned bytes, so framing never
 /// allocates; fields are explicit byte offsets because Swift does not promise a struct layout.
-struct TCPFrameHeader: Equatable, Sendable {
-    static let size = 32
+///
+/// `package`: the fuzz targets (Tests/fuzz) decode it too.
+package struct TCPFrameHeader: Equatable, Sendable {
+    package static let size = 32
 
-    enum Kind: UInt8, Sendable {
+    package enum Kind: UInt8, Sendable {
         case write = 1
         case send = 2
         case ack = 3
@@ -28,17 +30,18 @@ struct TCPFrameHeader: Equatable, Sendable {
         case close = 5
     }
 
-    struct Flags: OptionSet, Sendable {
-        let rawValue: UInt8
-        static let hasImmediate = Flags(rawValue: 1 << 0)
-        static let completionRequested = Flags(rawValue: 1 << 1)
+    package struct Flags: OptionSet, Sendable {
+        package let rawValue: UInt8
+        package init(rawValue: UInt8) { self.rawValue = rawValue }
+        package static let hasImmediate = Flags(rawValue: 1 << 0)
+        package static let completionRequested = Flags(rawValue: 1 << 1)
         /// The payload is AES-256-GCM ciphertext with a 16-byte tag after it (`TCPFrameCipher`).
-        static let encrypted = Flags(rawValue: 1 << 2)
-        static let known: Flags = [.hasImmediate, .completionRequested, .encrypted]
+        package static let encrypted = Flags(rawValue: 1 << 2)
+        package static let known: Flags = [.hasImmediate, .completionRequested, .encrypted]
     }
 
     /// Why an ERROR frame tears the connection down.
-    enum ErrorCode: UInt32, Sendable {
+    package enum ErrorCode: UInt32, Sendable {
         /// A WRITE named an unknown key or reached outside the key's window (IBV_WC_REM_ACCESS_ERR).
         case remoteAccess = 1
         /// A SEND was larger than the receive it consumed (the sender sees IBV_WC_REM_INV_REQ_ERR).
@@ -48,15 +51,15 @@ struct TCPFrameHeader: Equatable, Sendable {
     }
 
     /// The raw kind byte: kept raw so that a frame of unknown kind can be reported as received.
-    var kindByte: UInt8
-    var flags: Flags
-    var key: UInt32
-    var address: UInt64
-    var length: UInt32
-    var immediate: UInt32
-    var sequence: UInt64
+    package var kindByte: UInt8
+    package var flags: Flags
+    package var key: UInt32
+    package var address: UInt64
+    package var length: UInt32
+    package var immediate: UInt32
+    package var sequence: UInt64
 
-    init(kind: Kind, flags: Flags = [], key: UInt32 = 0, address: UInt64 = 0, length: UInt32 = 0,
+    package init(kind: Kind, flags: Flags = [], key: UInt32 = 0, address: UInt64 = 0, length: UInt32 = 0,
          immediate: UInt32 = 0, sequence: UInt64 = 0) {
         self.kindByte = kind.rawValue
         self.flags = flags
@@ -67,10 +70,10 @@ struct TCPFrameHeader: Equatable, Sendable {
         self.sequence = sequence
     }
 
-    var kind: Kind? { Kind(rawValue: kindByte) }
+    package var kind: Kind? { Kind(rawValue: kindByte) }
 
     @inline(__always)
-    func encode(into bytes: UnsafeMutableRawPointer) {
+    package func encode(into bytes: UnsafeMutableRawPointer) {
         bytes.storeBytes(of: kindByte, toByteOffset: 0, as: UInt8.self)
         bytes.storeBytes(of: flags.rawValue, toByteOffset: 1, as: UInt8.self)
         bytes.storeBytes(of: UInt16(0), toByteOffset: 2, as: UInt16.self)
@@ -82,7 +85,7 @@ struct TCPFrameHeader: Equatable, Sendable {
     }
 
     @inline(__always)
-    init(decoding bytes: UnsafeRawPointer) {
+    package init(decoding bytes: UnsafeRawPointer) {
         kindByte = bytes.load(fromByteOffset: 0, as: UInt8.self)
         flags = Flags(rawValue: bytes.load(fromByteOffset: 1, as: UInt8.self))
         key = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self))

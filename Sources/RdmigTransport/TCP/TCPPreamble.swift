@@ -2,13 +2,15 @@
 /// the magic `RDMIGTCP` (8 ASCII bytes), the protocol version (UInt32, little-endian) and
 /// 4 reserved zero bytes. Both sides send theirs at once and then read the peer's, so neither
 /// waits for the other; a peer that sends anything else is refused before any frame is read.
-enum TCPPreamble {
-    static let size = 16
-    static let magic: [UInt8] = Array("RDMIGTCP".utf8)
+///
+/// `package`: the fuzz targets (Tests/fuzz) check it too.
+package enum TCPPreamble {
+    package static let size = 16
+    package static let magic: [UInt8] = Array("RDMIGTCP".utf8)
     /// Version 1: the frame format of `TCPFrameHeader`.
-    static let version: UInt32 = 1
+    package static let version: UInt32 = 1
 
-    static func encode(version: UInt32 = TCPPreamble.version) -> [UInt8] {
+    package static func encode(version: UInt32 = TCPPreamble.version) -> [UInt8] {
         var bytes = magic
         withUnsafeBytes(of: version.littleEndian) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: [0, 0, 0, 0])
@@ -16,7 +18,7 @@ enum TCPPreamble {
     }
 
     /// Checks what the peer sent (fewer than `size` bytes when it closed early).
-    static func validate(_ received: [UInt8], from peer: TransportEndpoint) throws(TransportError) {
+    package static func validate(_ received: [UInt8], from peer: TransportEndpoint) throws(TransportError) {
         guard received.count == size else {
             throw .protocolViolation(detail: "peer \(peer) closed the connection after \(received.count) of the "
                 + "\(size) preamble bytes (received \(describe(received))); is it an rdmig tcp transport?")
@@ -33,7 +35,7 @@ enum TCPPreamble {
     }
 
     /// Hex bytes and, where printable, the ASCII text: `47 45 54 20 ("GET ")`.
-    static func describe(_ bytes: [UInt8]) -> String {
+    package static func describe(_ bytes: [UInt8]) -> String {
         guard !bytes.isEmpty else { return "nothing" }
         let hex = bytes.map { byte -> String in
             let digits = String(byte, radix: 16)
