@@ -154,8 +154,13 @@ public func formatFixed(_ value: Double, decimals: Int) -> String {
     for _ in 0..<decimals { scale *= 10 }
     let negative = value < 0
     let scaled = (abs(value) * scale).rounded()
+    // From 2^64 on the integer part does not fit a UInt64 (converting trapped: QEMU's
+    // `mbps` reached here from a query-migrate reply, found by the qmp-message fuzz target),
+    // and a Double has no exact fraction digits there anyway: Swift's shortest form instead.
+    guard scaled < 18_446_744_073_709_551_616.0 else { return "\(value)" }
     let integerPart = UInt64(scaled / scale)
-    var fraction = UInt64(scaled - Double(integerPart) * scale)
+    // Rounding in the division can put the integer part a hair above `scaled`.
+    var fraction = UInt64(min(max(0, scaled - Double(integerPart) * scale), scale - 1))
     var text = negative ? "-\(integerPart)" : "\(integerPart)"
     if decimals > 0 {
         var digits = ""

@@ -140,7 +140,8 @@ func entries(of stream: [UInt8]) -> [(type: UInt8, index: Int, range: Range<Int>
             let source = try IBSoftwareDeviceStateProvider(spec: "ib-sw:qps=100")
             try source.enterStopCopy()
             streams.append(try readStream(source, piece: piece))
-            #expect(try source.read(into: UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)) == .endOfStream)
+            var spare = [UInt8](repeating: 0, count: 8)
+            #expect(try spare.withUnsafeMutableBytes { try source.read(into: $0) } == .endOfStream)
         }
         #expect(streams.allSatisfy { $0 == streams[0] })
         #expect(UInt64(streams[0].count) == (try IBSoftwareDeviceStateProvider(spec: "ib-sw:qps=100").stopCopySize()))

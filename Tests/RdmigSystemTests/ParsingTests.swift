@@ -33,6 +33,31 @@ import Testing
     }
 }
 
+@Suite struct FixedPointFormatting {
+    @Test func roundsToTheDecimalsAsked() {
+        #expect(formatFixed(1234.56, decimals: 1) == "1234.6")
+        #expect(formatFixed(-0.25, decimals: 2) == "-0.25")
+        #expect(formatFixed(3, decimals: 0) == "3")
+        #expect(formatFixed(.infinity, decimals: 1) == "inf")
+    }
+
+    /// Found by the qmp-message fuzz target (Tests/fuzz/corpus/qmp-message/regression-mbps-huge):
+    /// QEMU's `mbps` of 1.2e47 in a query-migrate reply trapped converting to UInt64 while
+    /// the reply's summary was formatted for the log.
+    @Test func valuesBeyondUInt64AreWrittenNotTrapped() {
+        #expect(formatFixed(1.23e47, decimals: 1) == "1.23e+47")
+        #expect(formatFixed(-1.8446744073709552e19, decimals: 0) == "-1.8446744073709552e+19")
+        #expect(formatFixed(1.8446744073709550e18, decimals: 1) == "1844674407370955008.0")
+        for exponent in 15...19 {
+            for mantissa in stride(from: 1.0, to: 10.0, by: 0.37) {
+                _ = formatFixed(mantissa * pow10(exponent) - 1, decimals: 3)
+            }
+        }
+    }
+
+    func pow10(_ exponent: Int) -> Double { (0..<exponent).reduce(1.0) { value, _ in value * 10 } }
+}
+
 @Suite struct CRC32CChecksum {
     @Test func knownVectors() {
         // RFC 3720 (iSCSI) appendix B.4 test vectors.

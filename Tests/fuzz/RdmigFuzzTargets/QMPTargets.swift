@@ -40,12 +40,18 @@ enum QMPTargets {
 
     /// One QMP message. Whatever it holds, reading it must not trap: as the greeting, as an
     /// event (its stamp turned into microseconds and downtimes, as the QEMU mode does), as a
-    /// reply (`query-migrate`, `query-version`, an error). Its JSON, printed and parsed
-    /// again, must print the same.
+    /// reply (`query-migrate`, `query-version`, an error). Its JSON, once printed and parsed
+    /// again, must print the same from then on.
     static func message(_ input: UnsafeRawBufferPointer) throws(FuzzPropertyViolation) {
         let line = Data(input)
         guard let message = try? QMPValue(json: line) else { return }
-        let printed = message.jsonData()
+        // One round may change a number's form: a double printed with an exponent that is a
+        // whole number ("3.333333333333333e+17") parses back as an integer. From then on
+        // printing and parsing must be stable.
+        guard let settled = try? QMPValue(json: message.jsonData()) else {
+            throw FuzzPropertyViolation(.qmpMessage, "rdmig's own JSON of a message does not parse: \(message.jsonString)")
+        }
+        let printed = settled.jsonData()
         guard let reparsed = try? QMPValue(json: printed) else {
             throw FuzzPropertyViolation(.qmpMessage, "rdmig's own JSON of a message does not parse: \(String(decoding: printed, as: UTF8.self))")
         }
