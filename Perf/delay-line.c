@@ -2,13 +2,15 @@
  * delay-line: a packet-level delay between two network namespaces, for benchmarks on a kernel
  * without sch_netem (this one has none).
  *
- *   delay-line NS_A NS_B ONE_WAY_DELAY_US [QUEUE_MIB]
+ *   delay-line NS_A NS_B ONE_WAY_DELAY_US [QUEUE_MIB [LOSS_PER_MILLE [REORDER_PER_MILLE]]]
  *
  * Creates a TUN device "rdmigdl" in each namespace (created from inside it with setns, so the
  * file descriptor is bound to that namespace's device) and copies every IP packet read from one
  * to the other, released ONE_WAY_DELAY_US microseconds after it was read. Each direction has
  * its own thread and a FIFO of QUEUE_MIB (default 512) MiB; a packet that does not fit is
- * dropped, as a full router queue would. The caller gives the devices addresses, MTU and
+ * dropped, as a full router queue would. LOSS_PER_MILLE drops that many packets in 1000 at
+ * random, REORDER_PER_MILLE holds that many back behind the next one (the fault matrix,
+ * Tests/faults, uses both: this kernel has no netem). The caller gives the devices addresses, MTU and
  * brings them up (see delay-bench.sh). Prints "ready" on stdout once both devices exist;
  * runs until SIGTERM or SIGINT, then prints packets forwarded and dropped per direction on
  * stderr.
@@ -44,6 +46,11 @@ struct direction {
     uint8_t *ring;
     size_t capacity, head, tail, used; /* byte ring of records: u64 due, u32 length, bytes */
     uint64_t forwarded, dropped, bytes;
+    unsigned loss, reorder; /* per mille */
+    uint64_t lost, reordered;
+    unsigned random_state;
+    uint8_t held[MAX_PACKET]; /* a packet held back behind the next (reordering) */
+    uint32_t held_length;
 };
 
 static uint64_t now_ns(void) {
@@ -143,7 +150,26 @@ static void *run(void *argument) {
         for (int i = 0; i < BATCH; i++) {
             ssize_t got = read(d->in, packet, sizeof packet);
             if (got <= 0) break;
+            if (d->loss && (unsigned)rand_r(&d->random_state) % 1000 < d->loss) {
+                d->lost++;
+                continue;
+            }
+            if (d->reorder && d->held_length == 0 && (unsigned)rand_r(&d->random_state) % 1000 < d->reorder) {
+                memcpy(d->held, packet, (size_t)got);
+                d->held_length = (uint32_t)got;
+                d->reordered++;
+                continue;
+            }
             if (!push(d, packet, (uint32_t)got, due)) d->dropped++;
+            if (d->held_length) {
+                if (!push(d, d->held, d->held_length, due)) d->dropped++;
+                d->held_length = 0;
+            }
+        }
+        /* A held packet never waits for a next one longer than this batch. */
+        if (d->held_length) {
+            if (!push(d, d->held, d->held_length, due)) d->dropped++;
+            d->held_length = 0;
         }
     }
     return NULL;
@@ -151,15 +177,21 @@ static void *run(void *argument) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s NS_A NS_B ONE_WAY_DELAY_US [QUEUE_MIB]\n", argv[0]);
+        fprintf(stderr, "usage: %s NS_A NS_B ONE_WAY_DELAY_US [QUEUE_MIB [LOSS_PER_MILLE [REORDER_PER_MILLE]]]\n", argv[0]);
         return 2;
     }
     uint64_t delay_ns = strtoull(argv[3], NULL, 10) * 1000u;
     size_t queue = (size_t)(argc > 4 ? strtoull(argv[4], NULL, 10) : 512) << 20;
     int a = open_tun_in(argv[1]);
     int b = open_tun_in(argv[2]);
-    struct direction forward = {.name = "a->b", .in = a, .out = b, .delay_ns = delay_ns, .capacity = queue};
-    struct direction backward = {.name = "b->a", .in = b, .out = a, .delay_ns = delay_ns, .capacity = queue};
+    unsigned loss = argc > 5 ? (unsigned)strtoul(argv[5], NULL, 10) : 0;
+    unsigned reorder = argc > 6 ? (unsigned)strtoul(argv[6], NULL, 10) : 0;
+    /* static: each direction holds a 64 KiB packet for reordering */
+    static struct direction forward, backward;
+    forward = (struct direction){.name = "a->b", .in = a, .out = b, .delay_ns = delay_ns, .capacity = queue,
+                                 .loss = loss, .reorder = reorder, .random_state = 1};
+    backward = (struct direction){.name = "b->a", .in = b, .out = a, .delay_ns = delay_ns, .capacity = queue,
+                                  .loss = loss, .reorder = reorder, .random_state = 2};
     forward.ring = malloc(queue);
     backward.ring = malloc(queue);
     if (!forward.ring || !backward.ring) {
@@ -179,8 +211,11 @@ int main(int argc, char **argv) {
     fflush(stdout);
     int signal_number;
     sigwait(&stop, &signal_number);
-    fprintf(stderr, "a->b %llu packets (%llu bytes), %llu dropped; b->a %llu packets (%llu bytes), %llu dropped\n",
+    fprintf(stderr, "a->b %llu packets (%llu bytes), %llu dropped, %llu lost, %llu reordered; "
+            "b->a %llu packets (%llu bytes), %llu dropped, %llu lost, %llu reordered\n",
             (unsigned long long)forward.forwarded, (unsigned long long)forward.bytes, (unsigned long long)forward.dropped,
-            (unsigned long long)backward.forwarded, (unsigned long long)backward.bytes, (unsigned long long)backward.dropped);
+            (unsigned long long)forward.lost, (unsigned long long)forward.reordered,
+            (unsigned long long)backward.forwarded, (unsigned long long)backward.bytes, (unsigned long long)backward.dropped,
+            (unsigned long long)backward.lost, (unsigned long long)backward.reordered);
     return 0;
 }

@@ -3,6 +3,10 @@
 two network namespaces joined by a veth pair (the source in one, the destination in the
 other, so the tcp backend crosses a real link: not loopback, so it is encrypted too).
 
+Impairment cells (delay 50 ms, loss 1 % and 5 %, reordering) run a whole migration through
+Perf/delay-line.c instead of veth (every phase impaired at once): it must complete verified or
+fail with its reason, the guest on the source.
+
 Each cell starts `rdmig dest` and `rdmig source` (the source with RDMIG_FAULT=announce, which
 prints `rdmig phase: NAME` as the migration reaches each phase), strikes when the phase is
 reached, and checks:
@@ -16,7 +20,7 @@ reached, and checks:
 Usage (root; debug build of rdmig, the only one with the fault hook):
   Tests/faults/matrix.py                  # the full matrix, ~25 min; writes Tests/faults/RESULTS.md
   Tests/faults/matrix.py --quick          # the CI subset (a few cells)
-  Tests/faults/matrix.py --cells after-ready:kill-dest,stop-and-copy:cut-5s
+  Tests/faults/matrix.py --cells after-ready:kill-dest,stop-and-copy:cut-5s,all:loss-1%
 """
 import argparse
 import json
@@ -31,6 +35,9 @@ import time
 PHASES = ["handshake", "early-precopy", "late-precopy", "stop-and-copy", "after-ready", "after-commit", "after-resumed"]
 FAULTS = ["kill-source", "kill-dest", "term-source", "term-dest", "int-source", "int-dest", "cut-5s", "cut-60s"]
 QUICK = ["late-precopy:term-source", "after-ready:kill-dest", "stop-and-copy:cut-5s", "after-commit:cut-5s"]
+# Impairments of the whole link, every phase at once: (one-way delay µs, loss ‰, reordering ‰)
+# through Perf/delay-line.c between the namespaces (this kernel has no sch_netem).
+IMPAIRMENTS = {"delay-50ms": (50000, 0, 0), "loss-1%": (0, 10, 0), "loss-5%": (0, 50, 0), "reorder-5%": (200, 0, 50)}
 
 NS_SOURCE, NS_DEST = "rdmig-fm-src", "rdmig-fm-dst"
 LINK_SOURCE, LINK_DEST = "rdmig-fm-a", "rdmig-fm-b"
@@ -54,6 +61,26 @@ def setup_network():
         sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", link)
         sh("ip", "-n", ns, "link", "set", link, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def setup_line(impairment, workdir):
+    """The namespaces joined by the impairing delay line instead of veth; returns its process."""
+    teardown_network()
+    sh("ip", "netns", "add", NS_SOURCE)
+    sh("ip", "netns", "add", NS_DEST)
+    binary = os.path.join(workdir, "delay-line")
+    if not os.path.exists(binary):
+        sh("cc", "-O2", "-Wall", "-o", binary, os.path.join(ROOT, "Perf", "delay-line.c"), "-lpthread")
+    delay, loss, reorder = IMPAIRMENTS[impairment]
+    line = subprocess.Popen([binary, NS_SOURCE, NS_DEST, str(delay), "256", str(loss), str(reorder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if line.stdout.readline().strip() != "ready":
+        raise RuntimeError("the delay line did not start: " + line.stderr.read())
+    for ns, mine, peer in [(NS_SOURCE, ADDR_SOURCE, ADDR_DEST), (NS_DEST, ADDR_DEST, ADDR_SOURCE)]:
+        sh("ip", "-n", ns, "addr", "add", mine, "peer", peer, "dev", "rdmigdl")
+        sh("ip", "-n", ns, "link", "set", "rdmigdl", "mtu", "1500", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    return line
 
 
 def teardown_network():
@@ -131,7 +158,7 @@ def run_cell(rdmig, phase, fault, key):
         return {"verdict": "setup failed", "detail": "\n".join(dest.lines[-5:])}
     source = Service(NS_SOURCE, [rdmig, "source", "--connect", f"{ADDR_DEST}:{PORT}", "--json", "--key-file", key] + workload + timeouts,
                      {"RDMIG_FAULT": "announce"})
-    struck = source.wait_for(f"rdmig phase: {phase}", 60)
+    struck = source.wait_for(f"rdmig phase: {phase}", 60) if fault not in IMPAIRMENTS else True
     victim = None
     if struck:
         if fault.startswith(("kill-", "term-", "int-")):
@@ -177,6 +204,9 @@ def evaluate(phase, fault, struck, victim, source, dest, source_exit, dest_exit,
             problems.append(f"{name} exit {code}")
     outcome = ("destination" if dest_runs else "source" if source_runs else "paused on source (unknown)" if source_paused_known
                else "died with its process (SIGKILL)" if holder_killed else "none")
+    reason = (source_report or {}).get("error-desc") or ""
+    if fault in IMPAIRMENTS and reason:
+        outcome += f" ({reason[:80]})"
     return {
         "verdict": "ok" if not problems else "FAIL: " + ", ".join(problems),
         "struck": struck, "guest": outcome, "source-exit": source_exit, "dest-exit": dest_exit,
@@ -200,7 +230,7 @@ def main():
     elif arguments.quick:
         cells = [tuple(cell.split(":")) for cell in QUICK]
     else:
-        cells = [(phase, fault) for phase in PHASES for fault in FAULTS]
+        cells = [(phase, fault) for phase in PHASES for fault in FAULTS] + [("all", impairment) for impairment in IMPAIRMENTS]
     setup_network()
     key = os.path.join(tempfile.mkdtemp(prefix="rdmig-fm-"), "psk")
     with open(key, "w") as f:
@@ -209,9 +239,17 @@ def main():
     rows = []
     failures = 0
     try:
+        workdir = os.path.dirname(key)
         for phase, fault in cells:
             started = time.time()
-            result = run_cell(arguments.rdmig, phase, fault, key)
+            line = setup_line(fault, workdir) if fault in IMPAIRMENTS else None
+            try:
+                result = run_cell(arguments.rdmig, phase, fault, key)
+            finally:
+                if line:
+                    line.terminate()
+                    line.wait()
+                    setup_network()
             result.update(phase=phase, fault=fault, seconds=round(time.time() - started, 1))
             rows.append(result)
             failures += 0 if result["verdict"] == "ok" else 1
