@@ -7,7 +7,7 @@ import Testing
 
 /// The fault matrix's CI subset (Tests/faults/matrix.py --quick): real migrations between two
 /// network namespaces over a veth pair, struck at a phase by a signal or a link cut. The full
-/// matrix is one command (`Tests/faults/matrix.py`, ~25 min; results in Tests/faults/RESULTS.md).
+/// matrix is one command (`Tests/faults/matrix.py --output Tests/faults/RESULTS.md`, ~15 min).
 @Suite(.serialized) struct FaultMatrix {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("faults/matrix.py").path

@@ -18,7 +18,7 @@ reached, and checks:
   - nothing hangs (every process ends within its bound).
 
 Usage (root; debug build of rdmig, the only one with the fault hook):
-  Tests/faults/matrix.py                  # the full matrix, ~25 min; writes Tests/faults/RESULTS.md
+  Tests/faults/matrix.py --output Tests/faults/RESULTS.md   # the full matrix, ~15 min
   Tests/faults/matrix.py --quick          # the CI subset (a few cells)
   Tests/faults/matrix.py --cells after-ready:kill-dest,stop-and-copy:cut-5s,all:loss-1%
 """
