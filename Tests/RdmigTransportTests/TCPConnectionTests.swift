@@ -199,6 +199,42 @@ import Testing
         #expect(server.failure != nil)
     }
 
+    /// With encryption on, the sender thread reads payloads itself (to seal them): memory
+    /// deregistered and unmapped while WRITEs from it are still queued must never be read —
+    /// the fault matrix caught a sender sealing a freed stream ring (SIGSEGV). Here the
+    /// memory is unmapped right after deregistering, so a read would crash the test.
+    @Test func queuedSealedWritesNeverReadMemoryDeregisteredUnderThem() throws {
+        let (client, server) = try connectedPair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let keys = TransportEncryptionKeys(sendKey: Array(repeating: 1, count: 32), receiveKey: Array(repeating: 2, count: 32))
+        #expect(try client.startEncryption(keys))
+        #expect(try server.startEncryption(TransportEncryptionKeys(sendKey: keys.receiveKey, receiveKey: keys.sendKey)))
+        let size = 64 << 20
+        let window = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
+        defer { window.deallocate() }
+        let exported = try server.register(window, access: [.localWrite, .remoteWrite])
+        guard let mapped = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), mapped != MAP_FAILED else {
+            Issue.record("mmap failed")
+            return
+        }
+        let source = UnsafeMutableRawBufferPointer(start: mapped, count: size)
+        source.initializeMemory(as: UInt8.self, repeating: 0x42)
+        let registration = try client.register(source, access: .localWrite)
+        let message = 1 << 20
+        for index in 0..<64 {
+            try client.postWrite(registration.slice(offset: index * message, length: message),
+                                 to: exported.window().slice(offset: UInt64(index * message), length: message),
+                                 id: UInt64(index), signaled: index == 63)
+        }
+        try client.deregister(registration)
+        munmap(mapped, size)
+        // Still alive here: whatever had not been sealed was refused, not read.
+        _ = waitForOne(client)
+    }
+
     @Test func orderlyCloseIsReportedAsClosedByPeer() throws {
         let (client, server) = try connectedPair()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)

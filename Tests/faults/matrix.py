@@ -211,6 +211,7 @@ def evaluate(phase, fault, struck, victim, source, dest, source_exit, dest_exit,
         "verdict": "ok" if not problems else "FAIL: " + ", ".join(problems),
         "struck": struck, "guest": outcome, "source-exit": source_exit, "dest-exit": dest_exit,
         "source-location": source_where, "dest-location": dest_where,
+        "source-stderr": source.lines[-40:], "dest-stderr": dest.lines[-15:],
     }
 
 
@@ -255,6 +256,9 @@ def main():
             failures += 0 if result["verdict"] == "ok" else 1
             print(f"{phase:14} {fault:12} {result['verdict']:10} guest: {result.get('guest', '?'):28} "
                   f"exits {result.get('source-exit')}/{result.get('dest-exit')} ({result['seconds']} s)", flush=True)
+            if result["verdict"] != "ok":
+                for side in ("source", "dest"):
+                    print(f"  {side} stderr (last lines):\n    " + "\n    ".join(result.get(f"{side}-stderr", [])), flush=True)
     finally:
         teardown_network()
     if arguments.output:

@@ -73,7 +73,9 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
         let pair = self.pair
         let deadline = ContinuousClock.now + pair.options.connectTimeout
         try pair.registrations.deregister(key: registration.localKey) {
-            guard !pair.receiverExited.load(ordering: .acquiring) else { return false }
+            // The sender reads only while sealing, the receiver writes only while placing: a
+            // thread that has exited holds no slot.
+            guard !(pair.receiverExited.load(ordering: .acquiring) && pair.senderExited.load(ordering: .acquiring)) else { return false }
             if ContinuousClock.now > deadline {
                 // The peer stopped in the middle of a payload into this memory; the memory may
                 // be freed after we return, so the receiver must stop touching it.
@@ -105,6 +107,7 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
         var entry = TCPSendQueue.Entry()
         entry.id = id
         entry.localAddress = local.address
+        entry.localKey = local.localKey
         entry.remoteAddress = remote.address
         entry.length = UInt32(local.length)
         entry.remoteKey = remote.remoteKey
@@ -125,6 +128,7 @@ public final class TCPConnection: TransportConnection, @unchecked Sendable {
         var entry = TCPSendQueue.Entry()
         entry.id = id
         entry.localAddress = local.address
+        entry.localKey = local.localKey
         entry.length = UInt32(local.length)
         entry.opcode = .send
         entry.signaled = signaled

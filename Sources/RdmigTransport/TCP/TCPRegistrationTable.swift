@@ -44,6 +44,8 @@ final class TCPRegistrationTable: @unchecked Sendable {
     private let salt: UInt32
     /// The slot the receiver thread is writing a payload into, or -1.
     let placingSlot = Atomic<Int>(-1)
+    /// The slot the sender thread is reading a payload from (to seal it), or -1.
+    let sendingSlot = Atomic<Int>(-1)
 
     private struct Allocation {
         var free: [Int]
@@ -97,7 +99,8 @@ final class TCPRegistrationTable: @unchecked Sendable {
         guard valid else {
             throw .invalidWorkRequest(detail: "deregister: key 0x\(String(key, radix: 16)) is not registered on this connection")
         }
-        while placingSlot.load(ordering: .sequentiallyConsistent) == index && waitWhilePlacing() {
+        while (placingSlot.load(ordering: .sequentiallyConsistent) == index || sendingSlot.load(ordering: .sequentiallyConsistent) == index)
+                && waitWhilePlacing() {
             // Cold path: one payload read finishing; 50 µs naps keep this off the CPU.
             var pause = timespec(tv_sec: 0, tv_nsec: 50_000)
             nanosleep(&pause, nil)
@@ -138,6 +141,22 @@ final class TCPRegistrationTable: @unchecked Sendable {
     @inline(__always)
     func endPlacing() {
         placingSlot.store(-1, ordering: .releasing)
+    }
+
+    /// Sender thread: announces that it will read a payload from `found`'s memory; false when
+    /// the registration was withdrawn meanwhile (then nothing may be read: the memory may be
+    /// freed, as after ibv_dereg_mr).
+    @inline(__always)
+    func beginSending(_ found: Found) -> Bool {
+        sendingSlot.store(found.slot, ordering: .sequentiallyConsistent)
+        if slots[found.slot].version.load(ordering: .sequentiallyConsistent) == found.version { return true }
+        sendingSlot.store(-1, ordering: .sequentiallyConsistent)
+        return false
+    }
+
+    @inline(__always)
+    func endSending() {
+        sendingSlot.store(-1, ordering: .releasing)
     }
 
     /// Local slices of work requests: `[address, address+length)` inside the registration with

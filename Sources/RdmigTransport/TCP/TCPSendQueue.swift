@@ -32,6 +32,8 @@ enum TCPSendOpcode: UInt8 {
 struct TCPSendRequest {
     var id: UInt64 = 0
     var localAddress: UInt64 = 0
+    /// The registration the payload is read from, looked up again before it is read.
+    var localKey: UInt32 = 0
     var remoteAddress: UInt64 = 0
     var length: UInt32 = 0
     var remoteKey: UInt32 = 0

@@ -124,9 +124,26 @@ struct TCPSender {
                     vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
                     vectorCount += 1
                     if let cipher, let sealedArea {
+                        // This thread reads the payload itself here: only from a registration
+                        // that is still live, and deregistration waits until it is done (the
+                        // memory may be freed right after, as after ibv_dereg_mr).
+                        let registrations = pair.registrations
+                        var reading: TCPRegistrationTable.Found?
+                        if entry.length > 0 {
+                            guard let found = registrations.find(key: entry.localKey),
+                                  TCPRegistrationTable.range(address: entry.localAddress, length: UInt64(entry.length), isInside: found),
+                                  registrations.beginSending(found) else {
+                                pair.fail(.invalidWorkRequest(detail: "WR \(sequence) reads \(entry.length) bytes from memory that is no "
+                                    + "longer registered (local protection error): deregister only after its work completed"), control: nil)
+                                return (0, nil)
+                            }
+                            reading = found
+                        }
                         let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.localAddress)), count: Int(entry.length))
-                        guard cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
-                                          sequence: sequence, into: sealedArea) else {
+                        let sealedOK = cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
+                                                   sequence: sequence, into: sealedArea)
+                        if reading != nil { registrations.endSending() }
+                        guard sealedOK else {
                             pair.fail(.protocolViolation(detail: "encrypting WR \(sequence) failed"), control: nil)
                             return (0, nil)
                         }
