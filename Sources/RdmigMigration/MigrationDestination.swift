@@ -126,9 +126,8 @@ public final class MigrationDestination {
             try receive(session: session, report: &report, start: start, first: first)
         } catch {
             let reason = error.description
-            let sourceGaveUp = reason.contains("the peer aborted") || reason.contains("the peer reported an error")
             let stopped = options.stopRequested?() != nil && session.interruptible.load(ordering: .acquiring)
-            if verified != nil, !sourceGaveUp, !stopped, options.nextSession != nil {
+            if verified != nil, !error.peerGaveUp, !stopped, options.nextSession != nil {
                 lost = error
             } else {
                 report.status = stopped ? .cancelled : .failed

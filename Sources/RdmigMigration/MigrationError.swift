@@ -10,10 +10,14 @@ public struct MigrationError: Error, CustomStringConvertible, Sendable {
 
     public var phase: Phase
     public var detail: String
+    /// The peer said it gave up (its ABORT or ERROR), as opposed to going silent or away:
+    /// the hand-over logic acts on the difference.
+    public var peerGaveUp: Bool
 
-    public init(_ phase: Phase, _ detail: String) {
+    public init(_ phase: Phase, _ detail: String, peerGaveUp: Bool = false) {
         self.phase = phase
         self.detail = detail
+        self.peerGaveUp = peerGaveUp
     }
 
     public var description: String { "\(phase.rawValue): \(detail)" }

@@ -232,8 +232,8 @@ package final class MigrationSession: @unchecked Sendable {
         }
         let message = received!
         switch message {
-        case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)")
-        case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)")
+        case .abort(let abort): throw MigrationError(phase, "the peer aborted: \(abort.reason)", peerGaveUp: true)
+        case .error(let report): throw MigrationError(phase, "the peer reported an error: \(report.message)", peerGaveUp: true)
         default: return message
         }
     }

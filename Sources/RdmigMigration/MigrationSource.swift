@@ -139,7 +139,7 @@ public final class MigrationSource {
                         paused: &paused, committed: &committed)
         } catch {
             var reason = (error as? MigrationError)?.description ?? "\(error)"
-            if !reason.contains("the peer aborted"), let cause = session?.unreadPeerAbort() {
+            if (error as? MigrationError)?.peerGaveUp != true, let cause = session?.unreadPeerAbort() {
                 reason = "\((error as? MigrationError)?.phase.rawValue ?? "migration"): \(cause)"
             }
             if !committed, let switchoverDeadline, clock.now >= switchoverDeadline, !reason.contains("budget") {
@@ -467,9 +467,9 @@ public final class MigrationSource {
             // paused here.
             // An ABORT or ERROR instead of RESUMED is the destination saying it gave up before it
             // acted on COMMIT (after COMMIT it never aborts): the guest is ours again.
-            if error.description.contains("the peer aborted") || error.description.contains("the peer reported an error") {
+            if error.peerGaveUp {
                 committed = false
-                throw MigrationError(.commit, "\(error.description) (before it acted on COMMIT: it does not run the guest)")
+                throw MigrationError(.commit, "\(error.description) (before it acted on COMMIT: it does not run the guest)", peerGaveUp: true)
             }
             options.log("lost the destination after COMMIT (\(error.description)): asking it where the guest runs")
             session.close()
