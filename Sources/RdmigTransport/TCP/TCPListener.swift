@@ -29,9 +29,11 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
             do { readyBell = try Doorbell() } catch { throw .system(error) }
         }
 
-        func finish(_ outcome: Result<TCPConnection, TransportError>) {
+        /// A preamble thread's outcome (`running` counts the thread out) or, for a peer turned
+        /// away before any thread ran, its refusal.
+        func finish(_ outcome: Result<TCPConnection, TransportError>, ranThread: Bool = true) {
             let dropped: TCPConnection? = state.withLock { state in
-                state.running -= 1
+                if ranThread { state.running -= 1 }
                 if state.closed, case .success(let connection) = outcome { return connection }
                 state.outcomes.append(outcome)
                 return nil
@@ -116,8 +118,8 @@ public final class TCPListener: TransportListener, @unchecked Sendable {
             Glibc.close(connected)
             let who = peer.map { "\($0)" } ?? "a peer"
             pending.finish(.failure(.peerRefused(peer ?? localEndpoint, reason:
-                "\(who) was closed at once: \(limit) connections are already in their handshake ([auth] max-unauthenticated)")))
-            pending.state.withLock { $0.running += 1 }  // `finish` counted it down
+                "\(who) was closed at once: \(limit) connections are already in their handshake ([auth] max-unauthenticated)")),
+                ranThread: false)
             return
         }
         let options = options
