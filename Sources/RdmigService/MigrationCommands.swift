@@ -333,23 +333,21 @@ struct DestCommand: ParsableCommand {
             }
             guard let session = next else { break }
             let peer = session.connection.peerEndpoint
+            if migrated && !keepServing {
+                // One migration per launch: after it, only RESOLVE is answered.
+                if case .resolve(let resolve)? = try? session.receive(.commit, during: "waiting for RESOLVE", timeout: .seconds(5)) {
+                    ledger.answer(resolve, on: session, log: options.log)
+                    lingerUntil = ContinuousClock.now
+                } else {
+                    session.abort("this destination serves one migration per launch and has served it (use --keep-serving)")
+                    session.close()
+                }
+                continue
+            }
             // Nothing keeps the destination after `serve`: a completed guest stays mapped and
             // pinned as long as its MigrationDestination lives, and the synthetic guest is not
             // needed once it is verified and reported, so a serving loop must not hold it.
             let destination = MigrationDestination(options: options)
-            if migrated && !keepServing {
-                // One migration per launch: after it, only RESOLVE is answered.
-                if let ledger = options.ledger {
-                    if case .resolve(let resolve)? = try? session.receive(.commit, during: "waiting for RESOLVE", timeout: .seconds(5)) {
-                        ledger.answer(resolve, on: session, log: options.log)
-                        lingerUntil = ContinuousClock.now
-                    } else {
-                        session.abort("this destination serves one migration per launch and has served it (use --keep-serving)")
-                        session.close()
-                    }
-                }
-                continue
-            }
             guard let report = destination.serve(session: session) else { continue }
             migrated = true
             try service.emit(report, role: "dest")
