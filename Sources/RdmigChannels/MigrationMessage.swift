@@ -1,5 +1,5 @@
-/// The control messages of rdmig's native migration protocol (DESIGN.md, "The migration
-/// protocol"), in the order a migration uses them:
+/// The control messages of rdmig's native migration protocol (README "Safety" says what each
+/// step guarantees), in the order a migration uses them:
 ///
 /// HELLO both ways → AUTH both ways → LAYOUT (source) → WINDOWS (destination) →
 /// STREAM_RING (each stream's receiver) → per pre-copy iteration: ZERO_PAGES*, ITERATION_DONE

@@ -1,7 +1,7 @@
 /// Decides after each pre-copy pass whether to run another, switch over, throttle the guest,
 /// force the switchover or give up. Pure logic over the numbers it is given: no clock, no I/O.
 ///
-/// The rule (DESIGN.md, step 5): switch over when
+/// The rule (README, "Switchover"): switch over when
 ///     predicted downtime = (remaining dirty bytes + device stop-copy bytes) / bandwidth + fixed costs
 /// is at most the downtime limit. QEMU's own test is the same idea without the device term
 /// and fixed costs (migration.c: threshold_size = bandwidth x downtime_limit).

@@ -1,11 +1,12 @@
 import Crypto
 import RdmigChannels
 
-/// AUTH (DESIGN.md step 2): each side proves it holds the pre-shared key with
-/// HMAC-SHA256(key, label ‖ role ‖ source nonce ‖ destination nonce). Both nonces are fresh,
-/// so a recorded exchange cannot be replayed, and the role byte keeps one side's MAC from
-/// being reflected back as the other's. No memory window is exported before the source's
-/// MAC has been checked.
+/// AUTH, the second step of the handshake after HELLO: each side proves it holds the
+/// pre-shared key with HMAC-SHA256(key, label ‖ role ‖ source nonce ‖ destination nonce).
+/// Both nonces are fresh, so a recorded exchange cannot be replayed, and the role byte keeps
+/// one side's MAC from being reflected back as the other's. It runs over a `HandshakeChannel`:
+/// nothing is registered for the peer, and no window exported, before the source's MAC has
+/// been checked.
 public enum PeerAuthentication {
     static let label = Array("rdmig-auth-v1".utf8)
 
