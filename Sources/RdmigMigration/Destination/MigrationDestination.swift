@@ -53,12 +53,20 @@ public final class MigrationDestination {
 
     let options: Options
     let clock = ContinuousClock()
+    private var report = MigrationReport(status: .setup)
+    /// When the session was handed to this side (its report's times count from here).
+    private var startedAt = ContinuousClock.now
+    /// What this side holds of the incoming guest; it decides what a failure does.
+    private var incoming = IncomingGuest.receiving
+    /// When the last message came from the source (its silence is bounded by the peer timeout).
+    private var lastMessageAt = ContinuousClock.now
+    /// When SWITCHOVER arrived: the downtime as this side sees it.
+    private var switchoverAt: ContinuousClock.Instant?
 
     /// The verified, resumed guest memory after a completed migration (nil otherwise).
-    public private(set) var memory: GuestMemory?
-    /// The verified guest and its devices, once READY went out and until COMMIT: what is held
-    /// paused if the source is lost in between.
-    private var verified: (memory: GuestMemory, devices: [any DeviceStateProvider])?
+    public var memory: GuestMemory? {
+        if case .running(let memory) = incoming { return memory } else { return nil }
+    }
     /// Set when RESUMED may not have reached the source (the connection failed first): the
     /// service should stay to answer its RESOLVE.
     public private(set) var resumptionUnconfirmed = false
@@ -74,69 +82,41 @@ public final class MigrationDestination {
         return configuration
     }
 
-    /// Authenticates the source on an accepted connection, then serves it to its end.
-    public func run(connection: any TransportConnection) -> MigrationReport {
-        let start = clock.now
-        let session: MigrationSession
-        do {
-            session = try MigrationSession(connection: connection, role: .destination, key: options.key,
-                                           handshakeTimeout: options.handshakeTimeout,
-                                           routerConfiguration: Self.routerConfiguration(pollerCPUs: options.pollerCPUs),
-                                           encryption: options.encryption)
-        } catch {
-            var report = MigrationReport(status: .failed)
-            report.errorDescription = error.description
-            report.guestLocation = "not here (incoming guest discarded)"
-            options.log("migration failed: \(error.description); the incoming guest was discarded")
-            report.totalTime = (clock.now - start).milliseconds
-            return report
-        }
-        return run(session: session, start: start)
-    }
-
     /// Serves an authenticated session: a migration (its report), or a source's RESOLVE for
     /// an earlier one, answered from the ledger (nil: no migration report).
     package func serve(session: MigrationSession) -> MigrationReport? {
+        let start = clock.now
         session.stopReason = options.stopRequested
         let first: MigrationMessage
         do {
             first = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout)
         } catch {
-            return run(session: session, failure: error)
+            return run(session: session, start: start, opening: .failure(error))
         }
         if case .resolve(let resolve) = first {
             (options.ledger ?? ResolutionLedger()).answer(resolve, on: session, log: options.log)
             return nil
         }
-        return run(session: session, first: first)
+        return run(session: session, start: start, opening: .success(first))
     }
 
-    /// Serves an authenticated session to its end.
-    package func run(session: MigrationSession, start: ContinuousClock.Instant? = nil, first: MigrationMessage? = nil,
-                     failure: MigrationError? = nil) -> MigrationReport {
-        let start = start ?? clock.now
-        var report = MigrationReport(status: .setup)
+    /// Serves an authenticated session whose first message (or the failure to read it) is
+    /// `opening`, to its end.
+    private func run(session: MigrationSession, start: ContinuousClock.Instant,
+                     opening: Result<MigrationMessage, MigrationError>) -> MigrationReport {
+        startedAt = start
         report.encrypted = session.encrypted
         let connection = session.connection
-        session.stopReason = options.stopRequested
         options.log("authenticated the source \(connection.peerEndpoint) (\(session.peerHello?.software ?? "?")) over \(connection.backend)")
         var lost: MigrationError?
         do throws(MigrationError) {
-            if let failure { throw failure }
-            try receive(session: session, report: &report, start: start, first: first)
+            try receive(session: session, opening: try opening.get())
         } catch {
-            let reason = error.description
             let stopped = options.stopRequested?() != nil && session.interruptible.load(ordering: .acquiring)
-            if verified != nil, !error.peerGaveUp, !stopped, options.nextSession != nil {
+            if case .verified = incoming, !error.peerGaveUp, !stopped, options.nextSession != nil {
                 lost = error
             } else {
-                report.status = stopped ? .cancelled : .failed
-                report.errorDescription = reason
-                report.guestLocation = "not here (incoming guest discarded)"
-                options.log("migration failed: \(reason); the incoming guest was discarded")
-                session.abort(reason)
-                verified = nil
-                memory = nil
+                discard(session: session, reason: error.description, status: stopped ? .cancelled : .failed)
             }
         }
         let delivered = session.close()
@@ -147,7 +127,7 @@ public final class MigrationDestination {
                 options.log("the source may not have heard RESUMED: it can ask where the guest runs (RESOLVE)")
             }
         } else if let lost {
-            awaitResolution(session: session, report: &report, lost: lost)
+            awaitResolution(session: session, lost: lost)
         } else {
             options.ledger?.record(session.keys.migrationID, .notOnDestination, "it discarded its copy: \(report.errorDescription ?? "failed")")
         }
@@ -155,21 +135,46 @@ public final class MigrationDestination {
         return report
     }
 
-    private func receive(session: MigrationSession, report: inout MigrationReport, start: ContinuousClock.Instant,
-                         first: MigrationMessage?) throws(MigrationError) {
-        let connection = session.connection
-        let opening: MigrationMessage
-        if let first {
-            opening = first
-        } else {
-            opening = try session.receive(.layout, during: "waiting for LAYOUT", timeout: options.peerTimeout)
-        }
+    /// Nothing runs here: the incoming guest is dropped and the source told why.
+    private func discard(session: MigrationSession, reason: String, status: MigrationReport.Status) {
+        report.status = status
+        report.errorDescription = reason
+        report.guestLocation = "not here (incoming guest discarded)"
+        options.log("migration failed: \(reason); the incoming guest was discarded")
+        session.abort(reason)
+        incoming = .discarded
+    }
+
+    // MARK: - The protocol's phases
+
+    /// LAYOUT → WINDOWS, then pre-copy, stop-and-copy, verify and commit. Whatever is exposed
+    /// for the migration is withdrawn on the way out, after the source heard why this side
+    /// gave up (otherwise its next write fails as a refused access and hides the reason).
+    private func receive(session: MigrationSession, opening: MigrationMessage) throws(MigrationError) {
         guard case .layout(let layout) = opening else {
             throw MigrationError(.layout, "the source did not send LAYOUT after authenticating")
         }
+        let path = try acceptLayout(layout, session: session)
+        defer { path.close() }
+        report.setupTime = (clock.now - startedAt).milliseconds
+        do throws(MigrationError) {
+            try precopy(path, session: session)
+            let digests = try stopAndCopy(path, session: session)
+            try verify(digests, path: path, session: session)
+            try commit(path, session: session)
+        } catch {
+            session.abort(error.description)
+            throw error
+        }
+    }
+
+    /// Checks LAYOUT, maps and pins the guest's memory, exports it (WINDOWS) and opens the VF
+    /// state stream (STREAM_RING).
+    private func acceptLayout(_ layout: MigrationMessage.Layout, session: MigrationSession) throws(MigrationError) -> DestinationDataPath {
         let limit = options.maximumGuestBytes.map { GuestSizeLimit(bytes: $0, reason: "[service] max-guest-size") } ?? GuestSizeLimit.current()
         let (total, guestLayouts) = try Self.check(layout, limit: limit)
-        let guestPages = UInt64(guestLayouts.reduce(0) { $0 + $1.pageCount })
+        guestBytes = total
+        guestPages = UInt64(guestLayouts.reduce(0) { $0 + $1.pageCount })
         let mapStart = clock.now
         // Faulting the guest's memory in is most of this side's setup; a thread per CPU the
         // hot path may use (or this process may) does it in parallel, and on the hot path's
@@ -178,185 +183,190 @@ public final class MigrationDestination {
         let pinThreads = min(max(cpus.count, 1), 8)
         let guestMemory: GuestMemory
         do {
-            guestMemory = try GuestMemory.map(
-                layouts: guestLayouts,
-                backing: options.memoryBacking, pin: true, pinThreads: pinThreads, pinCPUs: options.pollerCPUs)
+            guestMemory = try GuestMemory.map(layouts: guestLayouts, backing: options.memoryBacking, pin: true,
+                                              pinThreads: pinThreads, pinCPUs: options.pollerCPUs)
         } catch {
             throw MigrationError(.layout, "mapping the guest's memory: \(error)")
         }
         options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms (\(pinThreads) thread\(pinThreads == 1 ? "" : "s"))")
-
-        var registrations: [MemoryRegistration] = []
-        var windows: [MigrationMessage.RegionWindow] = []
-        var digesters: [UInt32: ChunkDigester] = [:]
-        // Every outcome stops the digest threads here: each holds its region, so one left
-        // running would keep the guest mapped and pinned after the migration ended.
-        defer { for digester in digesters.values { digester.close() } }
-        for region in guestMemory.regions {
-            do {
-                let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
-                registrations.append(registration)
-                windows.append(.init(regionID: region.id, window: registration.window()))
-                let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
-                digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize, seed: session.keys.digestSeed)
-            } catch {
-                throw MigrationError(.layout, "exporting region \(region.id): \(error)")
-            }
-        }
-        defer { for registration in registrations { _ = try? connection.deregister(registration) } }
-
-        var devices: [Device] = []
-        for entry in layout.devices {
-            let provider = try DestinationDevice.resumingProvider(for: entry)
-            devices.append(Device(id: entry.id, provider: provider, needsAck: entry.needsSwitchoverAck))
-        }
-        try session.send(.windows(.init(regions: windows)), .layout)
-
-        var loader: DeviceStateLoader?
-        defer { loader?.close() }
-        if !devices.isEmpty {
-            do {
-                let stream = try ByteStreamReceiver(router: session.router, channel: .deviceState,
-                                                    configuration: .init(slotCount: 8, slotSize: 256 * 1024))
-                try session.send(.streamRing(stream.ring), .layout)
-                loader = try DeviceStateLoader(stream: stream, providers: Dictionary(uniqueKeysWithValues: devices.map { ($0.id, $0.provider) }))
-            } catch let error as MigrationError {
-                throw error
-            } catch {
-                throw MigrationError(.layout, "opening the VF state stream: \(error)")
-            }
-        }
-        report.setupTime = (clock.now - start).milliseconds
-        report.status = .active
-
-        var switchoverAt: ContinuousClock.Instant?
-        var lastMessageAt = clock.now
-        // Giving up from here on, the source hears why before the windows above are withdrawn
-        // (their defers run after this catch): otherwise its next write fails as a refused
-        // access and hides the reason.
+        let path = DestinationDataPath(memory: guestMemory, connection: session.connection)
         do throws(MigrationError) {
-            while true {
-                // SWITCHOVER_ACK goes out from here, the one thread that sends on the control channel.
-                if let loader {
-                    for index in devices.indices where devices[index].needsAck && !devices[index].acknowledged && loader.initialDataLoaded(tag: devices[index].id) {
-                        try session.send(.switchoverAck(.init(deviceID: devices[index].id)), .precopy)
-                        devices[index].acknowledged = true
-                    }
-                    if let failure = loader.failure { throw MigrationError(.precopy, "loading VF state: \(failure)") }
-                }
-                // With a VF stream the wait is short, so SWITCHOVER_ACK goes out soon after the
-                // loader has the initial state; silence is still bounded by the peer timeout.
-                guard let message = try session.receiveIfAny(.precopy, during: "receiving from the source",
-                                                             timeout: loader == nil ? options.peerTimeout : .milliseconds(20)) else {
-                    if clock.now - lastMessageAt > options.peerTimeout {
-                        throw MigrationError(.precopy, "the source sent nothing for \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
-                    }
-                    continue
-                }
-                lastMessageAt = clock.now
-                switch message {
-                case .zeroPages(let zero):
-                    guard let region = try? guestMemory.region(id: zero.regionID) else {
-                        throw MigrationError(.precopy, "ZERO_PAGES for unknown region \(zero.regionID)")
-                    }
-                    let applied: UInt64
-                    do {
-                        applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
-                    } catch {
-                        throw MigrationError(.precopy, "applying ZERO_PAGES: \(error)")
-                    }
-                    try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
-                case .iterationDone(let done):
-                    // An iteration sends each page once at most: larger counts are not the source's.
-                    for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
-                                                 ("bytesWritten", done.bytesWritten, total)] where value > most {
-                        throw MigrationError(.precopy, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
-                    }
-                    report.iterations = Int(done.iteration) + 1
-                    try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
-                    try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
-                    try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
-                    if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
-
-                case .touchedChunks(let touched):
-                    guard let digester = digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
-                        throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
-                    }
-                    let bitmapBytes = (digester.chunkCount + 7) / 8
-                    let firstByte = Int(touched.firstChunk) / 8
-                    guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
-                        throw MigrationError(.precopy, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
-                    }
-                    digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
-                    if touched.isLast {
-                        let drainStart = clock.now
-                        defer {
-                            if switchoverAt != nil {
-                                options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
-                            }
-                        }
-                        // Hash now, while the guest still runs on the source (which waits for this
-                        // answer before deciding): a backlog would be hashed inside the downtime.
-                        _ = digester.drain()
-                        try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), .precopy)
-                    }
-                case .switchover(let switchover):
-                    switchoverAt = clock.now
-                    report.status = .device
-                    FaultInjection.stall(at: "dest-stall-at-switchover")
-                    options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
-                case .vfStateDone:
-                    break
-                case .digests(let digests):
-                    let verifyStart = clock.now
-                    let problems = verify(digests, memory: guestMemory, digesters: digesters, devices: devices, loader: loader)
-                    options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
-                    if !problems.isEmpty {
-                        let reason = "verification failed: " + problems.joined(separator: "; ")
-                        try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
-                        throw MigrationError(.switchover, reason)
-                    }
-                    report.verified = true
-                    if let loader {
-                        report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
-                    }
-                    verified = (guestMemory, devices.map(\.provider))
-                try session.send(.ready, .switchover)
-                FaultInjection.stall(at: "dest-stall-after-ready")
-                case .commit:
-                    guard report.verified else { throw MigrationError(.commit, "COMMIT before this side verified the guest") }
-                    session.interruptible.store(false, ordering: .releasing)
-                    // The guest is this side's from here, whatever happens to the connection.
-                    verified = nil
-                    for device in devices {
-                        do {
-                            try device.provider.finishResuming(run: true)
-                        } catch {
-                            // The source has let go of the guest: say so loudly, do not pretend.
-                            options.log("VF \(device.provider.name) did not resume after COMMIT: \(error)")
-                        }
-                    }
-                    memory = guestMemory
-                    let resumedAt = clock.now
-                    do {
-                        try session.send(.resumed, .commit)
-                    } catch {
-                        // It runs here all the same; the source can ask (RESOLVE).
-                        resumptionUnconfirmed = true
-                        options.log("could not tell the source the guest runs here: \(error.description)")
-                    }
-                    if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
-                    report.status = .completed
-                    report.guestLocation = "destination"
-                    return
-                default:
-                    throw MigrationError(.precopy, "unexpected \(message.wireName) from the source")
-                }
+            try path.exportRegions(digestSeed: session.keys.digestSeed)
+            try path.addDevices(layout.devices)
+            try session.send(.windows(.init(regions: path.windows)), .layout)
+            if let ring = try path.openDeviceStream(router: session.router) {
+                try session.send(.streamRing(ring), .layout)
             }
         } catch {
-            session.abort(error.description)
+            path.close()
             throw error
         }
+        report.status = .active
+        lastMessageAt = clock.now
+        return path
+    }
+
+    /// The guest's size from LAYOUT: no count the source sends may exceed it.
+    private var guestBytes: UInt64 = 0
+    private var guestPages: UInt64 = 0
+
+    /// Pages (ZERO_PAGES, TOUCHED_CHUNKS, ITERATION_DONE; the WRITEs need nothing from this
+    /// side) until SWITCHOVER: the source paused the guest.
+    private func precopy(_ path: DestinationDataPath, session: MigrationSession) throws(MigrationError) {
+        while true {
+            let message = try nextMessage(path, session: session, phase: .precopy)
+            if case .switchover(let switchover) = message {
+                switchoverAt = clock.now
+                report.status = .device
+                FaultInjection.stall(at: "dest-stall-at-switchover")
+                options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
+                return
+            }
+            try receivePages(message, path: path, session: session, phase: .precopy)
+        }
+    }
+
+    /// The last pages and VF state, until DIGESTS.
+    private func stopAndCopy(_ path: DestinationDataPath, session: MigrationSession) throws(MigrationError) -> MigrationMessage.Digests {
+        while true {
+            switch try nextMessage(path, session: session, phase: .switchover) {
+            case .digests(let digests): return digests
+            case .vfStateDone: continue
+            case let message: try receivePages(message, path: path, session: session, phase: .switchover)
+            }
+        }
+    }
+
+    /// Compares memory and VF state with the source's digests; READY when they match. From
+    /// here the guest is held paused until COMMIT.
+    private func verify(_ digests: MigrationMessage.Digests, path: DestinationDataPath, session: MigrationSession) throws(MigrationError) {
+        let verifyStart = clock.now
+        let problems = compare(digests, path: path)
+        options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
+        if !problems.isEmpty {
+            let reason = "verification failed: " + problems.joined(separator: "; ")
+            try? session.control.send(MigrationMessage.error(.init(code: 1, message: reason)))
+            throw MigrationError(.switchover, reason)
+        }
+        report.verified = true
+        if let loader = path.loader {
+            report.vfStateBytes = .init(preCopy: loader.precopyBytes, stopCopy: loader.stopCopyBytes)
+        }
+        incoming = .verified(path.memory, path.devices.map(\.provider))
+        try session.send(.ready, .switchover)
+        FaultInjection.stall(at: "dest-stall-after-ready")
+    }
+
+    /// COMMIT: the guest is this side's from here, whatever happens to the connection; it
+    /// resumes and RESUMED tells the source.
+    private func commit(_ path: DestinationDataPath, session: MigrationSession) throws(MigrationError) {
+        let message = try nextMessage(path, session: session, phase: .commit)
+        guard case .commit = message else {
+            throw MigrationError(.commit, "unexpected \(message.wireName) from the source while waiting for COMMIT")
+        }
+        session.interruptible.store(false, ordering: .releasing)
+        incoming = .running(path.memory)
+        for device in path.devices {
+            do {
+                try device.provider.finishResuming(run: true)
+            } catch {
+                // The source has let go of the guest: say so loudly, do not pretend.
+                options.log("VF \(device.provider.name) did not resume after COMMIT: \(error)")
+            }
+        }
+        let resumedAt = clock.now
+        do {
+            try session.send(.resumed, .commit)
+        } catch {
+            // It runs here all the same; the source can ask (RESOLVE).
+            resumptionUnconfirmed = true
+            options.log("could not tell the source the guest runs here: \(error.description)")
+        }
+        if let switchoverAt { report.downtime = (resumedAt - switchoverAt).milliseconds }
+        report.status = .completed
+        report.guestLocation = "destination"
+    }
+
+    /// The next message from the source. Meanwhile SWITCHOVER_ACK goes out for each device whose
+    /// initial state has loaded (from here: this is the one thread that sends on the control
+    /// channel), and a failed VF state load ends the migration.
+    private func nextMessage(_ path: DestinationDataPath, session: MigrationSession,
+                             phase: MigrationError.Phase) throws(MigrationError) -> MigrationMessage {
+        while true {
+            if let loader = path.loader {
+                for (index, device) in path.devices.enumerated() where device.needsAck && !device.acknowledged && loader.initialDataLoaded(tag: device.id) {
+                    try session.send(.switchoverAck(.init(deviceID: device.id)), phase)
+                    path.acknowledge(deviceAt: index)
+                }
+                if let failure = loader.failure { throw MigrationError(phase, "loading VF state: \(failure)") }
+            }
+            // With a VF stream the wait is short, so SWITCHOVER_ACK goes out soon after the
+            // loader has the initial state; silence is still bounded by the peer timeout.
+            if let message = try session.receiveIfAny(phase, during: "receiving from the source",
+                                                      timeout: path.loader == nil ? options.peerTimeout : .milliseconds(20)) {
+                lastMessageAt = clock.now
+                return message
+            }
+            if clock.now - lastMessageAt > options.peerTimeout {
+                throw MigrationError(phase, "the source sent nothing for \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+            }
+        }
+    }
+
+    /// A message about pages: zero pages applied here, an iteration's totals, chunks to hash
+    /// (the last one of an iteration is hashed now and acknowledged with ZERO_PAGES_APPLIED).
+    private func receivePages(_ message: MigrationMessage, path: DestinationDataPath, session: MigrationSession,
+                              phase: MigrationError.Phase) throws(MigrationError) {
+        switch message {
+        case .zeroPages(let zero):
+            guard let region = try? path.memory.region(id: zero.regionID) else {
+                throw MigrationError(phase, "ZERO_PAGES for unknown region \(zero.regionID)")
+            }
+            let applied: UInt64
+            do {
+                applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
+            } catch {
+                throw MigrationError(phase, "applying ZERO_PAGES: \(error)")
+            }
+            try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
+        case .iterationDone(let done):
+            // An iteration sends each page once at most: larger counts are not the source's.
+            for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
+                                         ("bytesWritten", done.bytesWritten, guestBytes)] where value > most {
+                throw MigrationError(phase, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
+            }
+            report.iterations = Int(done.iteration) + 1
+            try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
+            try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
+            try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
+            if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
+        case .touchedChunks(let touched):
+            try hashTouched(touched, path: path, session: session, phase: phase)
+        default:
+            throw MigrationError(phase, "unexpected \(message.wireName) from the source")
+        }
+    }
+
+    private func hashTouched(_ touched: MigrationMessage.TouchedChunks, path: DestinationDataPath, session: MigrationSession,
+                             phase: MigrationError.Phase) throws(MigrationError) {
+        guard let digester = path.digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
+            throw MigrationError(phase, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
+        }
+        let bitmapBytes = (digester.chunkCount + 7) / 8
+        let firstByte = Int(touched.firstChunk) / 8
+        guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
+            throw MigrationError(phase, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
+        }
+        digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
+        guard touched.isLast else { return }
+        let drainStart = clock.now
+        // Hash now, while the guest still runs on the source (which waits for this answer
+        // before deciding): a backlog would be hashed inside the downtime.
+        _ = digester.drain()
+        if switchoverAt != nil {
+            options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
+        }
+        try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), phase)
     }
 
     /// The source was lost after READY and before COMMIT: this side holds the verified guest
@@ -365,7 +375,7 @@ public final class MigrationDestination {
     /// forward: resumes and answers that the guest runs here. Without RESOLVE the copy is
     /// dropped: a source that never sent COMMIT has resumed its own, one that did keeps its
     /// paused copy until it learns the outcome — never two running copies, never none known.
-    private func awaitResolution(session lostSession: MigrationSession, report: inout MigrationReport, lost: MigrationError) {
+    private func awaitResolution(session lostSession: MigrationSession, lost: MigrationError) {
         let migrationID = lostSession.keys.migrationID
         let began = clock.now
         let deadline = began + options.resolveTimeout
@@ -391,15 +401,15 @@ public final class MigrationDestination {
                 continue
             }
             let waited = clock.now - began
-            for provider in verified?.devices ?? [] {
+            guard case .verified(let memory, let providers) = incoming else { break }
+            for provider in providers {
                 do {
                     try provider.finishResuming(run: true)
                 } catch {
                     options.log("VF \(provider.name) did not resume after RESOLVE: \(error)")
                 }
             }
-            memory = verified?.memory
-            verified = nil
+            incoming = .running(memory)
             let detail = "it held the verified guest paused \(formatFixed(waited.seconds, decimals: 1)) s and committed on RESOLVE"
             options.ledger?.record(migrationID, .runsOnDestination, detail)
             try? session.send(.resolution(.init(outcome: .runsOnDestination, detail: detail)), .commit, timeout: .seconds(5))
@@ -409,7 +419,7 @@ public final class MigrationDestination {
             options.log("the source came back and asked: the guest runs here (\(detail))")
             return
         }
-        verified = nil
+        incoming = .discarded
         let detail = "it held the verified guest paused \(formatFixed((clock.now - began).seconds, decimals: 0)) s in doubt, then discarded it"
         options.ledger?.record(migrationID, .notOnDestination, detail)
         report.status = .failed
@@ -459,25 +469,27 @@ public final class MigrationDestination {
     }
 
     /// Compares this side's memory and VF state with the source's digests; [] means equal.
-    private func verify(_ digests: MigrationMessage.Digests, memory: GuestMemory, digesters: [UInt32: ChunkDigester],
-                        devices: [Device], loader: DeviceStateLoader?) -> [String] {
+    private func compare(_ digests: MigrationMessage.Digests, path: DestinationDataPath) -> [String] {
         var problems: [String] = []
-        for region in memory.regions {
+        for region in path.memory.regions {
             guard let entry = digests.entries.first(where: { $0.subject == .region && $0.id == region.id }) else {
                 problems.append("no digest for region \(region.id)")
                 continue
             }
-            let local = littleEndianBytes(digesters[region.id]!.drain())
-            if entry.value != local { problems.append("region \(region.id) memory differs from the source's") }
+            guard let digester = path.digesters[region.id] else {
+                problems.append("region \(region.id) has no digest on this side")
+                continue
+            }
+            if entry.value != littleEndianBytes(digester.drain()) { problems.append("region \(region.id) memory differs from the source's") }
         }
-        if let loader {
+        if let loader = path.loader {
             loader.waitForEnd(timeout: options.peerTimeout)
             if let failure = loader.failure { problems.append("VF state: \(failure)") }
-            for device in devices where !loader.stopCopyComplete(tag: device.id) {
+            for device in path.devices where !loader.stopCopyComplete(tag: device.id) {
                 problems.append("VF \(device.provider.name): stop-copy state incomplete")
             }
         }
-        for device in devices {
+        for device in path.devices {
             guard let entry = digests.entries.first(where: { $0.subject == .device && $0.id == device.id }) else { continue }
             do {
                 guard let local = try device.provider.stateDigest() else { continue }
@@ -493,130 +505,14 @@ public final class MigrationDestination {
     }
 }
 
-/// Reads the VF state stream on its own thread and feeds the providers, so the control thread
-/// never blocks on device state.
-package final class DeviceStateLoader: Sendable {
-    /// The thread holds this, never the loader: a thread holding its owner keeps it alive while
-    /// it runs, so the deinit that stops it never came (one thread, stream and ring leaked per
-    /// migration with a VF on a `dest --keep-serving`).
-    private let state: State
-    private let thread: SystemThread
-
-    package init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) throws(SystemCallError) {
-        let state = State(stream: stream, providers: providers)
-        self.state = state
-        thread = try SystemThread(name: "rdmig-vf-load") { state.run() }
-    }
-
-    /// Stops and joins the thread, then closes the stream; calling it again does nothing.
-    /// The stream is closed only after the join: a ByteStreamReceiver is used by one thread at
-    /// a time (closing it under a blocked read traps).
-    package func close() {
-        state.stop()
-        thread.join()
-        state.stream.close()
-    }
-
-    deinit {
-        close()
-    }
-
-    package var failure: String? { state.failure }
-    package var precopyBytes: UInt64 { state.precopyBytes }
-    package var stopCopyBytes: UInt64 { state.stopCopyBytes }
-    package func initialDataLoaded(tag: UInt32) -> Bool { state.initialDataLoaded(tag: tag) }
-    package func stopCopyComplete(tag: UInt32) -> Bool { state.stopCopyComplete(tag: tag) }
-
-    /// Waits until every device's stop-copy state arrived or the stream ended.
-    package func waitForEnd(timeout: Duration) { state.waitForEnd(timeout: timeout) }
-
-    private final class State: @unchecked Sendable {
-        let stream: ByteStreamReceiver
-        private let condition = NSCondition()
-        private var receiver: DeviceStateReceiver
-        private var ended = false
-        private var stopping = false
-        private var error: String?
-        /// How long one read waits before the thread looks whether it is being stopped.
-        static let stopCheckInterval = Duration.milliseconds(50)
-
-        init(stream: ByteStreamReceiver, providers: [UInt32: any DeviceStateProvider]) {
-            self.stream = stream
-            receiver = DeviceStateReceiver(providers: providers)
-        }
-
-        func run() {
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 64)
-            defer { buffer.deallocate() }
-            while true {
-                let count: Int
-                do {
-                    count = try stream.read(into: buffer, timeout: Self.stopCheckInterval)
-                } catch .timedOut {
-                    if isStopping { return }
-                    continue
-                } catch {
-                    finish(error: "\(error)")
-                    return
-                }
-                if count == 0 {
-                    finish(error: nil)
-                    return
-                }
-                condition.lock()
-                do {
-                    try receiver.receive(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                } catch {
-                    self.error = "\(error)"
-                }
-                let done = self.error != nil || receiver.allStopCopyComplete
-                condition.broadcast()
-                condition.unlock()
-                if done {
-                    finish(error: nil)
-                    return
-                }
-            }
-        }
-
-        func stop() {
-            condition.lock()
-            stopping = true
-            condition.unlock()
-        }
-
-        private var isStopping: Bool { condition.lock(); defer { condition.unlock() }; return stopping }
-
-        private func finish(error: String?) {
-            condition.lock()
-            if let error, self.error == nil, !receiver.allStopCopyComplete { self.error = error }
-            ended = true
-            condition.broadcast()
-            condition.unlock()
-        }
-
-        var failure: String? { condition.lock(); defer { condition.unlock() }; return error }
-        var precopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.precopyBytes }
-        var stopCopyBytes: UInt64 { condition.lock(); defer { condition.unlock() }; return receiver.stopCopyBytes }
-
-        func initialDataLoaded(tag: UInt32) -> Bool {
-            condition.lock(); defer { condition.unlock() }
-            return receiver.initialDataLoaded(tag: tag)
-        }
-
-        func stopCopyComplete(tag: UInt32) -> Bool {
-            condition.lock(); defer { condition.unlock() }
-            return receiver.stopCopyComplete(tag: tag)
-        }
-
-        /// Waits until every device's stop-copy state arrived or the stream ended.
-        func waitForEnd(timeout: Duration) {
-            let deadline = Date(timeIntervalSinceNow: timeout.seconds)
-            condition.lock()
-            while !ended && !receiver.allStopCopyComplete {
-                if !condition.wait(until: deadline) { break }
-            }
-            condition.unlock()
-        }
-    }
+/// What the destination holds of the incoming guest.
+enum IncomingGuest {
+    /// Pages and state are arriving: any failure discards them; nothing runs here.
+    case receiving
+    /// READY went out: verified, held paused until COMMIT (or, the source lost, its RESOLVE).
+    case verified(GuestMemory, [any DeviceStateProvider])
+    /// COMMIT arrived: the guest runs here, whatever happens to the connection.
+    case running(GuestMemory)
+    /// Given up: nothing of it is kept.
+    case discarded
 }

@@ -1,0 +1,76 @@
+import RdmigChannels
+import RdmigDeviceState
+import RdmigTransport
+
+/// What the destination exposes for one migration once LAYOUT passed its checks: the guest's
+/// memory mapped, pinned and exported as windows, a digest thread per region, the VF state
+/// stream and its loader thread. `close()` withdraws all of it, on every outcome.
+final class DestinationDataPath {
+    let memory: GuestMemory
+    private let connection: any TransportConnection
+    private(set) var registrations: [MemoryRegistration] = []
+    private(set) var windows: [MigrationMessage.RegionWindow] = []
+    private(set) var digesters: [UInt32: ChunkDigester] = [:]
+    private(set) var devices: [MigrationDestination.Device] = []
+    private(set) var loader: DeviceStateLoader?
+    private var closed = false
+
+    init(memory: GuestMemory, connection: any TransportConnection) {
+        self.memory = memory
+        self.connection = connection
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Registers each region for the source's WRITEs and starts its digest thread.
+    func exportRegions(digestSeed: UInt64) throws(MigrationError) {
+        for region in memory.regions {
+            do {
+                let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
+                registrations.append(registration)
+                windows.append(.init(regionID: region.id, window: registration.window()))
+                let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
+                digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize, seed: digestSeed)
+            } catch {
+                throw MigrationError(.layout, "exporting region \(region.id): \(error)")
+            }
+        }
+    }
+
+    /// A resuming provider for each device LAYOUT announces.
+    func addDevices(_ entries: [MigrationMessage.DeviceLayout]) throws(MigrationError) {
+        for entry in entries {
+            let provider = try DestinationDevice.resumingProvider(for: entry)
+            devices.append(MigrationDestination.Device(id: entry.id, provider: provider, needsAck: entry.needsSwitchoverAck))
+        }
+    }
+
+    /// The ring the source streams VF state into, read by the loader's thread; nil without devices.
+    func openDeviceStream(router: CompletionRouter) throws(MigrationError) -> StreamRing? {
+        guard !devices.isEmpty else { return nil }
+        do {
+            let stream = try ByteStreamReceiver(router: router, channel: .deviceState, configuration: .init(slotCount: 8, slotSize: 256 * 1024))
+            loader = try DeviceStateLoader(stream: stream, providers: Dictionary(uniqueKeysWithValues: devices.map { ($0.id, $0.provider) }))
+            return stream.ring
+        } catch {
+            throw MigrationError(.layout, "opening the VF state stream: \(error)")
+        }
+    }
+
+    func acknowledge(deviceAt index: Int) {
+        devices[index].acknowledged = true
+    }
+
+    /// Stops the loader, withdraws the windows, stops the digest threads (each holds its region:
+    /// one left running would keep the guest mapped and pinned after the migration ended).
+    /// Calling it again does nothing.
+    func close() {
+        guard !closed else { return }
+        closed = true
+        loader?.close()
+        for registration in registrations { _ = try? connection.deregister(registration) }
+        for digester in digesters.values { digester.close() }
+    }
+}
