@@ -43,8 +43,12 @@ public enum MigrationMessage: ControlMessage, Equatable {
     case qemuOutcome(QEMUOutcome)
     case resolve(Resolve)
     case resolution(Resolution)
+    case join(Join)
 
     /// The type codes on the wire. Codes are never reused; 0 is the router's setup frame.
+    /// The most page channels one migration may use (LAYOUT's `channels`).
+    public static let maximumPageChannels: UInt16 = 16
+
     public enum Kind: UInt16, CaseIterable, Sendable {
         case hello = 1
         case auth = 2
@@ -67,6 +71,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case qemuOutcome = 19
         case resolve = 20
         case resolution = 21
+        case join = 22
 
         public var wireName: String {
             switch self {
@@ -91,6 +96,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
             case .qemuOutcome: return "QEMU_OUTCOME"
             case .resolve: return "RESOLVE"
             case .resolution: return "RESOLUTION"
+            case .join: return "JOIN"
             }
         }
     }
@@ -118,6 +124,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .qemuOutcome: return .qemuOutcome
         case .resolve: return .resolve
         case .resolution: return .resolution
+        case .join: return .join
         }
     }
 
@@ -147,6 +154,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .qemuOutcome(let payload): try payload.encode(to: &writer)
         case .resolve(let payload): try payload.encode(to: &writer)
         case .resolution(let payload): try payload.encode(to: &writer)
+        case .join(let payload): try payload.encode(to: &writer)
         }
     }
 
@@ -174,6 +182,7 @@ public enum MigrationMessage: ControlMessage, Equatable {
         case .qemuOutcome: return .qemuOutcome(try QEMUOutcome(from: &reader))
         case .resolve: return .resolve(try Resolve(from: &reader))
         case .resolution: return .resolution(try Resolution(from: &reader))
+        case .join: return .join(try Join(from: &reader))
         }
     }
 }

@@ -189,17 +189,22 @@ extension MigrationMessage {
     public struct Layout: Hashable, Sendable, WireCodable {
         public var regions: [RegionLayout]
         public var devices: [DeviceLayout]
+        /// Page channels the source asks for (1...`maximumPageChannels`): each is its own
+        /// connection, the first this one, the others JOIN it.
+        public var channels: UInt16
 
-        public init(regions: [RegionLayout], devices: [DeviceLayout]) {
+        public init(regions: [RegionLayout], devices: [DeviceLayout], channels: UInt16 = 1) {
             self.regions = regions
             self.devices = devices
+            self.channels = channels
         }
 
-        public static let minimumEncodedSize = 8
+        public static let minimumEncodedSize = 10
 
         public func encode(to writer: inout WireWriter) throws(WireError) {
             try writer.write(regions, "regions")
             try writer.write(devices, "devices")
+            try writer.write(channels, "channels")
         }
 
         /// All regions' bytes; nil when the sum does not fit 64 bits (never for a decoded
@@ -219,6 +224,11 @@ extension MigrationMessage {
         public init(from reader: inout WireReader) throws(WireError) {
             regions = try reader.readArray(of: RegionLayout.self, "regions")
             devices = try reader.readArray(of: DeviceLayout.self, "devices")
+            channels = try reader.readUInt16("channels")
+            guard (1...MigrationMessage.maximumPageChannels).contains(channels) else {
+                throw .invalidValue(message: reader.messageName, field: "channels",
+                                    detail: "\(channels) page channels, 1-\(MigrationMessage.maximumPageChannels) expected")
+            }
             var regionIDs = Set<UInt32>()
             for region in regions where !regionIDs.insert(region.id).inserted {
                 throw .invalidValue(message: reader.messageName, field: "regions.id", detail: "region \(region.id) appears more than once")
@@ -260,16 +270,61 @@ extension MigrationMessage {
     /// WINDOWS: the destination's answer to LAYOUT, one remote window per region.
     public struct Windows: Hashable, Sendable, WireCodable {
         public var regions: [RegionWindow]
-        public init(regions: [RegionWindow]) { self.regions = regions }
+        /// Page channels the destination accepts (at most what LAYOUT asked for); on a joined
+        /// channel, the same number again.
+        public var channels: UInt16
+        public init(regions: [RegionWindow], channels: UInt16 = 1) {
+            self.regions = regions
+            self.channels = channels
+        }
 
-        public static let minimumEncodedSize = 4
+        public static let minimumEncodedSize = 6
 
         public func encode(to writer: inout WireWriter) throws(WireError) {
             try writer.write(regions, "regions")
+            try writer.write(channels, "channels")
         }
 
         public init(from reader: inout WireReader) throws(WireError) {
             regions = try reader.readArray(of: RegionWindow.self, "regions")
+            channels = try reader.readUInt16("channels")
+            guard (1...MigrationMessage.maximumPageChannels).contains(channels) else {
+                throw .invalidValue(message: reader.messageName, field: "channels",
+                                    detail: "\(channels) page channels, 1-\(MigrationMessage.maximumPageChannels) expected")
+            }
+        }
+    }
+
+    /// JOIN: the first message on an extra page channel's connection, after its own HELLO/AUTH:
+    /// it belongs to the migration `migrationID` (a value derived from the first connection's
+    /// session keys, so only a holder of the key who took part in that handshake knows it) as
+    /// its channel `channel` (1 ..< the accepted count). The destination answers with WINDOWS
+    /// registered on this connection.
+    public struct Join: Hashable, Sendable, WireCodable {
+        public var migrationID: [UInt8]
+        public var channel: UInt16
+        public init(migrationID: [UInt8], channel: UInt16) {
+            self.migrationID = migrationID
+            self.channel = channel
+        }
+
+        public static let minimumEncodedSize = 4 + Resolve.idSize + 2
+
+        public func encode(to writer: inout WireWriter) throws(WireError) {
+            try writer.write(bytes: migrationID, "migrationID")
+            try writer.write(channel, "channel")
+        }
+
+        public init(from reader: inout WireReader) throws(WireError) {
+            migrationID = try reader.readBytes("migrationID", limit: Resolve.idSize)
+            guard migrationID.count == Resolve.idSize else {
+                throw .invalidValue(message: reader.messageName, field: "migrationID", detail: "\(migrationID.count) bytes, \(Resolve.idSize) expected")
+            }
+            channel = try reader.readUInt16("channel")
+            guard channel >= 1, channel < MigrationMessage.maximumPageChannels else {
+                throw .invalidValue(message: reader.messageName, field: "channel",
+                                    detail: "channel \(channel), 1-\(MigrationMessage.maximumPageChannels - 1) expected")
+            }
         }
     }
 

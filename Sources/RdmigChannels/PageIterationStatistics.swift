@@ -22,6 +22,19 @@ public struct PageIterationStatistics: Sendable, Equatable, CustomStringConverti
 
     public init(iteration: UInt32) { self.iteration = iteration }
 
+    /// Adds another channel's share of the same iteration, sent at the same time: counts add
+    /// up, times are the longer of the two (the channels ran in parallel).
+    public mutating func add(parallel other: PageIterationStatistics) {
+        pagesWritten += other.pagesWritten
+        zeroPages += other.zeroPages
+        bytesWritten += other.bytesWritten
+        writesPosted += other.writesPosted
+        zeroPageMessages += other.zeroPageMessages
+        sendQueueWaits += other.sendQueueWaits
+        zeroScanTime = max(zeroScanTime, other.zeroScanTime)
+        elapsed = max(elapsed, other.elapsed)
+    }
+
     public var description: String {
         "iteration \(iteration): \(pagesWritten) pages (\(bytesWritten) B) in \(writesPosted) writes, \(zeroPages) zero pages in \(zeroPageMessages) messages, \(elapsed)"
     }

@@ -2,5 +2,5 @@
 /// message catalogue together. Both ends must speak the same version; there is no
 /// negotiation downwards, so a mismatch is reported and the migration does not start.
 public enum RdmigProtocol {
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
 }

@@ -102,6 +102,13 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     public var guestLocation: String?
     /// Whether the transport encrypted the migration's frames (tcp: AES-256-GCM).
     public var encrypted: Bool = false
+    /// Page channels the migration used (connections, each with its own thread).
+    public var channels: Int = 1
+    /// What the link moved at setup, in bytes per second: a short burst of large WRITEs over
+    /// every page channel (0 when not measured). The downtime's lower bound is counted at it.
+    public var linkBandwidth: Double = 0
+    /// Bytes on the wire over pre-copy's wall time (first pass to switchover), bytes per second.
+    public var precopyBandwidth: Double = 0
 
     public init(
         status: Status, totalTime: Double = 0, downtime: Double = 0, setupTime: Double = 0, iterations: Int = 0,
@@ -169,6 +176,9 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         case passes
         case guestLocation = "guest-location"
         case encrypted
+        case channels
+        case linkBandwidth = "link-bandwidth"
+        case precopyBandwidth = "precopy-bandwidth"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -196,6 +206,9 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         passes = try container.decodeIfPresent([Pass].self, forKey: .passes) ?? []
         guestLocation = try container.decodeIfPresent(String.self, forKey: .guestLocation)
         encrypted = try container.decodeIfPresent(Bool.self, forKey: .encrypted) ?? false
+        channels = try container.decodeIfPresent(Int.self, forKey: .channels) ?? 1
+        linkBandwidth = try container.decodeIfPresent(Double.self, forKey: .linkBandwidth) ?? 0
+        precopyBandwidth = try container.decodeIfPresent(Double.self, forKey: .precopyBandwidth) ?? 0
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -223,6 +236,9 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         if !passes.isEmpty { try container.encode(passes, forKey: .passes) }
         try container.encodeIfPresent(guestLocation, forKey: .guestLocation)
         try container.encode(encrypted, forKey: .encrypted)
+        try container.encode(channels, forKey: .channels)
+        try container.encode(linkBandwidth.rounded(), forKey: .linkBandwidth)
+        try container.encode(precopyBandwidth.rounded(), forKey: .precopyBandwidth)
     }
 
     /// Microsecond resolution is all a millisecond figure needs; it keeps the JSON short.
@@ -253,6 +269,8 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         line("pages", "\(normalPages) normal (\(ByteCountText.human(normalBytes))), \(zeroPages) zero")
         line("bandwidth", (bandwidth > 0 ? DurationText.rate(bandwidth) : "not measured (pre-copy moved too little)")
             + (switchoverBandwidth > 0 ? " (stop-and-copy pass: \(DurationText.rate(switchoverBandwidth)))" : ""))
+        if precopyBandwidth > 0 { line("pre-copy bandwidth", DurationText.rate(precopyBandwidth) + " (bytes on the wire over pre-copy's wall time)") }
+        line("link", (linkBandwidth > 0 ? DurationText.rate(linkBandwidth) : "not measured") + " over \(channels) page channel\(channels == 1 ? "" : "s")")
         line("dirty rate", DurationText.rate(dirtyRate))
         if throttlePercent > 0 { line("throttle", "\(throttlePercent)%") }
         line("vf state", "\(ByteCountText.human(vfStateBytes.preCopy)) pre-copy, "

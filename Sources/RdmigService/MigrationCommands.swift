@@ -38,6 +38,9 @@ struct ServiceOptions: ParsableArguments {
             transform: { text in try TCPBufferSetting(parsing: text) })
     var tcpBuffer: TCPBufferSetting?
 
+    @Option(help: "Page channels the source asks for, each its own connection and thread: auto (one per hot-path CPU, at most 8) or 1-16 (default: [transport] channels).")
+    var channels: String?
+
     @Flag(help: "Print the final report as one JSON object on stdout.")
     var json = false
 
@@ -85,6 +88,13 @@ struct ServiceOptions: ParsableArguments {
             configuration.transport.options.trafficClass = trafficClass
         }
         if let tcpBuffer { configuration.transport.options.socketBufferBytes = tcpBuffer.bytes }
+        if let channels {
+            do {
+                configuration.transport.channels = try PageChannelCount.parse(channels)
+            } catch {
+                throw ValidationError("--channels \(channels): \(error)")
+            }
+        }
         if let keyFile { configuration.keyFile = keyFile }
         if let encrypt { configuration.encryption = encrypt }
         if let backend { configuration.transport.backend = backend }
@@ -213,6 +223,9 @@ struct SourceCommand: ParsableCommand {
         options.stopRequested = { InterruptSignal.stopReason }
         options.resolveTimeout = configuration.resolveTimeout
         options.encryption = configuration.encryption
+        let channels = PageChannelCount.choose(configured: configuration.transport.channels, hotPathCPUs: placement.cpus.count)
+        options.channels = channels.count
+        log.info("page channels: \(channels.count) (\(channels.reason))")
         let logger = log
         options.log = { logger.info("\($0)") }
         let progress = ProgressReporter(fileDescriptor: 2)

@@ -28,6 +28,9 @@ struct ServiceConfiguration {
         var options = TransportOptions()
         /// `queue-depth` was set in the file: then it holds for every backend.
         var queueDepthConfigured = false
+        /// [transport] channels: page channels a source asks for; nil ("auto") = one per
+        /// hot-path CPU, at most `PageChannelCount.automaticMaximum`.
+        var channels: Int?
 
         /// Send queue depth on tcp when the file does not set one: the tcp backend's queue
         /// costs a few dozen bytes per entry, and a migration's scattered 4 KiB page WRITEs
@@ -66,6 +69,13 @@ struct ServiceConfiguration {
             }
             configuration.transport.options.sendQueueDepth = value
             configuration.transport.queueDepthConfigured = true
+        }
+        if let channels = try transport.parsed("channels", { $0 }) {
+            do {
+                configuration.transport.channels = try PageChannelCount.parse(channels)
+            } catch {
+                throw ConfigurationFile.Error("\(file.path): [transport] channels = \(channels): \(error)")
+            }
         }
         if let depth = try transport.int("receive-depth") { configuration.transport.options.receiveQueueDepth = depth }
         if let interval = try transport.int("signal-interval") { configuration.transport.options.signalInterval = interval }

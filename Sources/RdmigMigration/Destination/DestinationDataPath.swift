@@ -13,6 +13,10 @@ final class DestinationDataPath {
     private(set) var digesters: [UInt32: ChunkDigester] = [:]
     private(set) var devices: [MigrationDestination.Device] = []
     private(set) var loader: DeviceStateLoader?
+    /// Set once the regions are exported: what every page channel's messages do.
+    private(set) var pages: IncomingPages?
+    /// Page channels 1 and up, which joined the migration.
+    private(set) var lanes: [DestinationPageLane] = []
     private var closed = false
 
     init(memory: GuestMemory, connection: any TransportConnection) {
@@ -39,6 +43,23 @@ final class DestinationDataPath {
         }
     }
 
+    /// The shared handling of the page channels' messages, over the exported regions.
+    func receivePages(guestBytes: UInt64, log: @escaping @Sendable (String) -> Void) -> IncomingPages {
+        let pages = IncomingPages(memory: memory, digesters: digesters, guestBytes: guestBytes, log: log)
+        self.pages = pages
+        return pages
+    }
+
+    func addLane(_ lane: DestinationPageLane) {
+        lanes.append(lane)
+    }
+
+    /// The first page channel that failed, with why.
+    var laneFailure: (channel: Int, error: MigrationError)? {
+        for lane in lanes { if let failure = lane.failure { return (lane.channel, failure) } }
+        return nil
+    }
+
     /// A resuming provider for each device LAYOUT announces.
     func addDevices(_ entries: [MigrationMessage.DeviceLayout]) throws(MigrationError) {
         for entry in entries {
@@ -63,12 +84,13 @@ final class DestinationDataPath {
         devices[index].acknowledged = true
     }
 
-    /// Stops the loader, withdraws the windows, stops the digest threads (each holds its region:
+    /// Stops the joined page channels and the loader, withdraws the windows, stops the digest threads (each holds its region:
     /// one left running would keep the guest mapped and pinned after the migration ended).
     /// Calling it again does nothing.
     func close() {
         guard !closed else { return }
         closed = true
+        for lane in lanes { lane.close() }
         loader?.close()
         for registration in registrations { _ = try? connection.deregister(registration) }
         for digester in digesters.values { digester.close() }

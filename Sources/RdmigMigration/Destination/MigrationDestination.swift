@@ -60,6 +60,8 @@ public final class MigrationDestination {
     private var incoming = IncomingGuest.receiving
     /// When the last message came from the source (its silence is bounded by the peer timeout).
     private var lastMessageAt = ContinuousClock.now
+    /// The page channels' shared state, once the regions are exported (for the report's totals).
+    private var incomingPages: IncomingPages?
     /// When SWITCHOVER arrived: the downtime as this side sees it.
     private var switchoverAt: ContinuousClock.Instant?
 
@@ -119,6 +121,7 @@ public final class MigrationDestination {
                 discard(session: session, reason: error.description, status: stopped ? .cancelled : .failed)
             }
         }
+        recordPageTotals(incomingPages)
         let delivered = session.close()
         if report.status == .completed {
             options.ledger?.record(session.keys.migrationID, .runsOnDestination, "it had COMMIT and resumed")
@@ -173,8 +176,6 @@ public final class MigrationDestination {
     private func acceptLayout(_ layout: MigrationMessage.Layout, session: MigrationSession) throws(MigrationError) -> DestinationDataPath {
         let limit = options.maximumGuestBytes.map { GuestSizeLimit(bytes: $0, reason: "[service] max-guest-size") } ?? GuestSizeLimit.current()
         let (total, guestLayouts) = try Self.check(layout, limit: limit)
-        guestBytes = total
-        guestPages = UInt64(guestLayouts.reduce(0) { $0 + $1.pageCount })
         let mapStart = clock.now
         // Faulting the guest's memory in is most of this side's setup; a thread per CPU the
         // hot path may use (or this process may) does it in parallel, and on the hot path's
@@ -190,13 +191,19 @@ public final class MigrationDestination {
         }
         options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms (\(pinThreads) thread\(pinThreads == 1 ? "" : "s"))")
         let path = DestinationDataPath(memory: guestMemory, connection: session.connection)
+        // Extra page channels come as sessions of their own: without a listener to take them
+        // from, one channel.
+        let channels = options.nextSession == nil ? 1 : Int(layout.channels)
         do throws(MigrationError) {
             try path.exportRegions(digestSeed: session.keys.digestSeed)
+            incomingPages = path.receivePages(guestBytes: total, log: options.log)
             try path.addDevices(layout.devices)
-            try session.send(.windows(.init(regions: path.windows)), .layout)
+            try session.send(.windows(.init(regions: path.windows, channels: UInt16(channels))), .layout)
             if let ring = try path.openDeviceStream(router: session.router) {
                 try session.send(.streamRing(ring), .layout)
             }
+            try acceptPageChannels(channels, session: session, path: path)
+            report.channels = channels
         } catch {
             path.close()
             throw error
@@ -206,9 +213,58 @@ public final class MigrationDestination {
         return path
     }
 
-    /// The guest's size from LAYOUT: no count the source sends may exceed it.
-    private var guestBytes: UInt64 = 0
-    private var guestPages: UInt64 = 0
+    /// Page channels 1 ..< `count`: sessions that authenticated on the listener and JOIN this
+    /// migration (its id comes from this session's keys); each gets the guest's memory
+    /// registered on its connection (WINDOWS) and a thread for its messages. Another source's
+    /// session meanwhile is told to come back later; a RESOLVE is answered from the ledger.
+    private func acceptPageChannels(_ count: Int, session: MigrationSession, path: DestinationDataPath) throws(MigrationError) {
+        guard count > 1, let nextSession = options.nextSession, let pages = path.pages else { return }
+        let deadline = clock.now + options.peerTimeout
+        var joined = Set<Int>()
+        while joined.count < count - 1 {
+            guard clock.now < deadline else {
+                throw MigrationError(.layout, "\(joined.count + 1) of \(count) page channels joined within \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+            }
+            try session.checkInterrupted(.layout)
+            guard let candidate = nextSession(min(.milliseconds(250), deadline - clock.now)) else { continue }
+            let first: MigrationMessage
+            do {
+                first = try candidate.receive(.layout, during: "waiting for JOIN", timeout: options.handshakeTimeout)
+            } catch {
+                options.log("a session while page channels join: \(error.description)")
+                candidate.close()
+                continue
+            }
+            if case .resolve(let resolve) = first {
+                (options.ledger ?? ResolutionLedger()).answer(resolve, on: candidate, log: options.log)
+                continue
+            }
+            guard case .join(let join) = first, join.migrationID == session.keys.migrationID else {
+                candidate.abort("this destination is busy with another migration; try again later")
+                candidate.close()
+                continue
+            }
+            let channel = Int(join.channel)
+            guard channel < count, !joined.contains(channel) else {
+                candidate.abort("page channel \(channel) is not one of this migration's \(count) or joined twice")
+                candidate.close()
+                throw MigrationError(.layout, "the source joined page channel \(channel) twice or beyond the \(count) accepted")
+            }
+            let cpus = options.pollerCPUs.isEmpty ? [] : [options.pollerCPUs[channel % options.pollerCPUs.count]]
+            do throws(MigrationError) {
+                candidate.stopReason = options.stopRequested
+                let lane = try DestinationPageLane(channel: channel, session: candidate, memory: path.memory, pages: pages, cpus: cpus)
+                path.addLane(lane)
+                try candidate.send(.windows(.init(regions: lane.windows, channels: UInt16(count))), .layout)
+            } catch {
+                candidate.abort(error.description)
+                candidate.close()
+                throw error
+            }
+            joined.insert(channel)
+        }
+        options.log("\(count) page channels joined")
+    }
 
     /// Pages (ZERO_PAGES, TOUCHED_CHUNKS, ITERATION_DONE; the WRITEs need nothing from this
     /// side) until SWITCHOVER: the source paused the guest.
@@ -217,6 +273,7 @@ public final class MigrationDestination {
             let message = try nextMessage(path, session: session, phase: .precopy)
             if case .switchover(let switchover) = message {
                 switchoverAt = clock.now
+                path.pages?.switchingOver(at: switchover.iteration)
                 report.status = .device
                 FaultInjection.stall(at: "dest-stall-at-switchover")
                 options.log("source paused the guest (\(switchover.reason)); \(ByteCount(switchover.remainingDirtyBytes).humanReadable) of pages and \(ByteCount(switchover.deviceStopCopyBytes).humanReadable) of VF state follow")
@@ -241,6 +298,7 @@ public final class MigrationDestination {
     /// here the guest is held paused until COMMIT.
     private func verify(_ digests: MigrationMessage.Digests, path: DestinationDataPath, session: MigrationSession) throws(MigrationError) {
         let verifyStart = clock.now
+        try awaitLastPages(path, session: session)
         let problems = compare(digests, path: path)
         options.log("verified memory and VF state in \(formatFixed((clock.now - verifyStart).milliseconds, decimals: 1)) ms")
         if !problems.isEmpty {
@@ -255,6 +313,22 @@ public final class MigrationDestination {
         incoming = .verified(path.memory, path.devices.map(\.provider))
         try session.send(.ready, .switchover)
         FaultInjection.stall(at: "dest-stall-after-ready")
+    }
+
+    /// Waits until every joined page channel hashed the last iteration's pages (channel 0's
+    /// arrived before DIGESTS on the same connection; the others' travel on their own).
+    private func awaitLastPages(_ path: DestinationDataPath, session: MigrationSession) throws(MigrationError) {
+        guard !path.lanes.isEmpty, let pages = path.pages, let final = pages.snapshot.finalIteration else { return }
+        let deadline = clock.now + options.peerTimeout
+        while !pages.hashed(final, channels: path.lanes.count + 1) {
+            if let (channel, failure) = path.laneFailure {
+                throw MigrationError(.switchover, "page channel \(channel): \(failure.description)")
+            }
+            guard clock.now < deadline else {
+                throw MigrationError(.switchover, "the last pages did not arrive on every page channel within \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
+            }
+            usleep(100)
+        }
     }
 
     /// COMMIT: the guest is this side's from here, whatever happens to the connection; it
@@ -293,6 +367,11 @@ public final class MigrationDestination {
     private func nextMessage(_ path: DestinationDataPath, session: MigrationSession,
                              phase: MigrationError.Phase) throws(MigrationError) -> MigrationMessage {
         while true {
+            if let (channel, failure) = path.laneFailure {
+                // The source's ABORT on this session says why, when the channel only saw its effect.
+                if let cause = session.unreadPeerAbort() { throw MigrationError(phase, cause, peerGaveUp: true) }
+                throw MigrationError(phase, "page channel \(channel): \(failure.description)")
+            }
             if let loader = path.loader {
                 for (index, device) in path.devices.enumerated() where device.needsAck && !device.acknowledged && loader.initialDataLoaded(tag: device.id) {
                     try session.send(.switchoverAck(.init(deviceID: device.id)), phase)
@@ -313,60 +392,22 @@ public final class MigrationDestination {
         }
     }
 
-    /// A message about pages: zero pages applied here, an iteration's totals, chunks to hash
-    /// (the last one of an iteration is hashed now and acknowledged with ZERO_PAGES_APPLIED).
+    /// A message about pages on channel 0 (the others' arrive on their own threads).
     private func receivePages(_ message: MigrationMessage, path: DestinationDataPath, session: MigrationSession,
                               phase: MigrationError.Phase) throws(MigrationError) {
-        switch message {
-        case .zeroPages(let zero):
-            guard let region = try? path.memory.region(id: zero.regionID) else {
-                throw MigrationError(phase, "ZERO_PAGES for unknown region \(zero.regionID)")
-            }
-            let applied: UInt64
-            do {
-                applied = try PageChannel.applyZeroPages(zero, to: region.bytes(of: 0..<region.pageCount), pageSize: region.pageSize)
-            } catch {
-                throw MigrationError(phase, "applying ZERO_PAGES: \(error)")
-            }
-            try Self.add(applied, to: &report.zeroPages, "ZERO_PAGES", "runs.count")
-        case .iterationDone(let done):
-            // An iteration sends each page once at most: larger counts are not the source's.
-            for (field, value, most) in [("pagesWritten", done.pagesWritten, guestPages), ("zeroPages", done.zeroPages, guestPages),
-                                         ("bytesWritten", done.bytesWritten, guestBytes)] where value > most {
-                throw MigrationError(phase, "ITERATION_DONE \(done.iteration) has \(field) \(value), more than the guest's \(most)")
-            }
-            report.iterations = Int(done.iteration) + 1
-            try Self.add(done.pagesWritten, to: &report.normalPages, "ITERATION_DONE", "pagesWritten")
-            try Self.add(done.bytesWritten, to: &report.normalBytes, "ITERATION_DONE", "bytesWritten")
-            try Self.add(done.bytesWritten, to: &report.transferred, "ITERATION_DONE", "bytesWritten")
-            if done.iteration == 0 { FaultInjection.stall(at: "dest-stall-in-precopy") }
-        case .touchedChunks(let touched):
-            try hashTouched(touched, path: path, session: session, phase: phase)
-        default:
+        guard let pages = path.pages, try pages.receive(message, channel: 0, session: session, phase: phase) else {
             throw MigrationError(phase, "unexpected \(message.wireName) from the source")
         }
     }
 
-    private func hashTouched(_ touched: MigrationMessage.TouchedChunks, path: DestinationDataPath, session: MigrationSession,
-                             phase: MigrationError.Phase) throws(MigrationError) {
-        guard let digester = path.digesters[touched.regionID], Int(touched.chunkSize) == digester.chunkSize else {
-            throw MigrationError(phase, "TOUCHED_CHUNKS for region \(touched.regionID) with chunks of \(touched.chunkSize) bytes does not match this side's digest layout")
-        }
-        let bitmapBytes = (digester.chunkCount + 7) / 8
-        let firstByte = Int(touched.firstChunk) / 8
-        guard firstByte <= bitmapBytes, touched.bitmap.count <= bitmapBytes - firstByte else {
-            throw MigrationError(phase, "TOUCHED_CHUNKS for region \(touched.regionID): firstChunk \(touched.firstChunk) and a \(touched.bitmap.count)-byte bitmap run past the region's \(digester.chunkCount) chunks")
-        }
-        digester.mark(touched.bitmap[...], firstChunk: Int(touched.firstChunk))
-        guard touched.isLast else { return }
-        let drainStart = clock.now
-        // Hash now, while the guest still runs on the source (which waits for this answer
-        // before deciding): a backlog would be hashed inside the downtime.
-        _ = digester.drain()
-        if switchoverAt != nil {
-            options.log("hashed the last iteration's pages in \(formatFixed((clock.now - drainStart).milliseconds, decimals: 1)) ms")
-        }
-        try session.send(.zeroPagesApplied(.init(iteration: touched.iteration)), phase)
+    /// The page figures every channel reported, into the report.
+    private func recordPageTotals(_ pages: IncomingPages?) {
+        guard let totals = pages?.snapshot else { return }
+        report.zeroPages = totals.zeroPages
+        report.normalPages = totals.normalPages
+        report.normalBytes = totals.normalBytes
+        report.transferred = totals.normalBytes
+        report.iterations = totals.iterations
     }
 
     /// The source was lost after READY and before COMMIT: this side holds the verified guest
@@ -461,11 +502,7 @@ public final class MigrationDestination {
 
     /// Adds a count the source sent into a report total; refuses a sum that does not fit.
     static func add(_ value: UInt64, to total: inout UInt64, _ message: String, _ field: String) throws(MigrationError) {
-        let (sum, overflow) = total.addingReportingOverflow(value)
-        guard !overflow else {
-            throw MigrationError(.precopy, "\(message) '\(field)' \(value) overflows the total of \(total) received so far")
-        }
-        total = sum
+        try IncomingPages.add(value, to: &total, message, field)
     }
 
     /// Compares this side's memory and VF state with the source's digests; [] means equal.

@@ -35,6 +35,9 @@ public final class MigrationSource {
         public var resolveTimeout: Duration = .seconds(120)
         /// Whether to ask for an encrypted transport (`--encrypt`).
         public var encryption: EncryptionPolicy = .auto
+        /// Page channels to ask for (`--channels`), each its own connection and thread; the
+        /// destination may accept fewer.
+        public var channels: Int = 1
 
         public init(endpoint: TransportEndpoint, backend: any TransportBackend, transportOptions: TransportOptions,
                     migration: MigrationConfiguration, deviceSpecs: [String], key: PreSharedKey) {

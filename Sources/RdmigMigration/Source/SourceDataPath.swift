@@ -3,21 +3,22 @@ import RdmigDeviceState
 import RdmigTransport
 
 /// What the layout phase sets up for the pages and the VF state to travel, used by every
-/// later phase: the guest's memory registered and a page channel into the destination's
-/// window, this side's digest thread, the dirty log, and the VF state stream.
+/// later phase: the page channels (each with the guest's memory registered on its connection
+/// and writing into the destination's window there), this side's digest thread, the dirty
+/// log, and the VF state stream.
 final class SourceDataPath {
     let guest: SyntheticGuest
     let region: GuestMemoryRegion
+    /// The migration's session: every message that is not about one channel's pages.
     let session: MigrationSession
-    let pages: PageChannel
-    let pageRegion: PageChannel.Region
+    /// Page channel 0 runs on `session`; the others on connections that joined it.
+    private(set) var lanes: [SourcePageLane] = []
     let digester: ChunkDigester
     /// The VF state stream into the destination's ring; nil without devices.
     let deviceStream: ByteStreamSender?
     var recordEncoder = ChunkRecordEncoder()
     /// One chunk record at a time is encoded here before it goes into the stream.
     let recordBuffer: UnsafeMutableRawBufferPointer
-    private let registration: MemoryRegistration
     private let dirtyLog: any DirtyLog
     /// The synthetic guest's own log lives as long as the guest; another one is this run's.
     private let ownsDirtyLog: Bool
@@ -38,18 +39,7 @@ final class SourceDataPath {
         } else {
             deviceStream = nil
         }
-        let memory = region.bytes(of: 0..<region.pageCount)
-        do {
-            registration = try session.connection.register(memory, access: [.localWrite])
-            pageRegion = try PageChannel.Region(id: region.id, memory: UnsafeRawBufferPointer(memory), registration: registration,
-                                                peerWindow: window, pageSize: region.pageSize)
-            var pageConfiguration = PageChannel.Configuration()
-            // "No write completed for this long" is the progress timeout.
-            pageConfiguration.completionTimeout = migration.progressTimeout
-            pages = try PageChannel(router: session.router, control: session.control, configuration: pageConfiguration)
-        } catch {
-            throw MigrationError(.layout, "preparing the page channel: \(error)")
-        }
+        lanes = [try SourcePageLane(index: 0, session: session, region: region, window: window, migration: migration)]
         do {
             digester = try ChunkDigester(region: region, chunkSize: ChunkDigester.chunkSize(pageSize: region.pageSize),
                                          seed: session.keys.digestSeed)
@@ -70,6 +60,7 @@ final class SourceDataPath {
     }
 
     deinit {
+        closeJoinedSessions()
         stopDirtyLog()
         recordBuffer.deallocate()
     }
@@ -90,7 +81,22 @@ final class SourceDataPath {
         dirtyLog.stop()
     }
 
+    /// Adds page channel `lanes.count` on `session`, a connection that joined the migration.
+    func addLane(session: MigrationSession, window: RemoteWindow, migration: MigrationConfiguration) throws(MigrationError) {
+        lanes.append(try SourcePageLane(index: lanes.count, session: session, region: region, window: window, migration: migration))
+    }
+
+    /// No wait for write completions goes past `deadline` on any channel (the switchover budget).
+    func setCompletionDeadline(_ deadline: ContinuousClock.Instant?) {
+        for lane in lanes { lane.pages.completionDeadline = deadline }
+    }
+
     func deregisterGuestMemory() {
-        _ = try? session.connection.deregister(registration)
+        for lane in lanes { lane.deregister() }
+    }
+
+    /// Closes the joined channels' sessions (channel 0's is the migration's, closed with it).
+    func closeJoinedSessions() {
+        for lane in lanes.dropFirst() { lane.session.close() }
     }
 }

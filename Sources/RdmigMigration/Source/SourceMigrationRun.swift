@@ -27,12 +27,13 @@ final class SourceMigrationRun {
     private var guest: SyntheticGuest?
     var devices: [Device] = []
     private var session: MigrationSession?
+    /// Kept to the end of the run: the joined page channels close after the migration's
+    /// session told the destination the outcome (closed first, they would hide its reason).
+    private var dataPath: SourceDataPath?
 
-    /// The newest iteration the destination has applied and hashed (ZERO_PAGES_APPLIED).
-    var appliedThrough: UInt32?
     /// Set when the guest is paused: every wait before COMMIT ends by then, and the guest is
     /// given back to the source (the switchover budget).
-    private var switchoverDeadline: ContinuousClock.Instant?
+    private(set) var switchoverDeadline: ContinuousClock.Instant?
     /// When the guest was paused for the switchover.
     private var pausedAt: ContinuousClock.Instant?
     /// Where the downtime went, lap by lap, from the pause to RESUMED.
@@ -67,6 +68,7 @@ final class SourceMigrationRun {
         let guest = try setUpGuest()
         let session = try connect()
         let path = try exchangeLayout(guest: guest, session: session)
+        dataPath = path
         // Stopped on every outcome before the guest is resumed or the run reported.
         defer { path.stopDirtyLog() }
         try precopy(path)
@@ -116,11 +118,15 @@ final class SourceMigrationRun {
         let region = guest.region
         let layout = MigrationMessage.Layout(
             regions: [.init(id: region.id, guestPhysicalBase: region.guestPhysicalBase, length: UInt64(region.length), pageSize: UInt32(region.pageSize))],
-            devices: devices.map { .init(id: $0.id, kind: $0.provider.name, stateVersion: $0.provider.streamVersion, needsSwitchoverAck: $0.provider.requiresSwitchoverAck) })
+            devices: devices.map { .init(id: $0.id, kind: $0.provider.name, stateVersion: $0.provider.streamVersion, needsSwitchoverAck: $0.provider.requiresSwitchoverAck) },
+            channels: UInt16(options.channels))
         try session.send(.layout(layout), .layout)
         guard case .windows(let windows) = try session.receive(.layout, during: "waiting for WINDOWS", timeout: options.peerTimeout),
               let window = windows.regions.first(where: { $0.regionID == region.id })?.window else {
             throw MigrationError(.layout, "the destination's answer to LAYOUT has no window for region \(region.id)")
+        }
+        guard windows.channels <= layout.channels else {
+            throw MigrationError(.layout, "the destination accepted \(windows.channels) page channels, more than the \(layout.channels) asked for")
         }
         var ring: StreamRing?
         if !devices.isEmpty {
@@ -130,6 +136,13 @@ final class SourceMigrationRun {
             ring = announced
         }
         let path = try SourceDataPath(guest: guest, session: session, window: window, deviceRing: ring, migration: options.migration)
+        for channel in 1..<Int(windows.channels) {
+            try joinPageChannel(channel, of: session, to: path)
+        }
+        report.channels = path.lanes.count
+        if path.lanes.count != options.channels {
+            options.log("the destination accepted \(path.lanes.count) of the \(options.channels) page channels asked for")
+        }
         for device in devices {
             do {
                 if device.provider.supportsPreCopy { try device.provider.enterPreCopy() }
@@ -145,6 +158,31 @@ final class SourceMigrationRun {
         report.setupTime = (clock.now - start).milliseconds
         report.status = .active
         return path
+    }
+
+    /// Page channel `channel`: a connection of its own, authenticated like the first, that
+    /// JOINs the migration and gets the destination's windows registered on it.
+    private func joinPageChannel(_ channel: Int, of session: MigrationSession, to path: SourceDataPath) throws(MigrationError) {
+        let connection = try connectRetryingRefusal(options.backend, to: options.endpoint, options: options.transportOptions)
+        var routerConfiguration = CompletionRouter.Configuration()
+        routerConfiguration.pollerCPUs = options.pollerCPUs
+        let joined = try MigrationSession(connection: connection, role: .source, key: options.key,
+                                          handshakeTimeout: options.transportOptions.handshakeTimeout,
+                                          routerConfiguration: routerConfiguration, encryption: options.encryption)
+        do throws(MigrationError) {
+            joined.stopReason = options.stopRequested
+            try joined.send(.join(.init(migrationID: session.keys.migrationID, channel: UInt16(channel))), .layout)
+            guard case .windows(let windows) = try joined.receive(.layout, during: "waiting for WINDOWS on page channel \(channel)",
+                                                                  timeout: options.peerTimeout),
+                  let window = windows.regions.first(where: { $0.regionID == path.region.id })?.window else {
+                throw MigrationError(.layout, "the destination's answer to JOIN on page channel \(channel) has no window for region \(path.region.id)")
+            }
+            try path.addLane(session: joined, window: window, migration: options.migration)
+        } catch {
+            joined.abort(error.description)
+            joined.close()
+            throw error
+        }
     }
 
     // MARK: - Pre-copy
@@ -191,7 +229,7 @@ final class SourceMigrationRun {
         let passStart = clock.now
         // The first pass sends never-populated memory as zero markers unread.
         let knownZero = iteration == 0 && path.digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
-        let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration, path: path)
+        let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration, awaitApplied: true, path: path)
         var deviceBytes: UInt64 = 0
         for index in devices.indices where devices[index].provider.supportsPreCopy {
             deviceBytes += try sendPrecopy(&devices[index], path: path)
@@ -207,10 +245,6 @@ final class SourceMigrationRun {
         // the switchover would be hashed inside the downtime (seen: a 1 GiB first pass
         // still hashing after 40 short passes made the policy throttle the guest to 99%).
         _ = path.digester.drain()
-        while appliedThrough.map({ $0 < iteration }) ?? true {
-            try handleAsynchronous(try path.session.receive(.precopy, during: "waiting for the destination to apply iteration \(iteration)",
-                                                            timeout: waitTimeout), path: path)
-        }
         dirty = DirtyBitmap(pageCount: region.pageCount)
         _ = try path.collect(into: &dirty)
         let pagesNow = path.guest.pagesWritten
@@ -272,7 +306,7 @@ final class SourceMigrationRun {
         ownership = .pausedOnSource
         pausedAt = pauseStart
         switchoverDeadline = pauseStart + options.migration.effectiveSwitchoverBudget
-        path.pages.completionDeadline = switchoverDeadline
+        path.setCompletionDeadline(switchoverDeadline)
         steps.lap("pause")
         FaultInjection.stall(at: "source-stall-after-pause")
         FaultInjection.reached("stop-and-copy")
@@ -296,7 +330,7 @@ final class SourceMigrationRun {
         steps.lap("collect")
         try path.session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
                                                 deviceStopCopyBytes: deviceStopBytes)), .switchover, timeout: waitTimeout)
-        let finalStatistics = try sendPages(final, iteration: iteration, path: path)
+        let finalStatistics = try sendPages(final, iteration: iteration, awaitApplied: false, path: path)
         steps.lap("last pages")
         var stopCopySent: UInt64 = 0
         for index in devices.indices {
@@ -499,6 +533,8 @@ final class SourceMigrationRun {
     func finish() -> MigrationReport {
         for device in devices { device.mutator?.stop() }
         session?.close()
+        dataPath?.closeJoinedSessions()
+        dataPath = nil
         report.totalTime = (clock.now - start).milliseconds
         return report
     }
@@ -521,9 +557,8 @@ final class SourceMigrationRun {
     /// ZERO_PAGES_APPLIED and SWITCHOVER_ACK.
     func handleAsynchronous(_ message: MigrationMessage, path: SourceDataPath) throws(MigrationError) {
         switch message {
-        case .zeroPagesApplied(let applied):
-            path.pages.zeroPagesApplied(through: applied.iteration)
-            appliedThrough = max(appliedThrough ?? 0, applied.iteration)
+        case .zeroPagesApplied:
+            _ = path.lanes[0].accept(message)
         case .switchoverAck(let ack):
             guard let index = devices.firstIndex(where: { $0.id == ack.deviceID }) else {
                 throw MigrationError(.precopy, "SWITCHOVER_ACK for unknown device \(ack.deviceID)")

@@ -1,5 +1,6 @@
 import RdmigChannels
 import RdmigDeviceState
+import RdmigSystem
 import RdmigTransport
 
 /// One pass of pages and the VF state beside them: what the pre-copy passes and the
@@ -11,81 +12,64 @@ extension SourceMigrationRun {
     /// traffic (a 1 GiB pass: 256 fences of ~128 bytes of bitmap).
     static let fenceBytes = 4 << 20
 
-    /// One iteration of pages: the zero-page gate, the pages of `knownZero` (one chunk per
-    /// page) as zero markers without reading them, the writes with a TOUCHED_CHUNKS fence
-    /// every `fenceBytes`, the last TOUCHED_CHUNKS (which asks the destination to hash and
-    /// acknowledge the iteration), ITERATION_DONE.
-    func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32,
+    /// One iteration of pages over every page channel: each channel sends its stripes' dirty
+    /// pages (`SourcePageLane.send`) on a thread of its own, channel 0 on this thread, which
+    /// also takes the destination's SWITCHOVER_ACKs meanwhile. Pre-copy passes (`awaitApplied`)
+    /// end when the destination has applied and hashed the iteration on every channel.
+    func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32, awaitApplied: Bool,
                    path: SourceDataPath) throws(MigrationError) -> PageIterationStatistics {
-        let pages = path.pages, region = path.pageRegion, digester = path.digester
-        while pages.awaitsZeroPagesApplied {
-            try handleAsynchronous(try path.session.receive(.precopy, during: "waiting for ZERO_PAGES_APPLIED", timeout: waitTimeout), path: path)
-        }
+        let region = path.region, digester = path.digester
         let zeroRuns = knownZero.map { dirty.intersection($0).runs() } ?? []
         // Runs no longer than a fence segment, so a long run (a first pass) is fenced too.
         let fencePages = max(1, Self.fenceBytes / region.pageSize)
         let runs = (knownZero.map { dirty.subtracting($0) } ?? dirty).runs(maximumLength: fencePages)
         // Hash this side's copy while the pages travel: inside the downtime the guest is
         // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
-        let touched = digester.touchedBitmap(pages: runs)
-        digester.mark(touched[...])
-        let pagesPerChunk = digester.chunkSize / region.pageSize
-        func chunks(of pages: Range<Int>) -> Range<Int> {
-            (pages.lowerBound / pagesPerChunk)..<((pages.upperBound - 1) / pagesPerChunk + 1)
-        }
-        let during = "writing iteration \(iteration)'s \(dirty.count) pages"
-        func onChannel<T>(_ body: () throws(ChannelError) -> T) throws(MigrationError) -> T {
-            do { return try body() } catch { throw MigrationError.channel(error, .precopy, during: during) }
-        }
-        try onChannel { () throws(ChannelError) in try pages.beginIteration(iteration) }
-        if !zeroRuns.isEmpty {
-            // Unread on both counts: this side records their hash as a zero page's, and the
-            // destination, which zeroes them, hashes them behind the fence.
-            let zeroTouched = digester.touchedBitmap(pages: zeroRuns)
-            digester.markZero(zeroTouched)
-            try onChannel { () throws(ChannelError) in
-                try pages.writeKnownZero(zeroRuns.lazy.map { PageRun(firstPage: UInt64($0.lowerBound), count: UInt64($0.count)) }, of: region)
-                try pages.fence()
+        digester.mark(digester.touchedBitmap(pages: runs)[...])
+        let stripes = PageStripes(channels: path.lanes.count, pageSize: region.pageSize)
+        let laneRuns = stripes.split(runs), laneZeroRuns = stripes.split(zeroRuns)
+        let work = path.lanes.indices.map { LaneWork(iteration: iteration, runs: laneRuns[$0], zeroRuns: laneZeroRuns[$0]) }
+        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        var workers: [(thread: SystemThread, outcome: LaneOutcome)] = []
+        for lane in path.lanes.dropFirst() {
+            let outcome = LaneOutcome(), laneWork = work[lane.index]
+            do {
+                let thread = try SystemThread(name: "rdmig-pages-\(lane.index)", cpus: laneCPUs(lane.index)) {
+                    outcome.result = Result { () throws(MigrationError) in
+                        try lane.send(laneWork, digester: digester, limit: limit, awaitApplied: awaitApplied, other: nil)
+                    }
+                }
+                workers.append((thread, outcome))
+            } catch {
+                for worker in workers { worker.thread.join() }
+                throw MigrationError(.precopy, "starting page channel \(lane.index)'s thread: \(error)")
             }
-            try sendTouched(zeroTouched, chunks: 0..<digester.chunkCount, isLast: false, iteration: iteration, path: path)
         }
-        var segment: Range<Int>?
-        var fencedBytes: UInt64 = 0
-        for run in runs {
-            try onChannel { () throws(ChannelError) in
-                try pages.write(CollectionOfOne(PageRun(firstPage: UInt64(run.lowerBound), count: UInt64(run.count))), of: region)
+        let first = Result { () throws(MigrationError) in
+            try path.lanes[0].send(work[0], digester: digester, limit: limit, awaitApplied: awaitApplied) { (message) throws(MigrationError) in
+                try self.handleAsynchronous(message, path: path)
             }
-            segment = (segment?.lowerBound ?? run.lowerBound)..<run.upperBound
-            guard pages.bytesWrittenThisIteration - fencedBytes >= UInt64(Self.fenceBytes), let pageRange = segment else { continue }
-            // Behind the fence every page of the segment has landed on the destination.
-            try onChannel { () throws(ChannelError) in try pages.fence() }
-            try sendTouched(touched, chunks: chunks(of: pageRange), isLast: false, iteration: iteration, path: path)
-            fencedBytes = pages.bytesWrittenThisIteration
-            segment = nil
         }
-        try onChannel { () throws(ChannelError) in try pages.fence() }
-        try sendTouched(touched, chunks: segment.map(chunks(of:)) ?? 0..<0, isLast: true, iteration: iteration, path: path)
-        return try onChannel { () throws(ChannelError) in try pages.endIteration(timeout: waitTimeout) }
+        if case .failure(let error) = first {
+            // The other channels' threads must end before the pass does (they use the guest's
+            // memory and the path): told why, the destination gives up on every channel, and
+            // their waits fail with it.
+            for lane in path.lanes.dropFirst() { lane.session.abort(error.description) }
+        }
+        var results = [first]
+        for worker in workers {
+            worker.thread.join()
+            results.append(worker.outcome.result ?? .failure(MigrationError(.precopy, "a page channel's thread ended without a result")))
+        }
+        var total = try results[0].get()
+        for result in results.dropFirst() { total.add(parallel: try result.get()) }
+        return total
     }
 
-    /// TOUCHED_CHUNKS for `chunks` of `touched`, in bitmaps of at most a control frame; only
-    /// non-empty ones travel, except the iteration's last, which always does.
-    private func sendTouched(_ touched: [UInt8], chunks: Range<Int>, isLast: Bool, iteration: UInt32,
-                             path: SourceDataPath) throws(MigrationError) {
-        let firstByte = chunks.lowerBound / 8
-        let endByte = max(firstByte, (chunks.upperBound + 7) / 8)
-        let step = MigrationMessage.TouchedChunks.maximumBitmapBytes
-        var start = firstByte
-        repeat {
-            let end = min(start + step, endByte)
-            let bytes = touched[start..<end]
-            let last = isLast && end == endByte
-            if last || bytes.contains(where: { $0 != 0 }) {
-                try path.session.send(.touchedChunks(.init(iteration: iteration, regionID: path.region.id, chunkSize: UInt32(path.digester.chunkSize),
-                                                           firstChunk: UInt32(start * 8), isLast: last, bitmap: Array(bytes))), .precopy)
-            }
-            start = end
-        } while start < endByte
+    /// The CPU a page channel's thread runs on: the hot path's CPUs in turn.
+    private func laneCPUs(_ index: Int) -> [Int32] {
+        let cpus = options.pollerCPUs
+        return cpus.isEmpty ? [] : [cpus[index % cpus.count]]
     }
 
     /// Pre-copy VF state: what the device has pending now, bounded so a busy device cannot
@@ -151,4 +135,9 @@ extension SourceMigrationRun {
                               .switchover)
         return device.sender.stopCopyBytes
     }
+}
+
+/// What a page channel's thread hands back: read after the thread is joined.
+final class LaneOutcome: @unchecked Sendable {
+    var result: Result<PageIterationStatistics, MigrationError>?
 }
