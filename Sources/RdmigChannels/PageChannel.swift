@@ -285,6 +285,36 @@ public final class PageChannel: @unchecked Sendable {
         if zeroRunCount > 0 { try sendZeroRuns() }
     }
 
+    /// Measures what the link moves: WRITEs of `writeBytes` covering `bytes` of `region`'s
+    /// memory into the same bytes of the peer's window, as many in flight as the channel
+    /// reserves, timed from the first post to the last completion. Between iterations only:
+    /// what lands is overwritten by the next iteration, which sends every page it covers
+    /// (written or as a zero marker). Returns the time it took.
+    public func measureLink(_ region: Region, bytes: Range<Int>, writeBytes: Int, timeout: Duration) throws(ChannelError) -> Duration {
+        guard started == nil else {
+            throw .invalidArgument(detail: "measure the link between iterations, not inside iteration \(statistics.iteration)")
+        }
+        guard bytes.lowerBound >= 0, bytes.upperBound <= region.memory.count, writeBytes > 0 else {
+            throw .invalidArgument(detail: "bytes \(bytes) are outside region \(region.id) of \(region.memory.count) bytes")
+        }
+        let begin = ContinuousClock.now
+        let deadline = begin + timeout
+        var offset = bytes.lowerBound
+        while offset < bytes.upperBound {
+            let length = min(writeBytes, bytes.upperBound - offset)
+            let write = (local: region.registration.slice(offset: region.registrationOffset + offset, length: length),
+                         remote: region.peerWindow.slice(offset: UInt64(offset), length: length))
+            offset += length
+            try post(write, forceSignal: offset >= bytes.upperBound)
+        }
+        while !account.isIdle {
+            let completion = try router.wait(on: inbox, until: deadline, timeout: timeout,
+                                             operation: "measuring the link: waiting for the burst's writes to complete")
+            account.complete(sequence: WorkRequestID.sequence(of: completion.id))
+        }
+        return .now - begin
+    }
+
     /// Bytes of pages written so far in the open iteration (zero pages not counted).
     public var bytesWrittenThisIteration: UInt64 { statistics.bytesWritten }
 

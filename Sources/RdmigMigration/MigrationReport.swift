@@ -83,10 +83,11 @@ public struct MigrationReport: Codable, Sendable, Equatable {
     public var vfStateBytes: DeviceStateBytes
     /// Bytes sent while the guest was paused (last dirty pages + VF stop-copy state).
     public var finalBytes: UInt64
-    /// finalBytes over the best bandwidth this migration measured (pre-copy's estimate or
-    /// the stop-and-copy pass's own rate), in milliseconds: no switchover moving these bytes
-    /// at that rate can be shorter; what the downtime has beyond it is the switchover's fixed
-    /// cost (pause, round trips, verification, resume).
+    /// finalBytes over `linkBandwidth` (what the link moved in a burst at setup), in
+    /// milliseconds: no switchover moving these bytes over this link can be shorter; what the
+    /// downtime has beyond it is the switchover's fixed cost (pause, round trips,
+    /// verification, resume) and whatever made the last pass slower than the link. Only
+    /// without a link measurement, over the best rate the passes saw.
     public var downtimeLowerBound: Double
     /// The downtime the policy predicted when it chose to switch over (milliseconds).
     public var expectedDowntime: Double?

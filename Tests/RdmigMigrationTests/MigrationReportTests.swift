@@ -23,7 +23,7 @@ import RdmigSystem
         let required = ["status", "total-time", "downtime", "setup-time", "iterations", "transferred", "duplicate",
                         "zero-pages", "normal-pages", "normal-bytes", "dirty-rate", "bandwidth", "vf-state-bytes",
                         "switchover-bandwidth", "final-bytes", "downtime-lower-bound", "expected-downtime", "cpu-throttle-percentage",
-                        "verified", "passes", "encrypted"]
+                        "verified", "passes", "encrypted", "channels", "link-bandwidth", "precopy-bandwidth"]
         for key in required { #expect(object[key] != nil, "missing \(key)") }
         #expect(Set(object.keys) == Set(required))
         #expect(object["status"] as? String == "completed")
