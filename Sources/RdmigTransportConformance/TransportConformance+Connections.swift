@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import RdmigSystem
 import RdmigTransport
+import Synchronization
 
 /// Cases about establishing, closing and losing connections.
 extension TransportConformance {
@@ -66,6 +68,58 @@ extension TransportConformance {
                                  "connection \(index)'s last write")
             try targets.expectEqual(index * chunk, sources, index * chunk, length: chunk, "connection \(index)'s window")
         }
+    }
+
+    /// A migration's page channels: several connections to one listener, the same memory
+    /// registered on each, and each writing its own stripes of it from its own thread at the
+    /// same time. Every byte must land, and no connection's writes may disturb another's.
+    static func severalConnectionsWriteIntoOneWindowConcurrently(_ environment: ConformanceEnvironment) throws {
+        let peers = try ConformancePeers(environment)
+        let channels = 4
+        var pairs = [(client: peers.client, server: peers.server)]
+        defer { for pair in pairs.dropFirst() { pair.client.close(); pair.server.close() } }
+        for _ in 1..<channels {
+            pairs.append(try ConformancePeers.connect(environment.backend, to: peers.listener, options: environment.options))
+        }
+        let stripe = 64 << 10
+        let stripes = 16 * channels
+        let total = stripe * stripes
+        let source = peers.memory(total)
+        source.fillPattern(seed: 77)
+        let target = peers.memory(total)
+        // One registration of the whole of each memory per connection, as each page channel
+        // registers the whole guest.
+        var writes: [(local: MemoryRegistration, window: RemoteWindow)] = []
+        for pair in pairs {
+            let local = try peers.register(source, on: pair.client, access: .localWrite)
+            let window = try peers.register(target, on: pair.server, access: [.localWrite, .remoteWrite]).window()
+            writes.append((local, window))
+        }
+        let failures = ConformanceFailures()
+        let threads = try (0..<channels).map { channel in
+            let pair = pairs[channel], write = writes[channel]
+            return try expectNoError("start the thread of connection \(channel)") {
+                try SystemThread(name: "conformance-\(channel)") {
+                    do {
+                        // Stripes channel, channel + N, …: interleaved with the others' in the window.
+                        let mine = Array(stride(from: channel, to: stripes, by: channels))
+                        for (index, stripeIndex) in mine.enumerated() {
+                            let offset = stripeIndex * stripe
+                            try pair.client.postWrite(write.local.slice(offset: offset, length: stripe),
+                                                      to: write.window.slice(offset: UInt64(offset), length: stripe),
+                                                      id: UInt64(index), signaled: index == mine.count - 1)
+                        }
+                        let done = try completions(1, on: pair.client, "connection \(channel)'s writes")
+                        try expectCompletion(done[0], id: UInt64(mine.count - 1), kind: .write, "connection \(channel)'s last write")
+                    } catch {
+                        failures.record("connection \(channel): \(error)")
+                    }
+                }
+            }
+        }
+        for thread in threads { thread.join() }
+        if let failure = failures.first { throw ConformanceFailure(failure) }
+        try target.expectEqual(0, source, 0, length: total, "\(channels) connections' interleaved stripes in one window")
     }
 
     static func connectToAClosedPortIsRefused(_ environment: ConformanceEnvironment) throws {
@@ -197,4 +251,11 @@ extension TransportConformance {
         try expect(serverSaw.last.map { $0.status == .success || $0.status == .flushed } ?? false,
                    "the server's receive completed \(serverSaw)")
     }
+}
+
+/// Failures seen on other threads, for the case's own thread to throw.
+final class ConformanceFailures: Sendable {
+    private let messages = Mutex<[String]>([])
+    func record(_ message: String) { messages.withLock { $0.append(message) } }
+    var first: String? { messages.withLock { $0.first } }
 }

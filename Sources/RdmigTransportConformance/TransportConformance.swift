@@ -9,6 +9,7 @@ public enum TransportConformance {
     public static let cases: [ConformanceCase] = [
         ConformanceCase("connectAndAcceptGiveAConnectedPair", run: connectAndAcceptGiveAConnectedPair),
         ConformanceCase("severalConnectionsToOneListenerWorkIndependently", run: severalConnectionsToOneListenerWorkIndependently),
+        ConformanceCase("severalConnectionsWriteIntoOneWindowConcurrently", run: severalConnectionsWriteIntoOneWindowConcurrently),
         ConformanceCase("connectToAClosedPortIsRefused", run: connectToAClosedPortIsRefused),
         ConformanceCase("ipv6ConnectionWorks", run: ipv6ConnectionWorks),
         ConformanceCase("writeIsVisibleAfterItsCompletion", run: writeIsVisibleAfterItsCompletion),

@@ -13,9 +13,9 @@ enum MessageSamples {
         .layout(.init(
             regions: [.init(id: 0, guestPhysicalBase: 0, length: 1 << 31, pageSize: 4096),
                       .init(id: 1, guestPhysicalBase: 0x1_0000_0000, length: 1 << 30, pageSize: 2 << 20)],
-            devices: [.init(id: 7, kind: "ib-sw", stateVersion: 3, needsSwitchoverAck: true)])),
+            devices: [.init(id: 7, kind: "ib-sw", stateVersion: 3, needsSwitchoverAck: true)], channels: 16)),
         .windows(.init(regions: [.init(regionID: 0, window: window),
-                                 .init(regionID: 1, window: RemoteWindow(address: 0x1000, length: 4096, remoteKey: 1))])),
+                                 .init(regionID: 1, window: RemoteWindow(address: 0x1000, length: 4096, remoteKey: 1))], channels: 3)),
         .streamRing(StreamRing(channel: .deviceState, window: window, slotCount: 8, slotSize: 64 * 1024)),
         .iterationDone(.init(iteration: 3, pagesWritten: 123_456, zeroPages: 789, bytesWritten: 123_456 * 4096)),
         .zeroPages(.init(iteration: 3, regionID: 1, runs: [PageRun(firstPage: 0, count: 1), PageRun(firstPage: 1 << 40, count: 77)])),
@@ -35,5 +35,6 @@ enum MessageSamples {
                            relayBytes: 5 << 30, relayMicroseconds: 3_000_001, detail: "cont failed – guest paused")),
         .resolve(.init(migrationID: Array(1...16))),
         .resolution(.init(outcome: .runsOnDestination, detail: "committed on RESOLVE after 3.2 s in doubt")),
+        .join(.init(migrationID: Array(101...116), channel: 15)),
     ]
 }

@@ -18,10 +18,10 @@ package enum FuzzSeeds {
         .layout(.init(
             regions: [.init(id: 0, guestPhysicalBase: 0, length: 1 << 31, pageSize: 4096),
                       .init(id: 1, guestPhysicalBase: 0x1_0000_0000, length: 1 << 30, pageSize: 2 << 20)],
-            devices: [.init(id: 7, kind: "ib-sw", stateVersion: 3, needsSwitchoverAck: true)])),
+            devices: [.init(id: 7, kind: "ib-sw", stateVersion: 3, needsSwitchoverAck: true)], channels: 16)),
         .layout(.init(regions: [], devices: [])),
         .windows(.init(regions: [.init(regionID: 0, window: window),
-                                 .init(regionID: 1, window: RemoteWindow(address: 0x1000, length: 4096, remoteKey: 1))])),
+                                 .init(regionID: 1, window: RemoteWindow(address: 0x1000, length: 4096, remoteKey: 1))], channels: 3)),
         .streamRing(StreamRing(channel: .deviceState, window: window, slotCount: 8, slotSize: 64 * 1024)),
         .streamRing(StreamRing(channel: .qemuStream, window: RemoteWindow(address: 0x2000, length: 64, remoteKey: 9), slotCount: 1, slotSize: 64)),
         .iterationDone(.init(iteration: 3, pagesWritten: 123_456, zeroPages: 789, bytesWritten: 123_456 * 4096)),
@@ -46,6 +46,8 @@ package enum FuzzSeeds {
                            relayBytes: 5 << 30, relayMicroseconds: 3_000_001, detail: "cont failed – guest paused")),
         .qemuOutcome(.init(guest: .resumed, completedMicroseconds: 1_764_165_000_123_456, resumeMicroseconds: 1_764_165_000_200_000,
                            relayBytes: 1 << 30, relayMicroseconds: 900_000, detail: "")),
+        .join(.init(migrationID: Array(101...116), channel: 15)),
+        .join(.init(migrationID: Array(repeating: 0, count: 16), channel: 1)),
     ]
 
     static let channelSetup = ChannelSetup(signalWindow: window, receiveCount: 64, receiveBufferSize: 64 << 10)

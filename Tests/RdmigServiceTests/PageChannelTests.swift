@@ -1,0 +1,52 @@
+import RdmigTestSupport
+import Foundation
+import Testing
+
+/// Migrations striped over several page channels (`--channels`): each its own connection,
+/// joined to the migration, with the link measured over all of them at setup.
+@Suite(.serialized) struct PageChannels {
+    @Test(arguments: [1, 2, 4])
+    func aGuestWithAVFMigratesOverNChannelsAndIsVerified(channels: Int) throws {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "-v"])
+        let address = "127.0.0.1:\(try destination.listeningPort())"
+        let source = try RdmigProcess(["source", "--connect", address, "--json", "--key-file", key, "--channels", "\(channels)", "-v",
+                                       "--guest-size", "256MiB", "--dirty-rate", "64MiB/s", "--working-set", "64MiB", "--vf", "ib-sw:qps=200"])
+        #expect(source.wait() == 0, "source stderr:\n\(source.stderr)")
+        #expect(destination.wait() == 0, "dest stderr:\n\(destination.stderr)")
+        let sent = try source.report()
+        let received = try destination.report()
+        for report in [sent, received] {
+            #expect(report["status"] as? String == "completed", "\(report)")
+            #expect(report["verified"] as? Bool == true)
+            #expect(report["channels"] as? Int == channels, "\(report)")
+        }
+        // Both sides count every page the channels carried, whichever channel carried it.
+        #expect(sent["normal-pages"] as? Int == received["normal-pages"] as? Int, "source \(sent), destination \(received)")
+        #expect(sent["zero-pages"] as? Int == received["zero-pages"] as? Int)
+        if channels > 1 {
+            #expect(destination.stderr.contains("\(channels) page channels joined"), "dest stderr:\n\(destination.stderr)")
+        }
+        // The bound is the final bytes at the link's measured rate, nothing else.
+        let link = try #require(sent["link-bandwidth"] as? Double)
+        #expect(link > 0, "\(sent)")
+        #expect(source.stderr.contains("over \(channels) page channel"), "source stderr:\n\(source.stderr)")
+        let finalBytes = Double(sent["final-bytes"] as? Int ?? -1)
+        let bound = try #require(sent["downtime-lower-bound"] as? Double)
+        #expect(abs(bound - finalBytes / link * 1000) <= 0.002, "downtime-lower-bound \(bound) ms for \(finalBytes) B at \(link) B/s")
+        #expect((sent["precopy-bandwidth"] as? Double ?? 0) > 0, "\(sent)")
+    }
+
+    @Test func aChannelCountOutOfRangeIsRefusedNamingTheFlagAndTheRange() throws {
+        for value in ["0", "17", "many"] {
+            let source = try RdmigProcess(["source", "--connect", "127.0.0.1:9", "--channels", value, "--guest-size", "64MiB"])
+            #expect(source.wait() != 0)
+            #expect(source.stderr.contains("--channels \(value)") && source.stderr.contains("use auto or 1-16"), "stderr:\n\(source.stderr)")
+        }
+        let config = try temporaryKeyFile() + ".toml"
+        try "[transport]\nchannels = 99\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let source = try RdmigProcess(["source", "--connect", "127.0.0.1:9", "--config", config, "--guest-size", "64MiB"])
+        #expect(source.wait() != 0)
+        #expect(source.stderr.contains("[transport] channels = 99") && source.stderr.contains("use auto or 1-16"), "stderr:\n\(source.stderr)")
+    }
+}
