@@ -157,7 +157,7 @@ final class RawPeer {
 /// A man in the middle after the handshake: relays a source's tcp connection to the
 /// destination frame by frame and rewrites one frame the way an attacker on the path would —
 /// one bit of the first control message after the channel setup (LAYOUT), with the CRC-32C
-/// fixed up, or one bit of a page in a large WRITE.
+/// fixed up, or one bit of a page in a large WRITE of the first pass.
 final class TamperingRelay: @unchecked Sendable {
     enum Target: Sendable {
         case layoutMessage, pagePayload
@@ -266,6 +266,10 @@ final class TamperingRelay: @unchecked Sendable {
         }
         guard let preamble = Self.receive(client, 16), Self.sendAll(serverFD, preamble) else { return }
         var sends = 0
+        // The link burst at setup writes pages the first pass overwrites: the page targets
+        // wait for the first pass's writes, which come after a SEND that follows a large
+        // WRITE (the control channel's credit writes are small).
+        var sawWrite = false, pagesFlow = false
         while true {
             guard let header = Self.receive(client, 32) else { return }
             let kind = header[0]
@@ -274,6 +278,8 @@ final class TamperingRelay: @unchecked Sendable {
             if kind == 1 || kind == 2, header[1] & 4 != 0 { length += 16 }
             guard var payload = length == 0 ? [] : Self.receive(client, length) else { return }
             if kind == 2 { sends += 1 }
+            if kind == 2 && sawWrite { pagesFlow = true }
+            if kind == 1 && payload.count >= 4096 { sawWrite = true }
             if case .observe = target, kind == 1 {
                 let pages = Self.countPlaintextPages(payload)
                 observed.lock()
@@ -284,7 +290,7 @@ final class TamperingRelay: @unchecked Sendable {
             let freezeHere: Bool
             switch target {
             case .freezeAtSwitchover: freezeHere = kind == 2 && payload.count >= 8 && payload[6] == 9 && payload[7] == 0
-            case .freezeInPreCopy: freezeHere = kind == 1 && payload.count >= 4096
+            case .freezeInPreCopy: freezeHere = pagesFlow && kind == 1 && payload.count >= 4096
             default: freezeHere = false
             }
             if tamper, !didTamper, freezeHere {
@@ -314,7 +320,7 @@ final class TamperingRelay: @unchecked Sendable {
                     let checksum = payload[16..<(payload.count - 16)].withUnsafeBytes { CRC32C.checksum($0) }
                     withUnsafeBytes(of: checksum.littleEndian) { payload.replaceSubrange(12..<16, with: $0) }
                     didTamper = true
-                case .pagePayload where kind == 1 && payload.count >= 4096:
+                case .pagePayload where pagesFlow && kind == 1 && payload.count >= 4096:
                     payload[payload.count / 2] ^= 0x01
                     didTamper = true
                 default:

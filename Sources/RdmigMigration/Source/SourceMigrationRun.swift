@@ -202,7 +202,8 @@ final class SourceMigrationRun {
         let total = min(Self.linkBurstBytes, path.region.length) / pageSize * pageSize
         let share = (total / lanes.count) / pageSize * pageSize
         guard share > 0 else { return }
-        let limit = options.peerTimeout
+        // No write completing for the progress timeout fails the burst, as it fails a pass.
+        let limit = options.migration.progressTimeout
         @Sendable func burst(_ lane: SourcePageLane) -> Result<Duration, MigrationError> {
             Result { () throws(MigrationError) in
                 do throws(ChannelError) {
