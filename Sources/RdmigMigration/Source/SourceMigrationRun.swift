@@ -268,6 +268,14 @@ final class SourceMigrationRun {
             case .switchover, .forceSwitchover:
                 break
             }
+            // Before the pause: the destination has hashed every pre-copy pass, so only the
+            // last pass's pages are hashed inside the downtime.
+            let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: nil)
+            for lane in path.lanes {
+                try lane.awaitApplied(through: iteration - 1, limit: limit, other: lane.index == 0 ? { (message) throws(MigrationError) in
+                    try self.handleAsynchronous(message, path: path)
+                } : nil)
+            }
             // Switchover-ack: the destination must have loaded each device's initial state.
             while devices.contains(where: { $0.provider.requiresSwitchoverAck && !$0.acknowledged }) {
                 try handleAsynchronous(try path.session.receive(.precopy, during: "waiting for SWITCHOVER_ACK", timeout: waitTimeout), path: path)
@@ -283,7 +291,14 @@ final class SourceMigrationRun {
         let passStart = clock.now
         // The first pass sends never-populated memory as zero markers unread.
         let knownZero = iteration == 0 && path.digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
-        let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration, awaitApplied: true, path: path)
+        // No stop-and-wait: pass i ends once the destination acknowledged pass i - 1, so its
+        // hashing of the last pages of a pass overlaps this side's next harvest and writes,
+        // and its backlog stays within one pass. What makes that safe: a page zeroed by a
+        // ZERO_PAGES marker of pass i is not written again before the destination applied
+        // pass i (`PageChannel.beginIteration` waits for it), and RC orders each channel's
+        // fences behind its own writes, whichever pass they belong to.
+        let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration,
+                                       awaitApplied: iteration > 0 ? iteration - 1 : nil, path: path)
         var deviceBytes: UInt64 = 0
         for index in devices.indices where devices[index].provider.supportsPreCopy {
             deviceBytes += try sendPrecopy(&devices[index], path: path)
@@ -387,7 +402,7 @@ final class SourceMigrationRun {
         steps.lap("collect")
         try path.session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
                                                 deviceStopCopyBytes: deviceStopBytes)), .switchover, timeout: waitTimeout)
-        let finalStatistics = try sendPages(final, iteration: iteration, awaitApplied: false, path: path)
+        let finalStatistics = try sendPages(final, iteration: iteration, awaitApplied: nil, path: path)
         steps.lap("last pages")
         var stopCopySent: UInt64 = 0
         for index in devices.indices {

@@ -64,9 +64,9 @@ final class SourcePageLane: @unchecked Sendable {
     /// One iteration of this channel's pages: the zero-page gate, the pages of `work.zeroRuns`
     /// as zero markers without reading them, the writes with a TOUCHED_CHUNKS fence every
     /// `fenceBytes`, the last TOUCHED_CHUNKS (which asks the destination to hash and
-    /// acknowledge the iteration), ITERATION_DONE; with `awaitApplied`, then the destination's
-    /// ZERO_PAGES_APPLIED for it.
-    func send(_ work: LaneWork, digester: ChunkDigester, limit: WaitLimit, awaitApplied: Bool,
+    /// acknowledge the iteration), ITERATION_DONE; then, with `awaitApplied`, the destination's
+    /// ZERO_PAGES_APPLIED through that iteration (an earlier one: see `SourceMigrationRun.precopyPass`).
+    func send(_ work: LaneWork, digester: ChunkDigester, limit: WaitLimit, awaitApplied: UInt32?,
               other: ((MigrationMessage) throws(MigrationError) -> Void)?) throws(MigrationError) -> PageIterationStatistics {
         let iteration = work.iteration, region = pageRegion
         while pages.awaitsZeroPagesApplied {
@@ -110,12 +110,15 @@ final class SourcePageLane: @unchecked Sendable {
         try onChannel { () throws(ChannelError) in try pages.fence() }
         try sendTouched(touched, chunks: segment.map(chunks(of:)) ?? 0..<0, isLast: true, iteration: iteration, chunkSize: digester.chunkSize)
         let statistics = try onChannel { () throws(ChannelError) in try pages.endIteration(timeout: limit.timeout) }
-        if awaitApplied {
-            while appliedThrough.map({ $0 < iteration }) ?? true {
-                try receive(during: "waiting for the destination to apply iteration \(iteration) on page channel \(index)", limit: limit, other: other)
-            }
-        }
+        if let through = awaitApplied { try self.awaitApplied(through: through, limit: limit, other: other) }
         return statistics
+    }
+
+    /// Waits until the destination applied and hashed `iteration` on this channel.
+    func awaitApplied(through iteration: UInt32, limit: WaitLimit, other: ((MigrationMessage) throws(MigrationError) -> Void)?) throws(MigrationError) {
+        while appliedThrough.map({ $0 < iteration }) ?? true {
+            try receive(during: "waiting for the destination to apply iteration \(iteration) on page channel \(index)", limit: limit, other: other)
+        }
     }
 
     /// TOUCHED_CHUNKS for `chunks` of `touched`, in bitmaps of at most a control frame; only

@@ -14,9 +14,9 @@ extension SourceMigrationRun {
 
     /// One iteration of pages over every page channel: each channel sends its stripes' dirty
     /// pages (`SourcePageLane.send`) on a thread of its own, channel 0 on this thread, which
-    /// also takes the destination's SWITCHOVER_ACKs meanwhile. Pre-copy passes (`awaitApplied`)
-    /// end when the destination has applied and hashed the iteration on every channel.
-    func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32, awaitApplied: Bool,
+    /// also takes the destination's SWITCHOVER_ACKs meanwhile. With `awaitApplied`, a channel's
+    /// share ends once the destination applied and hashed that iteration on it.
+    func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32, awaitApplied: UInt32?,
                    path: SourceDataPath) throws(MigrationError) -> PageIterationStatistics {
         let region = path.region, digester = path.digester
         let zeroRuns = knownZero.map { dirty.intersection($0).runs() } ?? []
