@@ -295,7 +295,7 @@ public final class MigrationSource {
             }
             let passStart = clock.now
             // The first pass sends never-populated memory as zero markers unread.
-            let knownZero = iteration == 0 && digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
+            let knownZero = iteration == 0 ? region.unpopulatedPages() : nil
             let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration, pages: pages, region: pageRegion,
                                            session: session, digester: digester, devices: &devices)
             var deviceBytes: UInt64 = 0
@@ -422,7 +422,7 @@ public final class MigrationSource {
         report.expectedDowntime = lastDecision?.prediction.map { $0.totalSeconds * 1000 }
 
         steps.lap("VF stop-copy")
-        var entries = [MigrationMessage.Digest(subject: .region, id: region.id, algorithm: .xxh64ChunkTable, value: littleEndianBytes(digester.drain()))]
+        var entries = [MigrationMessage.Digest(subject: .region, id: region.id, algorithm: .xxh3ChunkTable, value: littleEndianBytes(digester.drain()))]
         steps.lap("digest")
         for device in devices {
             do {
@@ -531,8 +531,8 @@ public final class MigrationSource {
     /// traffic (a 1 GiB pass: 256 fences of ~128 bytes of bitmap).
     static let fenceBytes = 4 << 20
 
-    /// One iteration of pages: the zero-page gate, the pages of `knownZero` (one chunk per
-    /// page) as zero markers without reading them, the writes with a TOUCHED_CHUNKS fence
+    /// One iteration of pages: the zero-page gate, the pages of `knownZero` as zero markers
+    /// without reading or hashing them (`ChunkDigester.mark`), the writes with a TOUCHED_CHUNKS fence
     /// every `fenceBytes`, the last TOUCHED_CHUNKS (which asks the destination to hash and
     /// acknowledge the iteration), ITERATION_DONE.
     private func sendPages(_ dirty: DirtyBitmap, knownZero: DirtyBitmap? = nil, iteration: UInt32, pages: PageChannel,
@@ -549,7 +549,7 @@ public final class MigrationSource {
         // Hash this side's copy while the pages travel: inside the downtime the guest is
         // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
         let touched = digester.touchedBitmap(pages: runs)
-        digester.mark(touched[...])
+        digester.mark(touched[...], knownZero: zeroRuns)
         let pagesPerChunk = digester.chunkSize / region.pageSize
         func chunks(of pages: Range<Int>) -> Range<Int> {
             (pages.lowerBound / pagesPerChunk)..<((pages.upperBound - 1) / pagesPerChunk + 1)
@@ -563,7 +563,6 @@ public final class MigrationSource {
             // Unread on both counts: this side records their hash as a zero page's, and the
             // destination, which zeroes them, hashes them behind the fence.
             let zeroTouched = digester.touchedBitmap(pages: zeroRuns)
-            digester.markZero(zeroTouched)
             try onChannel { () throws(ChannelError) in
                 try pages.writeKnownZero(zeroRuns.lazy.map { PageRun(firstPage: UInt64($0.lowerBound), count: UInt64($0.count)) }, of: region)
                 try pages.fence()
