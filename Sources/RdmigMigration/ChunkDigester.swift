@@ -102,7 +102,7 @@ public final class ChunkDigester: Sendable {
     public func predictedDrainTime(extraBytes: UInt64) -> Duration {
         let (pending, rate) = backlog
         // Before any measurement, assume a conservative 2 GB/s (XXH3 hashed 4 KiB pages at
-        // ~9 GB/s per core here: Perf/README.md, "Chunk digests").
+        // 9-17 GB/s per core here, by load: Perf/README.md, "Chunk digests").
         let seconds = Double(pending + extraBytes) / (rate ?? 2e9)
         return .nanoseconds(Int64(seconds * 1e9))
     }
