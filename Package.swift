@@ -31,10 +31,11 @@ let package = Package(
         .systemLibrary(
             name: "CHwloc", path: "Sources/CHwloc", pkgConfig: "hwloc",
             providers: [.apt(["libhwloc-dev"])]),
+        .systemLibrary(
+            name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+            providers: [.apt(["libxxhash-dev"])]),
         // Only what Swift cannot import (macros, variadic ioctls, cmsg arithmetic).
-        // Optimized in every configuration: its XXH64 digests guest memory inside the
-        // downtime, and the multi-process tests run the debug build.
-        .target(name: "CRdmigShims", path: "Sources/CRdmigShims", cSettings: [.unsafeFlags(["-O2"])]),
+        .target(name: "CRdmigShims", path: "Sources/CRdmigShims"),
         // AES-256-GCM in place over the BoringSSL that swift-crypto builds (see its header).
         .target(
             name: "CRdmigAEAD", dependencies: [.product(name: "Crypto", package: "swift-crypto")],
@@ -87,7 +88,7 @@ let package = Package(
         .target(
             name: "RdmigMigration",
             dependencies: [
-                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigMemory", "RdmigSystem", "CRdmigShims",
+                "RdmigChannels", "RdmigTransport", "RdmigDeviceState", "RdmigMemory", "RdmigSystem", "CRdmigShims", "CXXHash",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings),

@@ -525,8 +525,10 @@ extension MigrationMessage {
     public enum DigestAlgorithm: UInt8, Sendable, CaseIterable {
         case crc32c = 1
         case sha256 = 2
-        /// XXH64 over the table of per-chunk XXH64 digests of a region.
-        case xxh64ChunkTable = 3
+        /// The sum over a region's chunks of XXH3-64(chunk index, XXH3-64 of the chunk), keyed
+        /// with the session's digest seed (`ChunkDigester`). Code 3 was XXH64's until protocol
+        /// v2 and is not reused, so an old peer's DIGESTS cannot be read as this.
+        case xxh3ChunkTable = 5
         /// A device provider's own digest (object and byte counts, CRC-32C, FNV-1a).
         case deviceState = 4
     }

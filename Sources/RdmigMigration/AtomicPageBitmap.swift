@@ -88,4 +88,36 @@ final class AtomicPageBitmap: @unchecked Sendable {
     func clear() {
         for index in 0..<wordCount { words[index].store(0, ordering: .releasing) }
     }
+
+    /// Marks (`set`) or unmarks every page of `pages`, a word at a time.
+    func update(_ pages: Range<Int>, set: Bool) {
+        forEachWord(of: pages) { index, mask in
+            if set {
+                words[index].bitwiseOr(mask, ordering: .releasing)
+            } else {
+                words[index].bitwiseAnd(~mask, ordering: .releasing)
+            }
+        }
+    }
+
+    /// How many pages of `pages` are marked.
+    func markedCount(in pages: Range<Int>) -> Int {
+        var count = 0
+        forEachWord(of: pages) { index, mask in count += (words[index].load(ordering: .acquiring) & mask).nonzeroBitCount }
+        return count
+    }
+
+    /// Calls `body` with each word index that `pages` covers and the mask of its pages there.
+    @inline(__always)
+    private func forEachWord(of pages: Range<Int>, _ body: (Int, UInt64) -> Void) {
+        precondition(pages.lowerBound >= 0 && pages.upperBound <= pageCount, "pages \(pages) outside 0..<\(pageCount)")
+        var page = pages.lowerBound
+        while page < pages.upperBound {
+            let bit = page & 63
+            let count = min(64 - bit, pages.upperBound - page)
+            let mask = count == 64 ? UInt64.max : ((1 << UInt64(count)) - 1) << UInt64(bit)
+            body(page >> 6, mask)
+            page += count
+        }
+    }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import RdmigSystem
 
-/// Per-chunk XXH64 digests of a guest memory region, kept current during pre-copy by a
+/// Per-chunk XXH3-64 digests of a guest memory region, kept current during pre-copy by a
 /// background thread so that only the last iteration's chunks are hashed inside the downtime.
 ///
 /// Why it is sound on the source, whose memory changes while it hashes: a chunk is (re)hashed
@@ -31,7 +31,7 @@ public final class ChunkDigester: Sendable {
 
     /// `seed` keys every chunk hash and the combination (the session's `digestSeed`): someone
     /// on the path who rewrites pages cannot compute what the destination's digest will be
-    /// without the session key. XXH64 is not a MAC — the DIGESTS message carrying the result
+    /// without the session key. XXH3 is not a MAC — the DIGESTS message carrying the result
     /// is authenticated by the control channel's HMAC, and encryption is what defends the
     /// page bytes themselves — but a seed unknown to the attacker takes away the cheap forgery
     /// of a chunk with the same unkeyed hash.
@@ -70,13 +70,18 @@ public final class ChunkDigester: Sendable {
         return bitmap
     }
 
-    /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8).
-    public func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0) { state.mark(bitmap, firstChunk: firstChunk) }
-
-    /// Records the chunks set in `bitmap` (bit 0 = chunk 0) as all zeros without reading
-    /// them: never-populated memory, which reading would fault in. A chunk the guest writes
-    /// afterwards is marked again by a later pass and hashed from its content then.
-    public func markZero(_ bitmap: [UInt8]) { state.markZero(bitmap) }
+    /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8), to be
+    /// hashed from their content, and records the pages of `knownZero` (page runs) as all
+    /// zeros, never to be read: never-populated memory, which reading would fault in.
+    ///
+    /// A chunk made only of known-zero pages takes the all-zero chunk's digest (computed once
+    /// when the digester starts) at once, without any hashing; a chunk with some is queued and
+    /// hashed in pieces, zeros fed in place of those pages. What a page is known to hold lasts
+    /// until its chunk is marked again without it: a page the guest writes afterwards is dirty,
+    /// so a later pass marks its chunk and it is hashed from its content then.
+    public func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0, knownZero: [Range<Int>] = []) {
+        state.mark(bitmap, firstChunk: firstChunk, knownZero: knownZero)
+    }
 
     /// Waits until every marked chunk has been hashed; returns the region's digest.
     public func drain() -> UInt64 { state.drain() }
@@ -86,7 +91,7 @@ public final class ChunkDigester: Sendable {
     static func contribution(chunk: Int, hash: UInt64, seed: UInt64 = 0) -> UInt64 {
         guard hash != 0 else { return 0 }
         var pair = (UInt64(chunk).littleEndian, hash.littleEndian)
-        return withUnsafeBytes(of: &pair) { XXHash64.hash($0, seed: seed) }
+        return withUnsafeBytes(of: &pair) { XXH3.hash($0, seed: seed) }
     }
 
     /// Bytes queued and not hashed yet, and the hashing rate seen so far (bytes per second):
@@ -96,7 +101,8 @@ public final class ChunkDigester: Sendable {
     /// The time `drain()` would take if `extraBytes` more were marked now.
     public func predictedDrainTime(extraBytes: UInt64) -> Duration {
         let (pending, rate) = backlog
-        // Before any measurement, assume a conservative 2 GB/s (XXH64 runs at ~12 GB/s here).
+        // Before any measurement, assume a conservative 2 GB/s (XXH3 hashed 4 KiB pages at
+        // 9-17 GB/s per core here, by load: Perf/README.md, "Chunk digests").
         let seconds = Double(pending + extraBytes) / (rate ?? 2e9)
         return .nanoseconds(Int64(seconds * 1e9))
     }
@@ -106,6 +112,7 @@ public final class ChunkDigester: Sendable {
         let region: GuestMemoryRegion
         let chunkSize: Int
         let chunkCount: Int
+        let pagesPerChunk: Int
         private let condition = NSCondition()
         private var hashes: [UInt64]
         private var pending: [UInt8]
@@ -121,17 +128,75 @@ public final class ChunkDigester: Sendable {
         private var inProgressBytes: UInt64 = 0
         private var hashedBytes: UInt64 = 0
         private var hashingTime: Duration = .zero
-        private var fullZeroHash: UInt64?
 
         let seed: UInt64
+        /// One page of zeros: what is fed in place of a known-zero page.
+        private let zeroPage: UnsafeMutableRawPointer
+        /// The digests of an all-zero chunk and of an all-zero last chunk (which may be short),
+        /// computed once, the way a chunk of known-zero pages is hashed.
+        private let zeroChunkHash: UInt64
+        private let zeroLastChunkHash: UInt64
+        /// Pages known to hold zeros, inside chunks that also hold other pages (a chunk of
+        /// only such pages takes `zeroChunkHash` instead). Nil with one page per chunk, where
+        /// that cannot happen. Atomic words: the hashing workers read it outside the lock
+        /// while a later `mark` may change another chunk's pages.
+        private let knownZeroPages: AtomicPageBitmap?
 
         init(region: GuestMemoryRegion, chunkSize: Int, chunkCount: Int, seed: UInt64) {
             self.seed = seed
             self.region = region
             self.chunkSize = chunkSize
             self.chunkCount = chunkCount
+            pagesPerChunk = chunkSize / region.pageSize
             hashes = [UInt64](repeating: 0, count: chunkCount)
             pending = [UInt8](repeating: 0, count: (chunkCount + 7) / 8)
+            zeroPage = .allocate(byteCount: region.pageSize, alignment: 64)
+            zeroPage.initializeMemory(as: UInt8.self, repeating: 0, count: region.pageSize)
+            let allZero = AtomicPageBitmap(pageCount: pagesPerChunk)
+            allZero.update(0..<pagesPerChunk, set: true)
+            var stream: XXH3Stream?
+            let pageSize = region.pageSize
+            zeroChunkHash = State.hash(chunkAt: UnsafeRawPointer(zeroPage), pages: 0..<pagesPerChunk, pageSize: pageSize,
+                                       knownZero: allZero, zeroPage: zeroPage, seed: seed, stream: &stream)
+            let lastPages = chunkCount == 0 ? 0 : (region.length - (chunkCount - 1) * chunkSize) / pageSize
+            zeroLastChunkHash = State.hash(chunkAt: UnsafeRawPointer(zeroPage), pages: 0..<lastPages, pageSize: pageSize,
+                                           knownZero: allZero, zeroPage: zeroPage, seed: seed, stream: &stream)
+            knownZeroPages = pagesPerChunk > 1 ? AtomicPageBitmap(pageCount: region.pageCount) : nil
+        }
+
+        deinit {
+            zeroPage.deallocate()
+        }
+
+        /// The pages of `chunk`, in region page numbers (the last chunk may have fewer).
+        private func pages(of chunk: Int) -> Range<Int> {
+            (chunk * pagesPerChunk)..<min((chunk + 1) * pagesPerChunk, region.pageCount)
+        }
+
+        /// XXH3 of the chunk whose first page is at `base` and whose pages are `pages`, the
+        /// pages marked in `knownZero` fed from `zeroPage` unread. The whole chunk in one call
+        /// when none is known zero; otherwise `stream` (created on first need, then reused)
+        /// takes the runs of pages read and the zeros in order, which hashes alike.
+        @_optimize(speed)
+        static func hash(chunkAt base: UnsafeRawPointer, pages: Range<Int>, pageSize: Int, knownZero: AtomicPageBitmap?,
+                         zeroPage: UnsafeRawPointer, seed: UInt64, stream: inout XXH3Stream?) -> UInt64 {
+            guard let knownZero, knownZero.markedCount(in: pages) > 0 else {
+                return XXH3.hash(base, count: pages.count * pageSize, seed: seed)
+            }
+            if stream == nil { stream = XXH3Stream(seed: seed) }
+            stream!.reset(seed: seed)
+            var runStart = 0
+            for (offset, page) in pages.enumerated() where knownZero.isMarked(page) {
+                if offset > runStart {
+                    stream!.update(base + runStart * pageSize, count: (offset - runStart) * pageSize)
+                }
+                stream!.update(zeroPage, count: pageSize)
+                runStart = offset + 1
+            }
+            if pages.count > runStart {
+                stream!.update(base + runStart * pageSize, count: (pages.count - runStart) * pageSize)
+            }
+            return stream!.digest()
         }
 
         /// Ends `run()` at its next wait (a batch being hashed is finished first).
@@ -142,8 +207,9 @@ public final class ChunkDigester: Sendable {
             condition.unlock()
         }
 
-        /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8).
-        func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0) {
+        /// Queues the chunks set in `bitmap` (bit 0 = chunk `firstChunk`, a multiple of 8) and
+        /// records the pages of `knownZero` as zeros (see `ChunkDigester.mark`).
+        func mark(_ bitmap: ArraySlice<UInt8>, firstChunk: Int = 0, knownZero: [Range<Int>] = []) {
             precondition(firstChunk % 8 == 0, "bitmaps start on a byte")
             let offset = firstChunk / 8
             condition.lock()
@@ -152,6 +218,15 @@ public final class ChunkDigester: Sendable {
                 let added = byte & ~pending[index]
                 pending[index] |= byte
                 pendingCount += added.nonzeroBitCount
+                // A chunk marked to be hashed from its content forgets its known-zero pages.
+                if let knownZeroPages {
+                    var bits = byte
+                    while bits != 0 {
+                        let chunk = index * 8 + bits.trailingZeroBitCount
+                        bits &= bits - 1
+                        if chunk < chunkCount { knownZeroPages.update(pages(of: chunk), set: false) }
+                    }
+                }
             }
             // Bits beyond the last chunk are ignored: a peer's bitmap is not trusted to be exact.
             if chunkCount % 8 != 0, pending.count > 0 {
@@ -160,36 +235,37 @@ public final class ChunkDigester: Sendable {
                 pendingCount -= extra.nonzeroBitCount
                 pending[pending.count - 1] &= valid
             }
+            recordKnownZero(knownZero)
             condition.signal()
             condition.unlock()
         }
 
-        /// Records the chunks set in `bitmap` (bit 0 = chunk 0) as all zeros without reading
-        /// them: never-populated memory, which reading would fault in. A chunk the guest writes
-        /// afterwards is marked again by a later pass and hashed from its content then.
-        func markZero(_ bitmap: [UInt8]) {
-            condition.lock()
-            defer { condition.unlock() }
-            for (index, byte) in bitmap.enumerated() where byte != 0 {
-                var bits = byte
-                while bits != 0 {
-                    let chunk = index * 8 + bits.trailingZeroBitCount
-                    bits &= bits - 1
-                    guard chunk < chunkCount else { break }
-                    let hash = zeroHash(count: min(chunkSize, region.length - chunk * chunkSize))
-                    combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk], seed: seed) &+ ChunkDigester.contribution(chunk: chunk, hash: hash, seed: seed)
-                    hashes[chunk] = hash
+        /// Under the lock: a chunk whose every page is known zero takes the all-zero digest
+        /// and leaves the queue; a chunk with only some is queued with them recorded.
+        private func recordKnownZero(_ runs: [Range<Int>]) {
+            for run in runs where !run.isEmpty {
+                precondition(run.lowerBound >= 0 && run.upperBound <= region.pageCount, "pages \(run) outside region \(region.id)")
+                knownZeroPages?.update(run, set: true)
+                for chunk in (run.lowerBound / pagesPerChunk)...((run.upperBound - 1) / pagesPerChunk) {
+                    let chunkPages = pages(of: chunk)
+                    let allZero = knownZeroPages.map { $0.markedCount(in: chunkPages) == chunkPages.count } ?? true
+                    let (index, bit) = (chunk >> 3, UInt8(1) << UInt8(chunk & 7))
+                    if allZero {
+                        knownZeroPages?.update(chunkPages, set: false)
+                        if pending[index] & bit != 0 {
+                            pending[index] &= ~bit
+                            pendingCount -= 1
+                        }
+                        let hash = chunk == chunkCount - 1 ? zeroLastChunkHash : zeroChunkHash
+                        combined = combined &- ChunkDigester.contribution(chunk: chunk, hash: hashes[chunk], seed: seed)
+                            &+ ChunkDigester.contribution(chunk: chunk, hash: hash, seed: seed)
+                        hashes[chunk] = hash
+                    } else if pending[index] & bit == 0 {
+                        pending[index] |= bit
+                        pendingCount += 1
+                    }
                 }
             }
-        }
-
-        /// XXH64 of `count` zero bytes (the last chunk of a region may be short).
-        private func zeroHash(count: Int) -> UInt64 {
-            if count == chunkSize, let known = fullZeroHash { return known }
-            let zeros = [UInt8](repeating: 0, count: count)
-            let hash = zeros.withUnsafeBytes { XXHash64.hash($0.baseAddress!, count: count, seed: seed) }
-            if count == chunkSize { fullZeroHash = hash }
-            return hash
         }
 
         /// Waits until every marked chunk has been hashed; returns the region's digest.
@@ -241,8 +317,8 @@ public final class ChunkDigester: Sendable {
                 let started = clock.now
                 var results = [UInt64](repeating: 0, count: chunks.count)
                 let baseAddress = UInt(bitPattern: region.pagePointer(0))
-                let length = region.length
-                let size = chunkSize
+                let zeros = UInt(bitPattern: zeroPage)
+                let (pageSize, perChunk, pageCount, seed, knownZero) = (region.pageSize, pagesPerChunk, region.pageCount, seed, knownZeroPages)
                 // Large batches are split across the CPUs: the last iteration's pages are hashed
                 // inside the downtime, where nothing else needs them (measured on 2 cores: 10 MiB
                 // took 2-6 ms on one thread).
@@ -253,12 +329,15 @@ public final class ChunkDigester: Sendable {
                         let input = UnsafeSendablePointer(pointer: UnsafeMutablePointer(mutating: chunkList.baseAddress!))
                         let count = chunkList.count
                         DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                            var stream: XXH3Stream?
                             var index = worker * count / workers
                             let end = (worker + 1) * count / workers
                             while index < end {
-                                let start = input.pointer[index] * size
-                                let page = UnsafeRawPointer(bitPattern: baseAddress + UInt(start))!
-                                output.pointer[index] = XXHash64.hash(page, count: min(size, length - start), seed: seed)
+                                let firstPage = input.pointer[index] * perChunk
+                                let chunk = UnsafeRawPointer(bitPattern: baseAddress + UInt(firstPage * pageSize))!
+                                output.pointer[index] = State.hash(
+                                    chunkAt: chunk, pages: firstPage..<min(firstPage + perChunk, pageCount), pageSize: pageSize,
+                                    knownZero: knownZero, zeroPage: UnsafeRawPointer(bitPattern: zeros)!, seed: seed, stream: &stream)
                                 index += 1
                             }
                         }

@@ -254,7 +254,7 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
     public var digestChunkSize: Int { max(RegionDigest.chunkSize, pageSize) }
     public var digestChunkCount: Int { (length + digestChunkSize - 1) / digestChunkSize }
 
-    /// XXH64 of each chunk in `chunks`, in order.
+    /// XXH3-64 of each chunk in `chunks` (chunk c seeded with c), in order.
     public func chunkHashes(_ chunks: Range<Int>) -> [UInt64] {
         var result = [UInt64](repeating: 0, count: chunks.count)
         result.withUnsafeMutableBufferPointer { hashChunks(chunks, into: $0.baseAddress!) }
@@ -266,13 +266,14 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
         for (slot, chunk) in chunks.enumerated() {
             let start = chunk * chunkSize
             let count = min(chunkSize, length - start)
-            output[slot] = XXHash64.hash(UnsafeRawPointer(baseAddress + start), count: count, seed: UInt64(chunk))
+            output[slot] = XXH3.hash(UnsafeRawPointer(baseAddress + start), count: count, seed: UInt64(chunk))
         }
     }
 
     /// The region's digest, computed by `threads` threads (each hashes a contiguous share of
-    /// chunks). Reads all of memory: measured 86 ms per GiB on one thread and 46 ms on two
-    /// (release build, this 2-CPU machine, a 1 GiB synthetic guest), so a 4 GiB guest's digest
+    /// chunks). Reads all of memory: measured with XXH64 (before protocol v3) 86 ms per GiB on
+    /// one thread and 46 ms on two (release build, this 2-CPU machine, a 1 GiB synthetic
+    /// guest; XXH3 hashes ~1.8x faster, Perf/README.md), so a 4 GiB guest's digest
     /// alone would exceed a 50 ms downtime limit: keep it out of the downtime where possible.
     public func digest(threads: Int = 1) throws(SystemCallError) -> RegionDigest {
         let chunkCount = digestChunkCount

@@ -107,6 +107,41 @@ import Testing
         try MigrationMessage.Hello(role: .source, features: [], nonce: Array(repeating: 1, count: 16), software: "x").checkCompatible()
     }
 
+    /// Protocol v3 changed the chunk digests (XXH64 to XXH3): a v2 peer is refused before
+    /// anything is migrated, and the message names both versions.
+    @Test func aVersion2PeerIsRefusedNamingBothVersions() throws {
+        #expect(RdmigProtocol.version == 3)
+        let hello = MigrationMessage.Hello(protocolVersion: 2, role: .source, features: [],
+                                           nonce: Array(repeating: 1, count: 16), software: "rdmig v2")
+        let bytes = try ControlFrame.encodedBytes(MigrationMessage.hello(hello))
+        let decoded = try bytes.withUnsafeBytes { try ControlFrame.decode($0, as: MigrationMessage.self) }
+        guard case .hello(let received) = decoded else {
+            Issue.record("HELLO decoded as \(decoded)")
+            return
+        }
+        let error = #expect(throws: ChannelError.self) { try received.checkCompatible() }
+        #expect(error == .versionMismatch(peer: 2, local: 3))
+        #expect(error?.description == "peer speaks rdmig protocol v2, this is v3: run the same rdmig release on both hosts")
+    }
+
+    /// XXH64's algorithm code (3, protocol v2) is not reused: an old DIGESTS cannot pass as XXH3.
+    @Test func theXXH64DigestCodeIsNoLongerKnown() throws {
+        let digests = MigrationMessage.digests(.init(entries: [.init(subject: .region, id: 0, algorithm: .xxh3ChunkTable,
+                                                                     value: Array(repeating: 7, count: 8))]))
+        var bytes = try ControlFrame.encodedBytes(digests)
+        #expect(try bytes.withUnsafeBytes { try ControlFrame.decode($0, as: MigrationMessage.self) } == digests)
+        // The payload: the entry count (UInt32), then the entry's subject (1 byte), id (4), algorithm.
+        let algorithmOffset = ControlFrameHeader.size + 4 + 1 + 4
+        #expect(bytes[algorithmOffset] == MigrationMessage.DigestAlgorithm.xxh3ChunkTable.rawValue)
+        bytes[algorithmOffset] = 3
+        let error = try FrameEditing.decodeAfterFixingChecksum(&bytes)
+        guard case .malformedMessage(.invalidValue(_, "digests.algorithm", let detail))? = error else {
+            Issue.record("expected digests.algorithm to be refused, got \(String(describing: error))")
+            return
+        }
+        #expect(detail == "unknown digest algorithm 3")
+    }
+
     @Test func helloNonceOfTheWrongSizeIsRefused() throws {
         let hello = MigrationMessage.hello(.init(role: .source, features: [], nonce: [1, 2, 3], software: "x"))
         let bytes = try ControlFrame.encodedBytes(hello)

@@ -216,20 +216,22 @@ import Testing
         #expect(try source.report()["status"] as? String == "completed")
     }
 
-    @Test func aPeerSpeakingAnotherProtocolVersionIsRefusedByName() throws {
+    /// v2 is the release before XXH3 chunk digests (v3): its peers must be told, not migrated.
+    @Test(arguments: [2, 99])
+    func aPeerSpeakingAnotherProtocolVersionIsRefusedByName(version: Int) throws {
         let key = try temporaryKeyFile()
         let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key])
         defer { destination.kill(); destination.wait(timeout: 10) }
         let port = try destination.listeningPort()
         let source = try RdmigProcess(["source", "--connect", "127.0.0.1:\(port)", "--json", "--key-file", key, "--guest-size", "64MiB"],
-                                      environment: ["RDMIG_FAULT": "hello-version=99"])
+                                      environment: ["RDMIG_FAULT": "hello-version=\(version)"])
         #expect(source.wait() == 1)
         let refused = try source.report()
         #expect(refused["status"] as? String == "failed")
-        #expect((refused["error-desc"] as? String ?? "").contains("the destination refused: peer speaks rdmig protocol v99, this is v\(RdmigProtocol.version)"), "\(refused)")
+        #expect((refused["error-desc"] as? String ?? "").contains("the destination refused: peer speaks rdmig protocol v\(version), this is v\(RdmigProtocol.version)"), "\(refused)")
         #expect(refused["guest-location"] as? String == "source (resumed)")
         // The destination logs the refusal and goes on waiting for a source it can serve.
-        _ = try destination.waitForLine(containing: "peer speaks rdmig protocol v99", timeout: 10)
+        _ = try destination.waitForLine(containing: "peer speaks rdmig protocol v\(version), this is v3", timeout: 10)
         #expect(destination.process.isRunning)
     }
 

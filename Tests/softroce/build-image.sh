@@ -3,7 +3,7 @@
 # and a base initramfs with the module closure rdma_rxe needs, busybox-static, rdma-core 44.0
 # user space (libibverbs1, librdmacm1, ibverbs-providers, ibverbs-utils, rdmacm-utils), perftest,
 # iproute2 (`rdma`), kmod, and the libraries a host-built rdmig binary needs (libstdc++6,
-# libgcc-s1, libnuma1, libhwloc15), each with the shared libraries it depends on. Everything
+# libgcc-s1, libnuma1, libhwloc15, libxxhash0), each with the shared libraries it depends on. Everything
 # comes from the machine's Debian sources as .debs; nothing is installed on the host.
 # Reused while its inputs (the .deb files, these scripts, the kernel) are unchanged.
 #
@@ -28,7 +28,7 @@ command -v python3 >/dev/null || { log "python3 is missing (apt-get install pyth
 command -v ldconfig >/dev/null || PATH=$PATH:/sbin:/usr/sbin
 
 wanted=(busybox-static kmod libibverbs1 librdmacm1 ibverbs-providers ibverbs-utils rdmacm-utils
-    perftest iproute2 libstdc++6 libgcc-s1 libnuma1 libhwloc15)
+    perftest iproute2 libstdc++6 libgcc-s1 libnuma1 libhwloc15 libxxhash0)
 # What rdma_rxe and a virtio NIC need; modprobe adds their dependencies (ib_core, udp_tunnel, ...).
 modules=(virtio_pci virtio_net rdma_rxe ib_uverbs rdma_ucm rdma_cm ib_cm iw_cm udp_tunnel
     ip6_udp_tunnel crc32_generic crc32-pclmul)

@@ -18,8 +18,9 @@ int rdmig_set_current_thread_affinity(const int32_t *cpus, int32_t count);
 /// returns how many, or -errno.
 int32_t rdmig_get_current_thread_affinity(int32_t *cpus, int32_t capacity);
 
-/// XXH64 of `length` bytes (the xxHash specification's 64-bit hash).
-uint64_t rdmig_xxh64(const void *input, size_t length, uint64_t seed);
+/// VZEROUPPER where the CPU and OS support AVX, nothing elsewhere: called after libxxhash's
+/// dispatched (AVX2) XXH3, which leaves the upper YMM halves dirty (vector_state.c).
+void rdmig_clear_upper_vector_halves(void);
 
 /// Makes stdout line-buffered even when it is a pipe, so progress lines reach a parent live.
 void rdmig_line_buffer_stdout(void);

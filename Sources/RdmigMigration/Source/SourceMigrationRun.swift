@@ -290,7 +290,7 @@ final class SourceMigrationRun {
         let region = path.region
         let passStart = clock.now
         // The first pass sends never-populated memory as zero markers unread.
-        let knownZero = iteration == 0 && path.digester.chunkSize == region.pageSize ? region.unpopulatedPages() : nil
+        let knownZero = iteration == 0 ? region.unpopulatedPages() : nil
         // No stop-and-wait: pass i ends once the destination acknowledged pass i - 1, so its
         // hashing of the last pages of a pass overlaps this side's next harvest and writes,
         // and its backlog stays within one pass. What makes that safe: a page zeroed by a
@@ -433,7 +433,7 @@ final class SourceMigrationRun {
 
     /// DIGESTS (memory and every device's state) → READY: the destination verified the guest.
     private func verify(_ path: SourceDataPath) throws(MigrationError) {
-        var entries = [MigrationMessage.Digest(subject: .region, id: path.region.id, algorithm: .xxh64ChunkTable,
+        var entries = [MigrationMessage.Digest(subject: .region, id: path.region.id, algorithm: .xxh3ChunkTable,
                                                value: littleEndianBytes(path.digester.drain()))]
         steps.lap("digest")
         for device in devices {

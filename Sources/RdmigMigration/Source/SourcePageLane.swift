@@ -82,10 +82,10 @@ final class SourcePageLane: @unchecked Sendable {
         }
         try onChannel { () throws(ChannelError) in try pages.beginIteration(iteration) }
         if !work.zeroRuns.isEmpty {
-            // Unread on both counts: the source records their hash as a zero page's, and the
-            // destination, which zeroes them, hashes them behind the fence.
+            // Unread on both counts: the source recorded them as zeros when the pass began
+            // (`ChunkDigester.mark`), and the destination, which zeroes them, hashes them
+            // behind the fence.
             let zeroTouched = digester.touchedBitmap(pages: work.zeroRuns)
-            digester.markZero(zeroTouched)
             try onChannel { () throws(ChannelError) in
                 try pages.writeKnownZero(work.zeroRuns.lazy.map { PageRun(firstPage: UInt64($0.lowerBound), count: UInt64($0.count)) }, of: region)
                 try pages.fence()

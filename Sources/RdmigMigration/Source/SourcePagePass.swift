@@ -25,7 +25,8 @@ extension SourceMigrationRun {
         let runs = (knownZero.map { dirty.subtracting($0) } ?? dirty).runs(maximumLength: fencePages)
         // Hash this side's copy while the pages travel: inside the downtime the guest is
         // paused, so the hashes are final, and the digest lap shrinks to what the wire hides.
-        digester.mark(digester.touchedBitmap(pages: runs)[...])
+        // Known-zero pages are recorded as zeros, never read (`ChunkDigester.mark`).
+        digester.mark(digester.touchedBitmap(pages: runs)[...], knownZero: zeroRuns)
         let stripes = PageStripes(channels: path.lanes.count, pageSize: region.pageSize)
         let laneRuns = stripes.split(runs), laneZeroRuns = stripes.split(zeroRuns)
         let work = path.lanes.indices.map { LaneWork(iteration: iteration, runs: laneRuns[$0], zeroRuns: laneZeroRuns[$0]) }

@@ -1,8 +1,8 @@
-// XXH64 (the public xxHash specification, 64-bit variant), written for rdmig's chunk
-// digests. In C so that it is compiled with optimization even in debug builds (see
-// Package.swift): the Swift version ran at ~0.4 GB/s at -Onone, which put seconds of
-// hashing into the downtime of the debug binary the multi-process tests launch.
-#include "CRdmigShims.h"
+// The XXH64 rdmig used for chunk digests until protocol v3 (formerly
+// Sources/CRdmigShims/xxh64.c, written from the xxHash specification), kept only as the
+// baseline of Perf/digest-bench.sh: it is not part of any product target.
+#include <stddef.h>
+#include <stdint.h>
 
 #include <string.h>
 
