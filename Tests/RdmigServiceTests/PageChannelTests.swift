@@ -35,6 +35,9 @@ import Testing
         let bound = try #require(sent["downtime-lower-bound"] as? Double)
         #expect(abs(bound - finalBytes / link * 1000) <= 0.002, "downtime-lower-bound \(bound) ms for \(finalBytes) B at \(link) B/s")
         #expect((sent["precopy-bandwidth"] as? Double ?? 0) > 0, "\(sent)")
+        // The VF's stop-copy state travelled beside the last pages, not after them.
+        let laps = try #require(source.stderr.split(separator: "\n").first { $0.contains("switchover: pause") }, "source stderr:\n\(source.stderr)")
+        #expect(laps.contains("‖ VF stop-copy") && laps.contains("in parallel"), "\(laps)")
     }
 
     @Test func aChannelCountOutOfRangeIsRefusedNamingTheFlagAndTheRange() throws {

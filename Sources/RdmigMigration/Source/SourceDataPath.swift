@@ -15,10 +15,7 @@ final class SourceDataPath {
     private(set) var lanes: [SourcePageLane] = []
     let digester: ChunkDigester
     /// The VF state stream into the destination's ring; nil without devices.
-    let deviceStream: ByteStreamSender?
-    var recordEncoder = ChunkRecordEncoder()
-    /// One chunk record at a time is encoded here before it goes into the stream.
-    let recordBuffer: UnsafeMutableRawBufferPointer
+    let deviceStream: SourceDeviceStream?
     private let dirtyLog: any DirtyLog
     /// The synthetic guest's own log lives as long as the guest; another one is this run's.
     private let ownsDirtyLog: Bool
@@ -30,15 +27,7 @@ final class SourceDataPath {
         self.session = session
         let region = guest.region
         self.region = region
-        if let deviceRing {
-            do {
-                deviceStream = try ByteStreamSender(router: session.router, ring: deviceRing)
-            } catch {
-                throw MigrationError(.layout, "opening the VF state stream: \(error)")
-            }
-        } else {
-            deviceStream = nil
-        }
+        deviceStream = try deviceRing.map { (ring) throws(MigrationError) in try SourceDeviceStream(session: session, ring: ring) }
         lanes = [try SourcePageLane(index: 0, session: session, region: region, window: window, migration: migration)]
         do {
             digester = try ChunkDigester(region: region, chunkSize: ChunkDigester.chunkSize(pageSize: region.pageSize),
@@ -56,13 +45,11 @@ final class SourceDataPath {
         } catch {
             throw MigrationError(.setup, "starting the \(migration.dirtyLog.rawValue) dirty log: \(error)")
         }
-        recordBuffer = .allocate(byteCount: ChunkRecordHeader.size + ChunkRecordHeader.defaultMaxPayload, alignment: 64)
     }
 
     deinit {
         closeJoinedSessions()
         stopDirtyLog()
-        recordBuffer.deallocate()
     }
 
     /// Moves the pages dirtied since the last collection into `bitmap`.

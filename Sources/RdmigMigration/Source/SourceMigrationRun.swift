@@ -297,12 +297,25 @@ final class SourceMigrationRun {
         // ZERO_PAGES marker of pass i is not written again before the destination applied
         // pass i (`PageChannel.beginIteration` waits for it), and RC orders each channel's
         // fences behind its own writes, whichever pass they belong to.
-        let statistics = try sendPages(dirty, knownZero: knownZero, iteration: iteration,
-                                       awaitApplied: iteration > 0 ? iteration - 1 : nil, path: path)
-        var deviceBytes: UInt64 = 0
-        for index in devices.indices where devices[index].provider.supportsPreCopy {
-            deviceBytes += try sendPrecopy(&devices[index], path: path)
+        // The VF state pre-copies on its own thread while the pages go.
+        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        let deviceJob = try path.deviceStream?.inBackground(devices, name: "rdmig-vf-send") { (stream, devices) throws(MigrationError) in
+            var bytes: UInt64 = 0
+            for index in devices.indices where devices[index].provider.supportsPreCopy {
+                bytes += try stream.sendPrecopy(&devices[index], limit: limit)
+            }
+            return bytes
         }
+        let pages = Result { () throws(MigrationError) in
+            try sendPages(dirty, knownZero: knownZero, iteration: iteration, awaitApplied: iteration > 0 ? iteration - 1 : nil, path: path)
+        }
+        if deviceJob != nil, case .failure(let error) = pages {
+            // The VF thread may be waiting for the destination's credit: told why, the
+            // destination gives up and its wait ends (the guest runs here all along).
+            path.session.abort(error.description)
+        }
+        let deviceBytes = try finish(deviceJob)
+        let statistics = try pages.get()
         report.vfStateBytes.preCopy += deviceBytes
         report.transferred += statistics.bytesWritten + deviceBytes
         report.normalPages += statistics.pagesWritten
@@ -402,19 +415,24 @@ final class SourceMigrationRun {
         steps.lap("collect")
         try path.session.send(.switchover(.init(iteration: iteration, reason: reason, remainingDirtyBytes: UInt64(final.count) * UInt64(region.pageSize),
                                                 deviceStopCopyBytes: deviceStopBytes)), .switchover, timeout: waitTimeout)
-        let finalStatistics = try sendPages(final, iteration: iteration, awaitApplied: nil, path: path)
-        steps.lap("last pages")
-        var stopCopySent: UInt64 = 0
-        for index in devices.indices {
-            stopCopySent += try sendStopCopy(&devices[index], path: path)
-        }
-        if let stream = path.deviceStream {
-            do {
-                try stream.flush(timeout: waitTimeout)
-            } catch {
-                throw MigrationError.channel(error, .switchover, during: "sending VF stop-copy state")
+        // The last pages and the VF stop-copy state travel at the same time: the VF's on its
+        // own thread and stream, the pages over every page channel.
+        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        let deviceJob = try path.deviceStream?.inBackground(devices, name: "rdmig-vf-send") { (stream, devices) throws(MigrationError) in
+            var bytes: UInt64 = 0
+            for index in devices.indices {
+                bytes += try stream.sendStopCopy(&devices[index], limit: limit)
             }
+            try stream.flush(limit: limit, .switchover, during: "sending VF stop-copy state")
+            return bytes
         }
+        let pagesStart = clock.now
+        let pages = Result { () throws(MigrationError) in try sendPages(final, iteration: iteration, awaitApplied: nil, path: path) }
+        let pagesTime = clock.now - pagesStart
+        let stopCopySent = try finish(deviceJob)
+        let finalStatistics = try pages.get()
+        steps.lap(deviceJob.map { "last pages \(formatFixed(pagesTime.milliseconds, decimals: 1)) ms ‖ VF stop-copy "
+            + "\(formatFixed($0.elapsed.milliseconds, decimals: 1)) ms, in parallel:" } ?? "last pages")
         report.vfStateBytes.stopCopy = stopCopySent
         report.transferred += finalStatistics.bytesWritten + stopCopySent
         report.normalPages += finalStatistics.pagesWritten
@@ -426,7 +444,15 @@ final class SourceMigrationRun {
         }
         report.iterations = Int(iteration) + 1
         report.expectedDowntime = lastDecision?.prediction.map { $0.totalSeconds * 1000 }
-        steps.lap("VF stop-copy")
+    }
+
+    /// Waits for a VF state pass that ran beside the pages and takes back the devices it
+    /// advanced (their senders' positions; `acknowledged` is this thread's to keep).
+    private func finish(_ job: DeviceStreamJob?) throws(MigrationError) -> UInt64 {
+        guard let job else { return 0 }
+        let result = Result { () throws(MigrationError) in try job.finish() }
+        for index in devices.indices { devices[index].sender = job.devices[index].sender }
+        return try result.get()
     }
 
     // MARK: - Verify
