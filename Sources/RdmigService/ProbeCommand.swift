@@ -25,7 +25,8 @@ struct ProbeCommand: ParsableCommand {
 
     func run() throws {
         let settings = try ServiceConfiguration.load(path: config ?? ConfigurationFile.defaultPath)
-        let report = try ProbeReport.collect(addresses: addresses, device: device, memory: settings.memory, encryption: settings.encryption)
+        let report = try ProbeReport.collect(addresses: addresses, device: device, memory: settings.memory, encryption: settings.encryption,
+                                             channels: settings.transport.channels)
         print(json ? try JSONText.encode(report) : report.text)
     }
 }
@@ -68,6 +69,8 @@ struct ProbeReport: Encodable {
         var device: String?
         /// What `[transport] encrypt` gives with this address: "on (AES-256-GCM)", "off (...)".
         var encryption: String
+        /// The page channels a source would ask for towards this address, and why.
+        var channels: String
     }
 
     var rdmaDevices: [Device]
@@ -81,7 +84,7 @@ struct ProbeReport: Encodable {
     }
 
     static func collect(addresses: [String], device: String?, memory: MemoryConfiguration,
-                        encryption: EncryptionPolicy = .auto) throws -> ProbeReport {
+                        encryption: EncryptionPolicy = .auto, channels: Int? = nil) throws -> ProbeReport {
         let devices: [RDMADevice]
         do {
             devices = try RDMADevice.list()
@@ -112,8 +115,11 @@ struct ProbeReport: Encodable {
                 ? "refused (encrypt = on, but verbs does not encrypt: the fabric is the boundary)"
                 : "off (verbs: the fabric is the boundary — partitions, VLANs, IPsec/MACsec offload)"
             }
+            let hotPathCPUs = (try? HotPathPlacement.choose(memory: memory, selection: selection))?.cpus.count ?? 1
+            let choice = PageChannelCount.choose(configured: channels, hotPathCPUs: hotPathCPUs)
             selections.append(Selection(address: endpoint.host, backend: selection.kind.rawValue, reason: selection.reason,
-                                        device: selection.device, encryption: encrypted))
+                                        device: selection.device, encryption: encrypted,
+                                        channels: "\(choice.count) (\(choice.reason))"))
         }
         return ProbeReport(
             rdmaDevices: rdmaDevices,
@@ -165,7 +171,8 @@ struct ProbeReport: Encodable {
         for problem in memory.problems { lines.append("  problem: \(problem)") }
         lines.append("Transport:")
         for selection in transport {
-            lines.append("  \(selection.address): \(selection.backend) (\(selection.reason)); encryption \(selection.encryption)")
+            lines.append("  \(selection.address): \(selection.backend) (\(selection.reason)); encryption \(selection.encryption); "
+                + "page channels \(selection.channels)")
         }
         return lines.joined(separator: "\n")
     }

@@ -52,4 +52,20 @@ import Testing
         #expect(source.wait() != 0)
         #expect(source.stderr.contains("[transport] channels = 99") && source.stderr.contains("use auto or 1-16"), "stderr:\n\(source.stderr)")
     }
+
+    @Test func probeSaysHowManyChannelsASourceWouldAskForAndWhy() throws {
+        let probe = try RdmigProcess(["probe", "--json", "--address", "127.0.0.1"])
+        #expect(probe.wait() == 0, "stderr:\n\(probe.stderr)")
+        let report = try probe.report()
+        let selection = try #require((report["transport"] as? [[String: Any]])?.first)
+        let channels = selection["channels"] as? String ?? ""
+        let cpus = ProcessInfo.processInfo.activeProcessorCount
+        #expect(channels.hasPrefix("\(min(max(cpus, 1), 8)) (auto: one per hot-path CPU"), "\(channels) with \(cpus) CPUs")
+        let config = try temporaryKeyFile() + ".toml"
+        try "[transport]\nchannels = 3\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let configured = try RdmigProcess(["probe", "--json", "--address", "127.0.0.1", "--config", config])
+        #expect(configured.wait() == 0)
+        let configuredChannels = try (configured.report()["transport"] as? [[String: Any]])?.first?["channels"] as? String
+        #expect(configuredChannels == "3 (configured)", "\(String(describing: configuredChannels))")
+    }
 }
