@@ -48,7 +48,7 @@ struct QEMUWatchdogTests {
 
     /// A migration with a VF; `faults` go to the source service. `slow` caps QEMU at 20 MiB/s,
     /// which the guest's 20 MB/s of writes keep from converging: it stays in pre-copy.
-    func start(_ test: String, slow: Bool = false, faults: [String] = []) async throws -> Migration {
+    func start(_ test: String, slow: Bool = false, faults: [String] = [], sourceArguments: [String] = []) async throws -> Migration {
         let pair = try await QEMUTestPair.start("rqw\(getpid())-\(test)", sockets: .test, label: "rdmig QEMU watchdog test \(test)")
         do {
             let settings = try await Settings.read(pair.sourceQMP)
@@ -57,7 +57,7 @@ struct QEMUWatchdogTests {
                                                 "--key-file", key, "--json", "-v"])
             let port = try await blocking { try destination.listeningPort() }
             let source = try RdmigProcess(["source", "--qemu-qmp", pair.source.rdmigQMP, "--connect", "127.0.0.1:\(port)",
-                                           "--key-file", key, "--json", "-v", "--vf", "ib-sw:qps=100"] + (slow ? ["--max-bandwidth", "20MiB/s"] : []),
+                                           "--key-file", key, "--json", "-v", "--vf", "ib-sw:qps=100"] + (slow ? ["--max-bandwidth", "20MiB/s"] : []) + sourceArguments,
                                           environment: faults.isEmpty ? [:] : ["RDMIG_FAULT": faults.joined(separator: ",")])
             return Migration(pair: pair, source: source, destination: destination, settingsBefore: settings)
         } catch {
@@ -151,6 +151,28 @@ struct QEMUWatchdogTests {
         print("rdmig QEMU watchdog test stuck: the service was killed \(formatFixed(killedAfter.milliseconds, decimals: 0)) ms "
             + "after QEMU reached pre-switchover; the guest ran again \(formatFixed(paused.milliseconds, decimals: 0)) ms after")
         #expect(migration.source.stderr.contains("killing it (SIGKILL)"))
+    }
+
+    /// A service that is late but not stuck (its hook goes on after 3 s, past a 2.5 s budget)
+    /// aborts by itself, with a report, before the watchdog's limit (budget + 2 s) passes.
+    @Test func aServiceOverItsSwitchoverBudgetAbortsByItselfBeforeTheWatchdogsLimit() async throws {
+        let migration = try await start("budget", faults: ["source-stall-at-pre-switchover=3"],
+                                        sourceArguments: ["--set", "switchover-budget=2500ms"])
+        defer { migration.pair.stop() }
+        try await waitForPreSwitchover(migration)
+        let stalled = ContinuousClock.now
+        let exit = try await blocking { migration.source.wait(timeout: 30) }
+        #expect(exit == 1, "the source service exited \(exit):\n\(migration.source.stderr)")
+        let report = try migration.source.report()
+        let error = report["error"] as? String ?? ""
+        #expect(error.contains("switchover budget of 2500 ms"), "error: \(error)")
+        let elapsed = try await waitForRecovery(migration)
+        let paused = ContinuousClock.now - stalled
+        #expect(elapsed != nil, "the service's own abort resumed the guest and restored the settings")
+        #expect(!migration.source.stderr.contains("killing it (SIGKILL)"), "the watchdog killed a service that kept its limit")
+        #expect(!migration.source.stderr.contains("recovered:"), "the watchdog acted although the service released it")
+        print("rdmig QEMU watchdog test budget: the guest ran again \(formatFixed(paused.milliseconds, decimals: 0)) ms after QEMU "
+            + "reached pre-switchover (budget 2500 ms, the hook stalled 3 s); the service said: \(error)")
     }
 
     /// After the hand-over the guest belongs to the destination: a SIGKILL then must leave the
