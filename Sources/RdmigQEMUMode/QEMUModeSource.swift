@@ -301,6 +301,11 @@ public final class QEMUModeSource: @unchecked Sendable {
         _ = try pump.expect("READY (the destination loads and verifies the VF state)", timeout: timeout()) {
             if case .ready = $0 { return true } else { return false }
         }
+        // A READY that was already queued when a late wait began still comes after the
+        // budget: as in native mode, a switchover past its budget is abandoned, not continued.
+        if ContinuousClock.now > deadline {
+            throw MigrationError(.switchover, "READY came after the switchover budget")
+        }
         // From here the VF state lives on the destination; this side's copy stays stopped.
         for device in devices { try? device.provider.transition(to: .stop) }
     }

@@ -181,6 +181,13 @@ struct QEMUWatchdogTests {
         let migration = try await start("committed", faults: ["source-stall-after-qemu-completed"])
         defer { migration.pair.stop() }
         _ = try await blocking { try migration.source.waitForLine(containing: "stalling at source-stall-after-qemu-completed", timeout: 120) }
+        // The source's QEMU completed once the relay delivered the stream; the destination's
+        // may still be loading it (slow under load), and a destination that loses its source
+        // before its QEMU completed gives the guest up. Strike once the guest runs there.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try await !migration.pair.destinationQMP.queryStatus().running, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         migration.source.kill()
         let line = try await blocking { try migration.source.waitForLine(containing: "recovered:", timeout: 30) }
         #expect(line.contains("hands off"), "the watchdog said: \(line)")
