@@ -15,7 +15,9 @@ import RdmigSystem
 /// On any failure before completion (relay, hook, QEMU, timeout): `migrate_cancel`, shut the
 /// channel, wait for QEMU's verdict, and make sure a guest that was running runs again (QEMU
 /// restarts it itself after a cancel, migration/migration.c migration_iteration_finish; `cont`
-/// is the fallback). The error says what happened and where the guest is.
+/// is the fallback). The error says what happened and where the guest is. A `watch` hears of
+/// each step a guard outliving this process needs (QEMUSourceWatch): the settings to
+/// restore before the first change, pre-switchover, and `migrate-continue`.
 public struct QEMUMigrationSource: Sendable {
     public let qmp: QMPClient
     public let configuration: QEMUSourceConfiguration

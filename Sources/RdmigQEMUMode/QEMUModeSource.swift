@@ -25,7 +25,9 @@ import Synchronization
 /// Exactly one running copy: any failure before QEMU completes leaves the guest running here
 /// (the driver cancels and resumes it). If the relay fails after QEMU completed, the guest
 /// stays stopped here until the destination says it will not run it (`neverRan`): only then
-/// is it resumed with `cont`.
+/// is it resumed with `cont`. QEMU waits at pre-switchover no longer than the switchover
+/// budget. A SIGKILL runs none of this: the QEMU watchdog (QEMUSourceWatchdog), started
+/// before QEMU's settings change and released at the end of `run`, recovers QEMU then.
 public final class QEMUModeSource: @unchecked Sendable {
     public struct Options {
         public var qmpPath: String

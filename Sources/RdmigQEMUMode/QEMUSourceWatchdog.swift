@@ -56,6 +56,7 @@ public final class QEMUSourceWatchdog: QEMUSourceWatch {
     }
 
     deinit {
+        // Gone without `release`: the pipe's end tells the watchdog what a death would.
         state.withLock { state in
             if state.writeEnd >= 0 { close(state.writeEnd) }
         }
