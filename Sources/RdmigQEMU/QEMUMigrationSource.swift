@@ -65,7 +65,8 @@ public struct QEMUMigrationSource: Sendable {
         // migrate-set-capabilities would otherwise leave them behind.
         if let watch {
             do {
-                try watch.arm(QEMUSourceRecovery.Plan(qmpPath: qmp.path, settings: restore, guestWasRunning: status.running))
+                try watch.arm(QEMUSourceRecovery.Plan(qmpPath: qmp.path, settings: restore, guestWasRunning: status.running,
+                                                      fdName: configuration.fdName))
             } catch {
                 throw failure(.notReady("cannot start the guard that restores QEMU if this process dies: \(error)"))
             }

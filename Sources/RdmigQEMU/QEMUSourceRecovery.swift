@@ -32,21 +32,25 @@ public enum QEMUSourceRecovery {
         public var settings: QEMUMigrationSettings
         /// Whether the vCPUs ran before the migration: only then may the guard `cont`.
         public var guestWasRunning: Bool
+        /// The name the migration socket gets with `getfd`: a death between `getfd` and
+        /// `migrate` leaves QEMU holding it.
+        public var fdName: String
 
-        public init(qmpPath: String, settings: QEMUMigrationSettings, guestWasRunning: Bool) {
+        public init(qmpPath: String, settings: QEMUMigrationSettings, guestWasRunning: Bool, fdName: String) {
             self.qmpPath = qmpPath
             self.settings = settings
             self.guestWasRunning = guestWasRunning
+            self.fdName = fdName
         }
 
         public var qmpValue: QMPValue {
-            ["qmp": .string(qmpPath), "settings": settings.qmpValue, "guest-was-running": .bool(guestWasRunning)]
+            ["qmp": .string(qmpPath), "settings": settings.qmpValue, "guest-was-running": .bool(guestWasRunning), "fd-name": .string(fdName)]
         }
 
         public init?(qmpValue value: QMPValue) {
             guard let path = value["qmp"]?.stringValue, let settings = value["settings"].flatMap(QEMUMigrationSettings.init(qmpValue:)),
-                  let running = value["guest-was-running"]?.boolValue else { return nil }
-            self.init(qmpPath: path, settings: settings, guestWasRunning: running)
+                  let running = value["guest-was-running"]?.boolValue, let fdName = value["fd-name"]?.stringValue else { return nil }
+            self.init(qmpPath: path, settings: settings, guestWasRunning: running, fdName: fdName)
         }
     }
 
@@ -56,7 +60,7 @@ public enum QEMUSourceRecovery {
         /// No migration under way and it never passed the hand-over: `cont` a guest that ran
         /// before and is paused now, then restore the settings.
         case resumeIfPaused
-        /// No migration was started: only the settings.
+        /// No migration was started: only the settings (and a socket QEMU may hold from `getfd`).
         case settingsOnly
         /// The destination may run the guest: never cancel, never `cont`; the settings once
         /// QEMU's migration is over.
@@ -136,6 +140,10 @@ public enum QEMUSourceRecovery {
             if decision == .resumeIfPaused && plan.guestWasRunning {
                 await resume(qmp, notes: &notes)
             }
+            if decision == .settingsOnly {
+                // QEMU answers "not found" when the service never got as far as getfd.
+                try? await qmp.closefd(name: plan.fdName)
+            }
             if after.map({ !$0.isInProgress }) ?? true {
                 do {
                     try await plan.settings.applyOrThrow(on: qmp)
@@ -146,6 +154,7 @@ public enum QEMUSourceRecovery {
             } else {
                 notes.append("the migration was still \(after!) after \(waitForEnd.qmpText): settings left as they are")
             }
+            outcome.decision = decision
             outcome.statusAfter = try? await qmp.queryMigrate().status
             outcome.runStatusAfter = try? await qmp.queryStatus()
             outcome.notes = notes

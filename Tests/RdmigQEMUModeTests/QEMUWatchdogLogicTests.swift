@@ -17,7 +17,7 @@ struct QEMUWatchdogLogicTests {
         qmpPath: "/run/vm 1/qmp.sock",
         settings: QEMUMigrationSettings(capabilities: ["events": false, "pause-before-switchover": false],
                                         parameters: ["max-bandwidth": 134217728, "downtime-limit": 300]),
-        guestWasRunning: true)
+        guestWasRunning: true, fdName: "rdmig-migration")
 
     @Test func beforeMigrateContinueAMigrationUnderWayIsCancelledAndTheGuestResumed() {
         for status in [QEMUMigrationStatus.setup, .active, .preSwitchover, .cancelling] {
