@@ -116,28 +116,28 @@ public enum QEMUSourceRecovery {
             } catch {
                 notes.append("query-migrate: \(error)")
             }
-            var decision = decide(status: status, continuing: continuing)
+            let decision = decide(status: status, continuing: continuing)
             var outcome = Outcome(statusBefore: status, decision: decision)
             logger.notice("QEMU's migration is \(status?.rawValue ?? "none"): \(decision)")
             var after = status
+            var mayResume = decision == .cancelAndResume || decision == .resumeIfPaused
             if decision == .cancelAndResume {
                 do {
                     try await qmp.migrateCancel()
                 } catch {
                     notes.append("migrate_cancel: \(error)")
                 }
-                after = await finishedStatus(qmp, within: waitForEnd, notes: &notes)
+                after = await finishedStatus(qmp, within: waitForEnd)
                 if after == .completed {
                     // QEMU finished the stream before the cancel took: it is the destination's now.
                     notes.append("QEMU completed the migration before migrate_cancel took effect")
-                    decision = .handsOff
-                } else {
-                    decision = .resumeIfPaused
+                    outcome.decision = .handsOff
+                    mayResume = false
                 }
             } else if decision == .handsOff, let current = after, current.isInProgress {
-                after = await finishedStatus(qmp, within: waitForEnd, notes: &notes)
+                after = await finishedStatus(qmp, within: waitForEnd)
             }
-            if decision == .resumeIfPaused && plan.guestWasRunning {
+            if mayResume && plan.guestWasRunning {
                 await resume(qmp, notes: &notes)
             }
             if decision == .settingsOnly {
@@ -154,7 +154,6 @@ public enum QEMUSourceRecovery {
             } else {
                 notes.append("the migration was still \(after!) after \(waitForEnd.qmpText): settings left as they are")
             }
-            outcome.decision = decision
             outcome.statusAfter = try? await qmp.queryMigrate().status
             outcome.runStatusAfter = try? await qmp.queryStatus()
             outcome.notes = notes
@@ -163,7 +162,7 @@ public enum QEMUSourceRecovery {
     }
 
     /// Polls query-migrate until QEMU says the migration is over (or `limit` passes).
-    static func finishedStatus(_ qmp: QMPClient, within limit: Duration, notes: inout [String]) async -> QEMUMigrationStatus? {
+    static func finishedStatus(_ qmp: QMPClient, within limit: Duration) async -> QEMUMigrationStatus? {
         let deadline = ContinuousClock.now + limit
         var status: QEMUMigrationStatus?
         while true {
