@@ -67,7 +67,12 @@ public final class QEMUSourceWatchdog: QEMUSourceWatch {
     public func arm(_ plan: QEMUSourceRecovery.Plan) throws {
         try state.withLock { state throws(SystemCallError) in
             precondition(state.child == nil, "a QEMU watchdog is armed once")
-            let (readEnd, writeEnd) = try PipeCalls.makePipe()
+            let ends = try PipeCalls.makePipe()
+            // A service started with 0, 1 or 2 closed gets them back from pipe2, and the
+            // child's standard descriptors are rewired: a write end on the child's stderr
+            // would never close. Keep both ends above them.
+            let readEnd = try Self.aboveStandardDescriptors(ends.read, closing: ends.write)
+            let writeEnd = try Self.aboveStandardDescriptors(ends.write, closing: readEnd)
             defer { close(readEnd) }
             let child: ChildProcess
             do throws(SystemCallError) {
@@ -118,6 +123,20 @@ public final class QEMUSourceWatchdog: QEMUSourceWatch {
                 logger.warning("the QEMU watchdog did not take '\(message)': \(error)")
             }
         }
+    }
+
+    /// `descriptor` itself, or a close-on-exec copy of it at 3 or above (the original
+    /// closed). On failure both `descriptor` and `other` are closed.
+    private static func aboveStandardDescriptors(_ descriptor: Int32, closing other: Int32) throws(SystemCallError) -> Int32 {
+        guard descriptor <= 2 else { return descriptor }
+        let moved = fcntl(descriptor, F_DUPFD_CLOEXEC, 3)
+        let error = errno
+        close(descriptor)
+        guard moved >= 0 else {
+            close(other)
+            throw SystemCallError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: error, context: "QEMU watchdog pipe end \(descriptor)")
+        }
+        return moved
     }
 
     private func send(_ message: QEMUWatchdogMessage, to descriptor: Int32) throws(SystemCallError) {

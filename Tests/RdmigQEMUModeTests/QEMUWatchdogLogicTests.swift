@@ -102,3 +102,52 @@ struct QEMUWatchdogLogicTests {
         #expect(watchdog.watch() == .serviceDied(Self.plan, continuing: false, killedAtLimit: true))
     }
 }
+
+/// The service's side of the pipe, with `cat` standing in for `rdmig qemu-watchdog`.
+@Suite("QEMU watchdog: the service's handle starts the child and feeds its pipe (no QEMU needed)")
+struct QEMUSourceWatchdogHandleTests {
+    func catInto(_ path: String) -> QEMUSourceWatchdog.Launch {
+        QEMUSourceWatchdog.Launch(executable: "/bin/sh", arguments: ["-c", "cat > '\(path)'"])
+    }
+
+    func lines(_ path: String) -> [QEMUWatchdogMessage] {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { QEMUWatchdogMessage(line: Array($0.utf8)) }
+    }
+
+    @Test func theChildReadsEveryStepAndTheEndOfItsPipeAtRelease() throws {
+        let path = NSTemporaryDirectory() + "rdmig-watchdog-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(path) }
+        let watchdog = QEMUSourceWatchdog(launch: catInto(path), preSwitchoverLimit: .seconds(3), logger: Logger(label: "test"))
+        try watchdog.arm(QEMUWatchdogLogicTests.plan)
+        let pid = try #require(watchdog.pid)
+        watchdog.preSwitchover()
+        watchdog.continuing()
+        // `cat` ends only at its stdin's end: no other process (not even the child itself)
+        // may hold a write end, or a dead service would never be noticed.
+        watchdog.release()
+        #expect(kill(pid, 0) != 0 || (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.contains(") Z") == true,
+                "the child still runs after release")
+        #expect(lines(path) == [.arm(QEMUWatchdogLogicTests.plan, preSwitchoverLimit: .seconds(3)), .preSwitchover, .continuing, .release])
+    }
+
+    @Test func aHandleGoneWithoutReleaseEndsThePipeAsADeathWould() async throws {
+        let path = NSTemporaryDirectory() + "rdmig-watchdog-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(path) }
+        var watchdog: QEMUSourceWatchdog? = QEMUSourceWatchdog(launch: catInto(path), preSwitchoverLimit: .seconds(3), logger: Logger(label: "test"))
+        try watchdog!.arm(QEMUWatchdogLogicTests.plan)
+        let pid = try #require(watchdog!.pid)
+        watchdog = nil
+        let deadline = ContinuousClock.now + .seconds(5)
+        var reaped = false
+        while !reaped && ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            // ECHILD: the handle's ChildProcess reaped it as it went.
+            let result = waitpid(pid, &status, WNOHANG)
+            reaped = result == pid || (result < 0 && errno == ECHILD)
+            if !reaped { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(reaped, "the child did not see its pipe end")
+        #expect(lines(path) == [.arm(QEMUWatchdogLogicTests.plan, preSwitchoverLimit: .seconds(3))])
+    }
+}
