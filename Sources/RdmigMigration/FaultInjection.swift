@@ -36,6 +36,14 @@ public enum FaultInjection {
     /// The protocol version HELLO announces when `hello-version=N` is injected.
     public static var helloVersion: UInt16? { active["hello-version"].flatMap { UInt16($0) } }
 
+    /// Whether the switch `name` is injected (a safeguard turned off, so a test can measure
+    /// what happens without it).
+    public static func injected(_ name: String) -> Bool {
+        guard active[name] != nil else { return false }
+        FileHandle.standardError.write(Data("rdmig fault: \(name)\n".utf8))
+        return true
+    }
+
     /// With `announce` injected, says on stderr that the migration reached `phase`, so the
     /// fault matrix (Tests/faults) can strike at that moment.
     public static func reached(_ phase: String) {
@@ -50,6 +58,10 @@ public enum FaultInjection {
     /// Release build: HELLO always announces this build's protocol version.
     @inline(__always)
     public static var helloVersion: UInt16? { nil }
+
+    /// Release build: every safeguard is on.
+    @inline(__always)
+    public static func injected(_ name: String) -> Bool { false }
 
     /// Release build: no phase is announced.
     @inline(__always)

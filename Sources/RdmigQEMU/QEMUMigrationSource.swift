@@ -15,20 +15,26 @@ import RdmigSystem
 /// On any failure before completion (relay, hook, QEMU, timeout): `migrate_cancel`, shut the
 /// channel, wait for QEMU's verdict, and make sure a guest that was running runs again (QEMU
 /// restarts it itself after a cancel, migration/migration.c migration_iteration_finish; `cont`
-/// is the fallback). The error says what happened and where the guest is.
+/// is the fallback). The error says what happened and where the guest is. A `watch` hears of
+/// each step a guard outliving this process needs (QEMUSourceWatch): the settings to
+/// restore before the first change, pre-switchover, and `migrate-continue`.
 public struct QEMUMigrationSource: Sendable {
     public let qmp: QMPClient
     public let configuration: QEMUSourceConfiguration
     public let relay: any QEMUOutgoingStreamRelay
     public let preSwitchover: QEMUMigrationHook?
+    /// Told each step that matters to a guard outliving this process (see QEMUSourceWatch).
+    public let watch: (any QEMUSourceWatch)?
     public let logger: Logger
 
     public init(qmp: QMPClient, configuration: QEMUSourceConfiguration, relay: any QEMUOutgoingStreamRelay,
-                preSwitchover: QEMUMigrationHook? = nil, logger: Logger = Logger(label: "rdmig.qemu.source")) {
+                preSwitchover: QEMUMigrationHook? = nil, watch: (any QEMUSourceWatch)? = nil,
+                logger: Logger = Logger(label: "rdmig.qemu.source")) {
         self.qmp = qmp
         self.configuration = configuration
         self.relay = relay
         self.preSwitchover = preSwitchover
+        self.watch = watch
         self.logger = logger
     }
 
@@ -52,9 +58,19 @@ public struct QEMUMigrationSource: Sendable {
         let previousParameters = try await step("query-migrate-parameters") { () async throws(QMPError) in
             try await qmp.queryMigrationParameters()
         }
-        let restore = SettingsRestore(
+        let restore = QEMUMigrationSettings(
             capabilities: previousCapabilities.filter { changedCapabilities.contains($0.key) },
             parameters: Dictionary(uniqueKeysWithValues: changedParameters.compactMap { name in previousParameters[name].map { (name, $0) } }))
+        // The guard must hold what to restore before the first change: a death right after
+        // migrate-set-capabilities would otherwise leave them behind.
+        if let watch {
+            do {
+                try watch.arm(QEMUSourceRecovery.Plan(qmpPath: qmp.path, settings: restore, guestWasRunning: status.running,
+                                                      fdName: configuration.fdName))
+            } catch {
+                throw failure(.notReady("cannot start the guard that restores QEMU if this process dies: \(error)"))
+            }
+        }
         do {
             return try await migrate(status: status, restoring: restore)
         } catch {
@@ -63,25 +79,7 @@ public struct QEMUMigrationSource: Sendable {
         }
     }
 
-    /// Migration capabilities and parameters as they were before this run set them.
-    struct SettingsRestore: Sendable {
-        let capabilities: [String: Bool]
-        let parameters: [String: QMPValue]
-
-        /// Best effort, even in a cancelled task: QEMU may be gone.
-        func apply(on qmp: QMPClient, logger: Logger) async {
-            await QMPClient.$ignoresCancellation.withValue(true) {
-                do {
-                    if !capabilities.isEmpty { try await qmp.setMigrationCapabilities(capabilities) }
-                    if !parameters.isEmpty { try await qmp.setMigrationParameters(parameters) }
-                } catch {
-                    logger.warning("could not restore QEMU's migration settings", metadata: ["error": "\(error)"])
-                }
-            }
-        }
-    }
-
-    private func migrate(status: QEMURunStatus, restoring restore: SettingsRestore) async throws(QEMUMigrationError) -> QEMUSourceReport {
+    private func migrate(status: QEMURunStatus, restoring restore: QEMUMigrationSettings) async throws(QEMUMigrationError) -> QEMUSourceReport {
         try await step("migrate-set-capabilities") { () async throws(QMPError) in
             try await qmp.setMigrationCapabilities(["events": true, "pause-before-switchover": preSwitchover != nil])
         }
@@ -229,6 +227,7 @@ final class QEMUSourceRun {
     }
 
     private func continueFromPreSwitchover() async throws(QEMUMigrationError) {
+        source.watch?.preSwitchover()
         if let hook = source.preSwitchover {
             let hookStarted = ContinuousClock.now
             do {
@@ -238,6 +237,7 @@ final class QEMUSourceRun {
             }
             hookDuration = ContinuousClock.now - hookStarted
         }
+        source.watch?.continuing()
         do {
             try await qmp.migrateContinue(from: .preSwitchover)
         } catch {

@@ -25,7 +25,9 @@ import Synchronization
 /// Exactly one running copy: any failure before QEMU completes leaves the guest running here
 /// (the driver cancels and resumes it). If the relay fails after QEMU completed, the guest
 /// stays stopped here until the destination says it will not run it (`neverRan`): only then
-/// is it resumed with `cont`.
+/// is it resumed with `cont`. QEMU waits at pre-switchover no longer than the switchover
+/// budget. A SIGKILL runs none of this: the QEMU watchdog (QEMUSourceWatchdog), started
+/// before QEMU's settings change and released at the end of `run`, recovers QEMU then.
 public final class QEMUModeSource: @unchecked Sendable {
     public struct Options {
         public var qmpPath: String
@@ -47,6 +49,12 @@ public final class QEMUModeSource: @unchecked Sendable {
         public var deviceChangesPerSecond: Int = 20_000
         /// The whole QEMU migration.
         public var migrationTimeout: Duration = .seconds(600)
+        /// Longest QEMU waits at pre-switchover with the guest stopped ([migration]
+        /// switchover-budget): past it the migration is cancelled and the guest resumes here.
+        public var switchoverBudget: Duration = .seconds(1)
+        /// The QEMU watchdog to start before QEMU's settings change (nil: none; a SIGKILL then
+        /// leaves QEMU as it was at that moment).
+        public var watchdog: QEMUSourceWatchdog.Launch?
         /// CPUs for the stream relay thread (the transport's own threads take theirs from
         /// `transportOptions`); empty: anywhere.
         public var relayCPUs: [Int32] = []
@@ -80,6 +88,12 @@ public final class QEMUModeSource: @unchecked Sendable {
     private var deviceStream: ByteStreamSender?
     private var streamSender: ByteStreamSender?
     private var vfStateBytes: UInt64 = 0
+    private var watchdog: QEMUSourceWatchdog?
+
+    /// What the watchdog allows past the switchover budget before it kills this service: room
+    /// for the service's own abort at the budget (migrate_cancel, QEMU's `cancelled`, `cont`),
+    /// so that a service that keeps its budget is never killed.
+    static let watchdogGrace: Duration = .seconds(2)
 
     public init(options: Options) {
         self.options = options
@@ -118,6 +132,9 @@ public final class QEMUModeSource: @unchecked Sendable {
         pump?.stop()
         session?.close()
         qmp?.close()
+        // Last: until here a death leaves QEMU to the watchdog (QEMUSourceRecovery decides
+        // from QEMU's state, so a death after this service's own clean-up changes nothing).
+        watchdog?.release()
         report.wallTimeMilliseconds = (ContinuousClock.now - start).milliseconds
         return report
     }
@@ -185,10 +202,21 @@ public final class QEMUModeSource: @unchecked Sendable {
             maxBandwidth: ByteRate(bytesPerSecond: report.maxBandwidthBytesPerSecond ?? 0),
             downtimeLimit: options.downtimeLimit, timeout: options.migrationTimeout)
         let relay = ChannelOutgoingRelay(sender: streamSender, creditTimeout: options.peerTimeout, cpus: options.relayCPUs)
+        let budget = options.switchoverBudget
         let hook: QEMUMigrationHook? = devices.isEmpty ? nil : { @Sendable [self] in
-            try await blocking("rdmig-vf-stop-copy") { try self.moveDeviceState() }
+            let deadline = ContinuousClock.now + budget
+            do {
+                try await blocking("rdmig-vf-stop-copy") { try self.moveDeviceState(until: deadline) }
+            } catch let error where ContinuousClock.now >= deadline {
+                throw MigrationError(.switchover, "the switchover budget of \(formatFixed(budget.milliseconds, decimals: 0)) ms "
+                    + "([migration] switchover-budget) ran out with QEMU at pre-switchover: \(error)")
+            }
         }
-        let driver = QEMUMigrationSource(qmp: qmp, configuration: configuration, relay: relay, preSwitchover: hook, logger: logger)
+        if let launch = options.watchdog {
+            watchdog = QEMUSourceWatchdog(launch: launch, preSwitchoverLimit: budget + Self.watchdogGrace, logger: logger)
+        }
+        let driver = QEMUMigrationSource(qmp: qmp, configuration: configuration, relay: relay, preSwitchover: hook,
+                                         watch: watchdog, logger: logger)
 
         // The pump runs before QEMU's migration starts, so the hook finds it; a peer failure
         // cancels the driver's task, which stops QEMU's migration and resumes the guest here.
@@ -212,6 +240,7 @@ public final class QEMUModeSource: @unchecked Sendable {
         switch result {
         case .success(let source):
             fill(&report, from: source)
+            try await blocking("rdmig-fault") { FaultInjection.stall(at: "source-stall-after-qemu-completed") }
             let outcome = try await awaitOutcome()
             try conclude(&report, source: source, outcome: outcome)
         case .failure(let error):
@@ -220,9 +249,12 @@ public final class QEMUModeSource: @unchecked Sendable {
     }
 
     /// The pre-switchover hook: the guest is stopped; move each VF's STOP_COPY state, then
-    /// wait until the destination loaded and verified it (READY).
-    private func moveDeviceState() throws {
+    /// wait until the destination loaded and verified it (READY), all before `deadline`.
+    private func moveDeviceState(until deadline: ContinuousClock.Instant) throws {
         guard let stream = deviceStream, let pump else { return }
+        FaultInjection.stall(at: "source-stall-at-pre-switchover")
+        // Each wait gets what is left of the budget, at most the peer timeout.
+        func timeout() -> Duration { max(.milliseconds(1), min(options.peerTimeout, deadline - ContinuousClock.now)) }
         var encoder = ChunkRecordEncoder()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkRecordHeader.size + ChunkRecordHeader.defaultMaxPayload, alignment: 64)
         defer { buffer.deallocate() }
@@ -246,13 +278,13 @@ public final class QEMUModeSource: @unchecked Sendable {
                 guard let length else { break }
                 records += 1
                 do {
-                    try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: options.peerTimeout)
+                    try stream.write(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), timeout: timeout())
                 } catch {
                     throw MigrationError.channel(error, .switchover, during: "streaming VF \(name) stop-copy state")
                 }
             }
             do {
-                try stream.flush(timeout: options.peerTimeout)
+                try stream.flush(timeout: timeout())
             } catch {
                 throw MigrationError.channel(error, .switchover, during: "streaming VF \(name) stop-copy state")
             }
@@ -268,8 +300,13 @@ public final class QEMUModeSource: @unchecked Sendable {
             }
         }
         try pump.send(.digests(.init(entries: entries)), .switchover)
-        _ = try pump.expect("READY (the destination loads and verifies the VF state)", timeout: options.peerTimeout) {
+        _ = try pump.expect("READY (the destination loads and verifies the VF state)", timeout: timeout()) {
             if case .ready = $0 { return true } else { return false }
+        }
+        // A READY that was already queued when a late wait began still comes after the
+        // budget: as in native mode, a switchover past its budget is abandoned, not continued.
+        if ContinuousClock.now > deadline {
+            throw MigrationError(.switchover, "READY came after the switchover budget")
         }
         // From here the VF state lives on the destination; this side's copy stays stopped.
         for device in devices { try? device.provider.transition(to: .stop) }

@@ -29,6 +29,9 @@ enum QEMUModeCommands {
         options.peerTimeout = configuration.peerTimeout
         options.downtimeLimit = configuration.migration.convergence.downtimeLimit
         options.maxBandwidth = maxBandwidth
+        options.switchoverBudget = configuration.migration.effectiveSwitchoverBudget
+        // A SIGKILL runs none of the clean-up below: the watchdog process puts QEMU back then.
+        options.watchdog = FaultInjection.injected("no-qemu-watchdog") ? nil : .rdmig
         options.relayCPUs = placement.cpus
         options.logger = log
         let source = QEMUModeSource(options: options)
