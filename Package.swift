@@ -117,7 +117,7 @@ let package = Package(
             name: "RdmigDeviceStateTests", dependencies: ["RdmigDeviceState", "RdmigSystem", "CRdmigShims"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigSystem"],
+            name: "RdmigMigrationTests", dependencies: ["RdmigMigration", "RdmigMemory", "RdmigSystem"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "RdmigQEMUModeTests",

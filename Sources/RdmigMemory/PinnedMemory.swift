@@ -128,19 +128,7 @@ public struct PinnedMemory: ~Copyable {
     }
 
     private static func bind(_ address: UnsafeMutableRawPointer, length: Int, to node: Int) throws(MemoryError) {
-        let bitsPerWord = UInt.bitWidth
-        var mask = [UInt](repeating: 0, count: node / bitsPerWord + 1)
-        mask[node / bitsPerWord] |= 1 << UInt(node % bitsPerWord)
-        // maxnode is the number of bits plus one: the kernel's get_nodes() (mm/mempolicy.c)
-        // drops the last bit, and libnuma passes size + 1 for the same reason.
-        let maxNode = UInt(mask.count * bitsPerWord + 1)
-        let result = mask.withUnsafeBufferPointer {
-            mbind(address, UInt(length), MPOL_BIND, $0.baseAddress, maxNode, UInt32(MPOL_MF_STRICT))
-        }
-        if result != 0 {
-            throw .system(SystemCallError(
-                call: "mbind", errno: SystemCall.currentErrno(), context: "MPOL_BIND to NUMA node \(node)"))
-        }
+        try NUMAPolicy.bind(address, length: length, to: node)
     }
 
     /// Locks the range; returns true when locking also faulted it in (no mlock2 available).

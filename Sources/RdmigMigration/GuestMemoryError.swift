@@ -13,6 +13,7 @@ public enum GuestMemoryError: Error, CustomStringConvertible, Equatable, Sendabl
     case overlappingRegions(UInt32, UInt32)
     case unknownRegion(UInt32)
     case digestFailed(region: UInt32, SystemCallError)
+    case numaBindFailed(region: UInt32, node: Int, String)
 
     public var description: String {
         switch self {
@@ -45,6 +46,8 @@ public enum GuestMemoryError: Error, CustomStringConvertible, Equatable, Sendabl
             return "no guest memory region with id \(id)"
         case .digestFailed(let region, let error):
             return "computing the digest of region \(region) failed: \(error)"
+        case .numaBindFailed(let region, let node, let error):
+            return "binding region \(region) to NUMA node \(node) failed (\(error)): set [memory] node to a node with memory, or \"auto\""
         }
     }
 }

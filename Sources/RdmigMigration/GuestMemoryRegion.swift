@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Synchronization
+import RdmigMemory
 import RdmigSystem
 import CRdmigShims
 
@@ -190,8 +191,21 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
     /// the cost, proportional to the size (1 GiB of anonymous memory: 0.3-0.6 s on one
     /// thread here, ~0.25 s on two, the mlock included). Do it during setup, never during
     /// switchover.
-    public func pin(threads: Int = 1, cpus: [Int32] = []) throws(GuestMemoryError) {
+    /// Faults the region in (on `threads` threads pinned to `cpus`) and locks it; with `node`,
+    /// anonymous and memfd memory is bound to that NUMA node first, so every page comes from it
+    /// (the NIC's, for a destination). A file's pages are the page cache's: they stay where
+    /// they are (binding them strictly would fail for pages cached elsewhere).
+    public func pin(threads: Int = 1, cpus: [Int32] = [], node: Int? = nil) throws(GuestMemoryError) {
         if isPinned { return }
+        var bindable = true
+        if case .file = backing { bindable = false }
+        if let node, bindable {
+            do {
+                try NUMAPolicy.bind(baseAddress, length: length, to: node)
+            } catch {
+                throw .numaBindFailed(region: id, node: node, "\(error)")
+            }
+        }
         do {
             // A file keeps its pages clean until the peer writes them, as mlock's read faults did.
             var forWriting = true

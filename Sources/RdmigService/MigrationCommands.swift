@@ -294,6 +294,7 @@ struct DestCommand: ParsableCommand {
         let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
         log.info("\(placement.description)")
         options.pollerCPUs = placement.cpus
+        options.memoryNode = placement.node
         var transportSettings = configuration.transport
         transportSettings.adapt(to: selection.kind)
         var transportOptions = transportSettings.options

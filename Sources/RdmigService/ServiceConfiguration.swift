@@ -174,7 +174,7 @@ enum BackendChoice {
 /// NUMA node of the device serving `endpoint` (or `[memory] thread-cpus`), as `rdmig probe`
 /// reports. Returns the CPUs and a line for the log.
 enum HotPathPlacement {
-    static func choose(memory: MemoryConfiguration, selection: TransportSelector.Selection) throws -> (cpus: [Int32], description: String) {
+    static func choose(memory: MemoryConfiguration, selection: TransportSelector.Selection) throws -> (cpus: [Int32], node: Int, description: String) {
         let topology = MachineTopology.discover()
         let device = selection.device.flatMap { topology.locality(of: $0) != nil ? $0 : nil }
         do {
@@ -182,7 +182,7 @@ enum HotPathPlacement {
             let placement = try ThreadPlacement.choose(memory.threadCPUs, node: node, topology: topology)
             var text = "hot-path threads on CPUs \(CPUList.format(placement.cpus)) (\(placement.reason))"
             if let warning = placement.warning { text += "; \(warning)" }
-            return (placement.cpus, text)
+            return (placement.cpus, node.node, text)
         } catch {
             throw RdmigCommandError("[memory] placement: \(error)")
         }

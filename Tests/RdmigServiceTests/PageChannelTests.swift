@@ -24,6 +24,8 @@ import Testing
         // Both sides count every page the channels carried, whichever channel carried it.
         #expect(sent["normal-pages"] as? Int == received["normal-pages"] as? Int, "source \(sent), destination \(received)")
         #expect(sent["zero-pages"] as? Int == received["zero-pages"] as? Int)
+        // The destination's guest memory is bound to the NIC's node (here the only one).
+        #expect(destination.stderr.contains("bound to NUMA node 0"), "dest stderr:\n\(destination.stderr)")
         if channels > 1 {
             #expect(destination.stderr.contains("\(channels) page channels joined"), "dest stderr:\n\(destination.stderr)")
         }

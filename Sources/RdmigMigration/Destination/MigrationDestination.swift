@@ -24,6 +24,9 @@ public final class MigrationDestination {
         public var maximumGuestBytes: UInt64?
         /// CPUs for the completion poller.
         public var pollerCPUs: [Int32] = []
+        /// The NUMA node the guest's memory is bound to (the NIC's, `[memory] node`); nil: the
+        /// kernel's default policy.
+        public var memoryNode: Int?
         public var log: @Sendable (String) -> Void = { _ in }
         /// Why the migration must stop (a signal), nil while it may go on. Before COMMIT a stop
         /// discards the incoming guest and tells the source; after it, the hand-over finishes.
@@ -185,11 +188,12 @@ public final class MigrationDestination {
         let guestMemory: GuestMemory
         do {
             guestMemory = try GuestMemory.map(layouts: guestLayouts, backing: options.memoryBacking, pin: true,
-                                              pinThreads: pinThreads, pinCPUs: options.pollerCPUs)
+                                              pinThreads: pinThreads, pinCPUs: options.pollerCPUs, node: options.memoryNode)
         } catch {
             throw MigrationError(.layout, "mapping the guest's memory: \(error)")
         }
-        options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms (\(pinThreads) thread\(pinThreads == 1 ? "" : "s"))")
+        options.log("mapped and pinned \(ByteCount(total).humanReadable) of guest memory in \(formatFixed((clock.now - mapStart).milliseconds, decimals: 0)) ms (\(pinThreads) thread\(pinThreads == 1 ? "" : "s")"
+            + (options.memoryNode.map { ", bound to NUMA node \($0)" } ?? "") + ")")
         let path = DestinationDataPath(memory: guestMemory, connection: session.connection)
         // Extra page channels come as sessions of their own: without a listener to take them
         // from, one channel.
