@@ -487,7 +487,6 @@ struct TCPReceiver {
     /// wakeups), otherwise by refilling the staging buffer with whatever the socket holds.
     private mutating func read(into target: UnsafeMutableRawPointer, count: Int) -> ReadResult {
         var offset = 0
-        var readAheadTried = false
         while offset < count {
             let staged = stagedEnd - stagedStart
             if staged > 0 {
@@ -499,24 +498,7 @@ struct TCPReceiver {
                 continue
             }
             let rest = count - offset
-            // After a read-ahead that got part of the payload, the rest goes straight into the
-            // target however small: into staging it would pull the next payload with it, and
-            // that one would then be copied twice (measured: ~40 % of the bytes were).
-            let direct = rest >= Self.directReadBytes || readAheadTried
-            if direct && !readAheadTried {
-                readAheadTried = true
-                // The payload and the next frame's header in one recvmsg, while the socket holds
-                // them (the common case when this side is the slower one); whatever part of the
-                // payload the socket did not hold yet is waited for below. Measured: one syscall
-                // per 64 KiB WRITE instead of two (issue 14, Perf/README.md).
-                switch readAhead(into: target + offset, count: rest) {
-                case .complete: return .complete
-                case .failed(let error): return .failed(errno: error)
-                case .closed: return .closed(received: offset)
-                case .partial(let received): offset += received
-                }
-                continue
-            }
+            let direct = rest >= Self.directReadBytes
             let want = direct ? rest : (lastPayloadWasLarge && count == TCPFrameHeader.size ? rest : Self.stagingBytes)
             let received = recv(pair.fd, direct ? target + offset : staging, want, direct ? Int32(MSG_WAITALL) : 0)
             if received > 0 {
@@ -530,36 +512,5 @@ struct TCPReceiver {
             }
         }
         return .complete
-    }
-
-    private enum ReadAheadResult {
-        case complete
-        case partial(received: Int)
-        case closed
-        case failed(errno: Int32)
-    }
-
-    /// One recvmsg, without MSG_WAITALL (which would wait for the next header too, and the
-    /// peer may be waiting for this frame's ACK before it sends one): `count` bytes into
-    /// `target`, and up to one frame header more into staging (never more, so the next
-    /// payload is not copied twice). Staging is empty when called.
-    private mutating func readAhead(into target: UnsafeMutableRawPointer, count: Int) -> ReadAheadResult {
-        var vectors = (iovec(iov_base: target, iov_len: count), iovec(iov_base: staging, iov_len: TCPFrameHeader.size))
-        while true {
-            let received = withUnsafeMutableBytes(of: &vectors) { raw -> Int in
-                var message = msghdr()
-                message.msg_iov = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
-                message.msg_iovlen = 2
-                return recvmsg(pair.fd, &message, 0)
-            }
-            if received > 0 {
-                if received < count { return .partial(received: received) }
-                stagedEnd = received - count
-                return .complete
-            }
-            if received == 0 { return .closed }
-            let error = SystemCall.currentErrno()
-            if error != EINTR { return .failed(errno: error) }
-        }
     }
 }
