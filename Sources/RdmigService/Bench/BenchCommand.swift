@@ -381,21 +381,27 @@ struct BenchTransportCommand: ParsableCommand {
 
     /// The text report: the rates, then the ratio, against the large-write pump first.
     static func text(_ result: TransportBenchmarkResult) -> String {
-        func pumpLine(_ pump: BaselinePump, _ measured: TransportBenchmarkResult.PumpMeasurement) -> String {
+        func pumpLine(_ measured: TransportBenchmarkResult.PumpMeasurement) -> String {
             let buffer = ByteCount(UInt64(measured.bufferSize)).humanReadable
             return "\(ByteCount.humanReadable(measured.bytesPerSecond))/s "
                 + "(\(ByteCount(UInt64(measured.writeSize))) sends, \(buffer) \(result.baselineBuffer == .message ? "buffer" : "ring") per side)"
         }
-        return """
-            backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(Double(result.bytes))) per run, median of \(result.runs)
-              rdmig \(result.backend):                \(ByteCount.humanReadable(result.bytesPerSecond))/s
-              plain TCP, large-write pump:  \(pumpLine(.largeWrite, result.largeWritePump))
-              plain TCP, message-size pump: \(pumpLine(.messageSize, result.messagePump))
-              ratio:                    \(formatFixed(result.ratio, decimals: 3)) against the large-write pump (\(formatFixed(result.messagePump.ratio, decimals: 3)) against the message-size pump)
-              receiver check:           \(ByteCount.humanReadable(Double(result.receiverPlacedBytes))) placed per run, \(result.receiverCheckedWords) stamp words compared
-              sender buffer:   \(result.senderBuffer.text)
-              receiver buffer: \(result.receiverBuffer.text)
-            """
+        func line(_ label: String, _ value: String) -> String {
+            "  " + label + String(repeating: " ", count: max(1, 31 - label.count)) + value
+        }
+        return ([
+            "backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth "
+                + "\(result.queueDepth), \(ByteCount.humanReadable(Double(result.bytes))) per run, median of \(result.runs)",
+            line("rdmig \(result.backend):", "\(ByteCount.humanReadable(result.bytesPerSecond))/s"),
+            line("plain TCP, large-write pump:", pumpLine(result.largeWritePump)),
+            line("plain TCP, message-size pump:", pumpLine(result.messagePump)),
+            line("ratio:", "\(formatFixed(result.ratio, decimals: 3)) against the large-write pump "
+                + "(\(formatFixed(result.messagePump.ratio, decimals: 3)) against the message-size pump)"),
+            line("receiver check:", "\(ByteCount.humanReadable(Double(result.receiverPlacedBytes))) placed per run, "
+                + "\(result.receiverCheckedWords) stamp words compared"),
+            line("sender buffer:", result.senderBuffer.text),
+            line("receiver buffer:", result.receiverBuffer.text),
+        ] as [String]).joined(separator: "\n")
     }
 }
 
