@@ -84,15 +84,16 @@ for size in $SIZES; do
 done
 elapsed=$(( $(date +%s) - started ))
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '%s\n' "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$(date '+%Y-%m-%d %H:%M %Z')" > "$results.meta"
+printf '%s\n' "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$(date '+%Y-%m-%d %H:%M %Z')" "$ATTEMPTS" > "$results.meta"
 fi
-{ read -r elapsed; read -r load_before; read -r load_after; read -r TOTAL; read -r RUNS; read -r EXTRA; read -r measured_at; } < "$results.meta"
+{ read -r elapsed; read -r load_before; read -r load_after; read -r TOTAL; read -r RUNS; read -r EXTRA; read -r measured_at
+  read -r ATTEMPTS || ATTEMPTS=1; } < "$results.meta"
 
-python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$measured_at" <<'PY' \
+python3 - "$results" "$elapsed" "$load_before" "$load_after" "$TOTAL" "$RUNS" "$EXTRA" "$measured_at" "$ATTEMPTS" <<'PY' \
     | python3 "$here/readme-section.py" "$here/README.md" "$MARKER"
 import json, os, platform, statistics, sys
 
-path, elapsed, load_before, load_after, total, runs, extra, measured_at = sys.argv[1:9]
+path, elapsed, load_before, load_after, total, runs, extra, measured_at, attempts_per_point = sys.argv[1:10]
 measured = [json.loads(line) for line in open(path)]
 points = [p for p in measured if p.get("attempt", 1) == 1]
 
@@ -134,7 +135,8 @@ buffers = points[0].get("buffers", "malloc") if points else "?"
 baseline = points[0].get("baseline-buffer", "message") if points else "?"
 print(f"Measured {measured_at} with `Perf/sweep-transport.sh`"
       + (f" (`{extra}`)" if extra else "") + f": backend `{points[0]['backend'] if points else '?'}`, "
-      f"{total} per run, {runs} runs of each alternately per point (the transport between the two pumps), medians; {buffers} buffers; "
+      f"{total} per run, {runs} runs of each alternately per invocation (the transport between the two pumps), medians; "
+      + (f"{attempts_per_point} invocations per point; " if attempts_per_point != "1" else "") + f"{buffers} buffers; "
       + ("pump buffers: one write per side." if baseline == "message"
          else "pump buffers: a ring as large as the transport's (queue depth × message size, at least one write) per side.") + "  ")
 print(f"Machine: {os.cpu_count()} CPUs ({model}), Linux {platform.release()}; "
