@@ -143,23 +143,30 @@ print(f"Machine: {os.cpu_count()} CPUs ({model}), Linux {platform.release()}; "
       f"load average {load_before} before, {load_after} after (the machine is shared); sweep took {elapsed} s.  ")
 print("Ratio: rdmig over the large-write pump (1 MiB sends, as `iperf3 -l 1M`). Targets: >= 0.95 at 64 KiB × 128 "
       "(issue 14), >= 0.90 at the other points of 64 KiB and more (issue 2). The message-size pump (one send per "
-      "message, the baseline before issue 14) is shown for comparison.")
+      "message, the baseline before issue 14) is shown for comparison. A point measured in several invocations "
+      "shows the medians over them (rates, and the ratio the target is judged on) and the per-run range over all.")
 print()
-print("| message size | queue depth | rdmig tcp | large-write pump | ratio | per-run ratios (min – max) | target (on the median of invocations) "
+print("| message size | queue depth | rdmig tcp | large-write pump | ratio | per-run ratios (min – max) | target "
       "| message-size pump | rdmig / it |")
 print("|---:|---:|---:|---:|---:|:---:|:---:|---:|---:|")
 for point in points:
+    # With several invocations of a point, its row shows their medians and the per-run range over all.
+    every = attempts(point)
     large, large_samples, message, message_samples = pumps(point)
+    rdmig = statistics.median(p["bytes-per-second"] for p in every)
+    if message is not None and len(every) > 1:
+        message = statistics.median(pumps(p)[2] for p in every)
     wanted, _ = target(point)
     if large is None:
         paired, ratio, verdict = None, None, "n/a"
     else:
-        paired = [a / b for a, b in zip(point["bytes-per-second-samples"], large_samples)]
-        ratio = point["ratio"]
+        paired = [a / b for p in every for a, b in zip(p["bytes-per-second-samples"], pumps(p)[1])]
+        large = statistics.median(pumps(p)[0] for p in every)
+        ratio = judged(point)
         verdict = "n/a" if wanted is None else (f"met (≥ {wanted:.2f})" if judged(point) >= wanted else f"**missed** (≥ {wanted:.2f})")
-    print(f"| {size(point['message-size'])} | {point['queue-depth']} | {rate(point['bytes-per-second'])} | "
+    print(f"| {size(point['message-size'])} | {point['queue-depth']} | {rate(rdmig)} | "
           + (f"{rate(large)} | {ratio:.3f} | {min(paired):.2f} – {max(paired):.2f}" if large is not None else "– | – | –")
-          + f" | {verdict} | {rate(message)} | {point['bytes-per-second'] / message:.3f} |")
+          + f" | {verdict} | {rate(message)} | {rdmig / message:.3f} |")
 print()
 applicable = [p for p in points if target(p)[0] is not None and pumps(p)[0] is not None]
 repeated = [p for p in points if len(attempts(p)) > 1 and pumps(p)[0] is not None]
