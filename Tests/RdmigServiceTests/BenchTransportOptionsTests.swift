@@ -89,6 +89,19 @@ struct BenchTransportOptionsTests {
         #expect(BaselineBufferKind.message.bytes(messageSize: 65536, queueDepth: 128) == 65536)
         #expect(BaselineBufferKind.ring.bytes(messageSize: 65536, queueDepth: 128) == 8 << 20)
     }
+
+    @Test func theLargeWritePumpSends1MiBWhateverTheMessageSizeAndItsRingHoldsAtLeastOneWrite() {
+        #expect(BaselinePump.largeWrite.writeSize(messageSize: 4096) == 1 << 20)
+        #expect(BaselinePump.messageSize.writeSize(messageSize: 4096) == 4096)
+        #expect(BaselineBufferKind.message.bytes(writeSize: 1 << 20, messageSize: 65536, queueDepth: 128) == 1 << 20)
+        #expect(BaselineBufferKind.ring.bytes(writeSize: 1 << 20, messageSize: 65536, queueDepth: 128) == 8 << 20)
+        #expect(BaselineBufferKind.ring.bytes(writeSize: 1 << 20, messageSize: 4096, queueDepth: 16) == 1 << 20)
+    }
+
+    @Test func messagesSmallerThanOneStampWordAreRefused() throws {
+        #expect(throws: (any Error).self) { try TransportBenchmarkOptions.parse(["--message-size", "4B", "--total", "1MiB"]) }
+        #expect(try TransportBenchmarkOptions.parse(["--message-size", "8B", "--total", "1MiB"]).parameters.messageSize == 8)
+    }
 }
 
 @Suite("bench transport: benchmark buffers")
@@ -157,12 +170,15 @@ struct BenchmarkRingTests {
         let buffer = BenchmarkBufferReport(
             kind: .pool, size: 1 << 20, pageSize: 4096, node: 0, nodeReason: "the only node", lockedBytes: 1 << 20,
             pageSizeReason: nil, fallbackReason: "4 KiB pages: no 2 MiB huge pages")
+        let largeWrite = TransportBenchmarkResult.PumpMeasurement(
+            seconds: 0.25, bytesPerSecond: 4, samples: [4, 3, 5], writeSize: 1 << 20, bufferSize: 1 << 20, ratio: 0.5)
+        let message = TransportBenchmarkResult.PumpMeasurement(
+            seconds: 0.5, bytesPerSecond: 2, samples: [2, 2, 1], writeSize: 65536, bufferSize: 65536, ratio: 1)
         let result = TransportBenchmarkResult(
-            backend: "tcp", backendReason: "test", messageSize: 65536, queueDepth: 16, bytes: 1 << 30, runs: 1,
-            seconds: 1, bytesPerSecond: 1, baselineSeconds: 1, baselineBytesPerSecond: 1, ratio: 1,
-            samples: [1], baselineSamples: [1], buffers: .pool, bufferPageSize: 4096,
-            bufferFallbackReason: buffer.fallbackReason, senderBuffer: buffer, receiverBuffer: buffer,
-            baselineBuffer: .message, baselineBufferSize: 65536)
+            backend: "tcp", backendReason: "test", messageSize: 65536, queueDepth: 16, bytes: 1 << 30, runs: 3,
+            samples: [2, 1, 3], largeWritePump: largeWrite, messagePump: message, buffers: .pool,
+            senderBuffer: buffer, receiverBuffer: buffer, baselineBuffer: .message,
+            receiverPlacedBytes: 1 << 30, receiverCheckedWords: 256)
         let object = try #require(
             try JSONSerialization.jsonObject(with: Data(JSONText.encode(result).utf8)) as? [String: Any])
         #expect(object["buffers"] as? String == "pool")
@@ -171,5 +187,40 @@ struct BenchmarkRingTests {
         let receiver = try #require(object["receiver-buffer"] as? [String: Any])
         #expect(receiver["locked-bytes"] as? Int == 1 << 20)
         #expect(object["baseline-buffer"] as? String == "message")
+    }
+
+    /// Scripts read `ratio` and `baseline-*`: they are the large-write pump's, and each pump
+    /// has its own keys too.
+    @Test func theLeadingRatioAndTheBaselineKeysAreTheLargeWritePumps() throws {
+        let buffer = BenchmarkBufferReport(
+            kind: .malloc, size: 1 << 23, pageSize: 4096, node: nil, nodeReason: nil, lockedBytes: 0,
+            pageSizeReason: nil, fallbackReason: nil)
+        let largeWrite = TransportBenchmarkResult.PumpMeasurement(
+            seconds: 0.25, bytesPerSecond: 4, samples: [4, 3, 5], writeSize: 1 << 20, bufferSize: 1 << 20, ratio: 0.5)
+        let message = TransportBenchmarkResult.PumpMeasurement(
+            seconds: 0.5, bytesPerSecond: 2, samples: [2, 2, 1], writeSize: 65536, bufferSize: 65536, ratio: 1)
+        let result = TransportBenchmarkResult(
+            backend: "tcp", backendReason: "test", messageSize: 65536, queueDepth: 128, bytes: 1 << 30, runs: 3,
+            samples: [2, 1, 3], largeWritePump: largeWrite, messagePump: message, buffers: .malloc,
+            senderBuffer: buffer, receiverBuffer: buffer, baselineBuffer: .message,
+            receiverPlacedBytes: 1 << 30, receiverCheckedWords: 2048)
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(JSONText.encode(result).utf8)) as? [String: Any])
+        #expect(object["bytes-per-second"] as? Double == 2)
+        #expect(object["ratio"] as? Double == 0.5)
+        #expect(object["baseline-pump"] as? String == "large-write")
+        #expect(object["baseline-bytes-per-second"] as? Double == 4)
+        #expect(object["baseline-bytes-per-second-samples"] as? [Double] == [4, 3, 5])
+        #expect(object["baseline-write-size"] as? Int == 1 << 20)
+        #expect(object["large-write-pump-bytes-per-second"] as? Double == 4)
+        #expect(object["large-write-pump-ratio"] as? Double == 0.5)
+        #expect(object["message-pump-bytes-per-second"] as? Double == 2)
+        #expect(object["message-pump-bytes-per-second-samples"] as? [Double] == [2, 2, 1])
+        #expect(object["message-pump-write-size"] as? Int == 65536)
+        #expect(object["message-pump-ratio"] as? Double == 1)
+        #expect(object["receiver-placed-bytes"] as? Int == 1 << 30)
+        #expect(object["receiver-checked-words"] as? Int == 2048)
+        let text = BenchTransportCommand.text(result)
+        #expect(text.contains("0.500 against the large-write pump (1.000 against the message-size pump)"))
     }
 }

@@ -30,12 +30,12 @@ struct PlainSocketPumpTests {
         let receiver = try SystemThread(name: "pump-test") {
             let buffer = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: targetAddress), count: 3 * messageSize)
             do {
-                try PlainSocketPump.serve(listener: listener, total: UInt64(total), messageSize: messageSize, buffer: buffer, socketBufferBytes: nil)
+                try PlainSocketPump.serve(listener: listener, total: UInt64(total), writeSize: messageSize, buffer: buffer, socketBufferBytes: nil)
             } catch {
                 failure.withLock { $0 = "\(error)" }
             }
         }
-        _ = try PlainSocketPump.run(to: endpoint, total: UInt64(total), messageSize: messageSize, buffer: source, socketBufferBytes: nil)
+        _ = try PlainSocketPump.run(to: endpoint, total: UInt64(total), writeSize: messageSize, buffer: source, socketBufferBytes: nil)
         receiver.join()
         #expect(failure.withLock { $0 } == nil)
         let filled = min(total, target.count)

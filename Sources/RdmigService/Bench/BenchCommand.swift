@@ -40,7 +40,7 @@ struct TransportBenchmarkOptions: ParsableArguments {
     @Option(help: "Sender ring and receiver window: malloc (plain allocation) or pool (pinned NUMA-local BufferPool).")
     var buffers: BenchmarkBufferKind = .malloc
 
-    @Option(name: .customLong("baseline-buffer"), help: "Plain pump buffer per side: message (one message, stays in cache) or ring (queue depth × message size, the transport's footprint).")
+    @Option(name: .customLong("baseline-buffer"), help: "Plain pumps' buffer per side: message (one write, stays in cache) or ring (queue depth × message size, the transport's footprint).")
     var baselineBuffer: BaselineBufferKind = .message
 
     @Option(help: "With --buffers pool: NUMA node, auto or N (default auto: the RDMA device's node, or the only node).",
@@ -75,8 +75,9 @@ struct TransportBenchmarkOptions: ParsableArguments {
         if let tos, TransportOptions.trafficClass(tos) == nil {
             throw ValidationError("--tos \(tos): \(TransportOptions.trafficClassRange)")
         }
-        guard messageSize.bytes >= 1, messageSize.bytes <= 1 << 30 else {
-            throw ValidationError("--message-size \(messageSize) is out of range: use 1B … 1GiB")
+        // The receiver checks 8-byte stamp words in every message (BenchmarkMessageStamp).
+        guard messageSize.bytes >= UInt64(BenchmarkMessageStamp.wordBytes), messageSize.bytes <= 1 << 30 else {
+            throw ValidationError("--message-size \(messageSize) is out of range: use 8B … 1GiB")
         }
         guard (1...16384).contains(queueDepth) else {
             throw ValidationError("--queue-depth \(queueDepth) is out of range: use 1 … 16384")
@@ -102,9 +103,11 @@ struct TransportBenchmarkOptions: ParsableArguments {
         }
     }
 
-    /// The plain pump's buffer in this process (always a plain allocation), faulted in.
-    func makeBaselineBuffer() -> BaselineBuffer {
-        BaselineBuffer(kind: baselineBuffer, messageSize: Int(messageSize.bytes), queueDepth: queueDepth)
+    /// A plain pump's buffer in this process (always a plain allocation), faulted in.
+    func makeBaselineBuffer(for pump: BaselinePump) -> BaselineBuffer {
+        let size = Int(messageSize.bytes)
+        return BaselineBuffer(kind: baselineBuffer, writeSize: pump.writeSize(messageSize: size), messageSize: size,
+                              queueDepth: queueDepth)
     }
 
     /// The ring this process moves bytes from or into, built before any run.
@@ -140,7 +143,11 @@ struct TransportBenchmarkOptions: ParsableArguments {
 }
 
 /// The result `--json` prints: one object, QMP-style kebab-case names, bytes and seconds.
-struct TransportBenchmarkResult: Codable {
+///
+/// `ratio` and the `baseline-*` keys compare against the large-write pump (`baseline-pump`),
+/// the ceiling; the `message-pump-*` keys are the pump of message-size sends that `baseline-*`
+/// meant before issue 14, the `large-write-pump-*` keys repeat the baseline under its own name.
+struct TransportBenchmarkResult: Encodable {
     var backend: String
     var backendReason: String
     var messageSize: Int
@@ -162,6 +169,25 @@ struct TransportBenchmarkResult: Codable {
     var receiverBuffer: BenchmarkBufferReport
     var baselineBuffer: BaselineBufferKind
     var baselineBufferSize: Int
+    var baselinePump: BaselinePump = .largeWrite
+    var baselineWriteSize: Int
+    var largeWritePump: PumpMeasurement
+    var messagePump: PumpMeasurement
+    /// What the receiver found in its window after each transport run (equal in every run,
+    /// or the run failed): bytes placed, and stamp words it compared.
+    var receiverPlacedBytes: UInt64
+    var receiverCheckedWords: Int
+
+    /// One pump's figures, flattened into the result under its prefix.
+    struct PumpMeasurement: Equatable {
+        var seconds: Double
+        var bytesPerSecond: Double
+        var samples: [Double]
+        var writeSize: Int
+        var bufferSize: Int
+        /// rdmig's median over this pump's.
+        var ratio: Double
+    }
 
     enum CodingKeys: String, CodingKey {
         case buffers
@@ -182,13 +208,96 @@ struct TransportBenchmarkResult: Codable {
         case ratio
         case samples = "bytes-per-second-samples"
         case baselineSamples = "baseline-bytes-per-second-samples"
+        case baselinePump = "baseline-pump"
+        case baselineWriteSize = "baseline-write-size"
+        case receiverPlacedBytes = "receiver-placed-bytes"
+        case receiverCheckedWords = "receiver-checked-words"
+    }
+
+    /// The keys of one pump: `large-write-pump-bytes-per-second`, `message-pump-ratio`, …
+    private struct PumpKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+        init(_ prefix: String, _ name: String) { stringValue = "\(prefix)-\(name)" }
+    }
+
+    private static let pumpPrefixes = (largeWrite: "large-write-pump", message: "message-pump")
+
+    init(backend: String, backendReason: String, messageSize: Int, queueDepth: Int, bytes: UInt64, runs: Int,
+         samples: [Double], largeWritePump: PumpMeasurement, messagePump: PumpMeasurement,
+         buffers: BenchmarkBufferKind, senderBuffer: BenchmarkBufferReport, receiverBuffer: BenchmarkBufferReport,
+         baselineBuffer: BaselineBufferKind, receiverPlacedBytes: UInt64, receiverCheckedWords: Int) {
+        self.backend = backend
+        self.backendReason = backendReason
+        self.messageSize = messageSize
+        self.queueDepth = queueDepth
+        self.bytes = bytes
+        self.runs = runs
+        self.samples = samples
+        bytesPerSecond = median(samples)
+        seconds = Double(bytes) / bytesPerSecond
+        self.largeWritePump = largeWritePump
+        self.messagePump = messagePump
+        baselineSeconds = largeWritePump.seconds
+        baselineBytesPerSecond = largeWritePump.bytesPerSecond
+        baselineSamples = largeWritePump.samples
+        baselineWriteSize = largeWritePump.writeSize
+        baselineBufferSize = largeWritePump.bufferSize
+        ratio = largeWritePump.ratio
+        self.buffers = buffers
+        bufferPageSize = senderBuffer.pageSize
+        bufferFallbackReason = senderBuffer.fallbackReason
+        self.senderBuffer = senderBuffer
+        self.receiverBuffer = receiverBuffer
+        self.baselineBuffer = baselineBuffer
+        self.receiverPlacedBytes = receiverPlacedBytes
+        self.receiverCheckedWords = receiverCheckedWords
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(backend, forKey: .backend)
+        try container.encode(backendReason, forKey: .backendReason)
+        try container.encode(messageSize, forKey: .messageSize)
+        try container.encode(queueDepth, forKey: .queueDepth)
+        try container.encode(bytes, forKey: .bytes)
+        try container.encode(runs, forKey: .runs)
+        try container.encode(seconds, forKey: .seconds)
+        try container.encode(bytesPerSecond, forKey: .bytesPerSecond)
+        try container.encode(samples, forKey: .samples)
+        try container.encode(ratio, forKey: .ratio)
+        try container.encode(baselinePump, forKey: .baselinePump)
+        try container.encode(baselineWriteSize, forKey: .baselineWriteSize)
+        try container.encode(baselineSeconds, forKey: .baselineSeconds)
+        try container.encode(baselineBytesPerSecond, forKey: .baselineBytesPerSecond)
+        try container.encode(baselineSamples, forKey: .baselineSamples)
+        try container.encode(buffers, forKey: .buffers)
+        try container.encode(bufferPageSize, forKey: .bufferPageSize)
+        try container.encodeIfPresent(bufferFallbackReason, forKey: .bufferFallbackReason)
+        try container.encode(senderBuffer, forKey: .senderBuffer)
+        try container.encode(receiverBuffer, forKey: .receiverBuffer)
+        try container.encode(baselineBuffer, forKey: .baselineBuffer)
+        try container.encode(baselineBufferSize, forKey: .baselineBufferSize)
+        try container.encode(receiverPlacedBytes, forKey: .receiverPlacedBytes)
+        try container.encode(receiverCheckedWords, forKey: .receiverCheckedWords)
+        var pumps = encoder.container(keyedBy: PumpKey.self)
+        for (prefix, pump) in [(Self.pumpPrefixes.largeWrite, largeWritePump), (Self.pumpPrefixes.message, messagePump)] {
+            try pumps.encode(pump.seconds, forKey: PumpKey(prefix, "seconds"))
+            try pumps.encode(pump.bytesPerSecond, forKey: PumpKey(prefix, "bytes-per-second"))
+            try pumps.encode(pump.samples, forKey: PumpKey(prefix, "bytes-per-second-samples"))
+            try pumps.encode(pump.writeSize, forKey: PumpKey(prefix, "write-size"))
+            try pumps.encode(pump.bufferSize, forKey: PumpKey(prefix, "buffer-size"))
+            try pumps.encode(pump.ratio, forKey: PumpKey(prefix, "ratio"))
+        }
     }
 }
 
 struct BenchTransportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "transport",
-        abstract: "Transport bandwidth: a sender and a receiver process, against a plain TCP socket pump between the same endpoints.")
+        abstract: "Transport bandwidth: a sender and a receiver process, against plain TCP socket pumps (1 MiB sends, and message-size sends) between the same endpoints.")
 
     @OptionGroup var options: TransportBenchmarkOptions
 
@@ -201,41 +310,46 @@ struct BenchTransportCommand: ParsableCommand {
         // Before the receiver starts, so that a refused pool fails fast with its own message.
         let ring = try options.makeRing(role: "sender", device: selection.device)
         TransportBenchmark.fillSource(ring.bytes)
-        let pumpBuffer = options.makeBaselineBuffer()
+        let pumpBuffers = Dictionary(uniqueKeysWithValues: BaselinePump.allCases.map { ($0, options.makeBaselineBuffer(for: $0)) })
         let receiver = try BenchmarkReceiverProcess.start(options: options, backend: selection.kind)
         defer { receiver.stop() }
 
         var samples: [Double] = []
-        var baselineSamples: [Double] = []
+        var pumpSamples: [BaselinePump: [Double]] = [:]
+        var placed: BenchmarkPlacementReport?
         let moved = Double(parameters.bytesMoved)
         do {
             for run in 0..<options.runs {
-                // Alternate which goes first so neither always gets the warmer caches.
-                let transportFirst = run % 2 == 1
-                for measureTransport in transportFirst ? [true, false] : [false, true] {
-                    if measureTransport {
-                        let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
-                        let connection: any TransportConnection
-                        do {
-                            connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
-                        } catch {
-                            throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
-                        }
-                        defer { connection.close() }
-                        if options.encrypt {
-                            guard try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: true)) else {
-                                throw RdmigCommandError("--encrypt: the \(connection.backend) backend does not encrypt")
-                            }
-                        }
-                        let elapsed = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes)
-                        samples.append(moved / elapsed.seconds)
-                    } else {
-                        let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPort)
+                // The transport runs between the two pumps, and which pump goes first
+                // alternates, so each pump's run sits next to a transport run in time and
+                // neither side of the leading ratio always gets the warmer caches.
+                let order: [BaselinePump?] = run % 2 == 0 ? [.largeWrite, nil, .messageSize] : [.messageSize, nil, .largeWrite]
+                for pump in order {
+                    if let pump {
+                        let endpoint = TransportEndpoint(host: options.host, port: receiver.pumpPorts[pump]!)
+                        let buffer = pumpBuffers[pump]!
                         let elapsed = try PlainSocketPump.run(
-                            to: endpoint, total: parameters.bytesMoved, messageSize: parameters.messageSize, buffer: pumpBuffer.bytes,
+                            to: endpoint, total: parameters.bytesMoved, writeSize: buffer.writeSize, buffer: buffer.bytes,
                             socketBufferBytes: parameters.socketBufferBytes)
-                        baselineSamples.append(moved / elapsed.seconds)
+                        pumpSamples[pump, default: []].append(moved / elapsed.seconds)
+                        continue
                     }
+                    let endpoint = TransportEndpoint(host: options.host, port: receiver.transportPort)
+                    let connection: any TransportConnection
+                    do {
+                        connection = try selection.backend.connect(to: endpoint, options: parameters.transportOptions)
+                    } catch {
+                        throw RdmigCommandError("connecting to the benchmark receiver at \(endpoint): \(error)")
+                    }
+                    defer { connection.close() }
+                    if options.encrypt {
+                        guard try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: true)) else {
+                            throw RdmigCommandError("--encrypt: the \(connection.backend) backend does not encrypt")
+                        }
+                    }
+                    let (elapsed, report) = try TransportBenchmark.run(connection, parameters: parameters, ring: ring.bytes, fault: nil)
+                    samples.append(moved / elapsed.seconds)
+                    placed = report
                 }
             }
         } catch {
@@ -246,29 +360,48 @@ struct BenchTransportCommand: ParsableCommand {
         try receiver.waitForSuccess()
 
         let rate = median(samples)
-        let baseline = median(baselineSamples)
+        func measurement(_ pump: BaselinePump) -> TransportBenchmarkResult.PumpMeasurement {
+            let pumpRate = median(pumpSamples[pump] ?? [])
+            let buffer = pumpBuffers[pump]!
+            return .init(seconds: moved / pumpRate, bytesPerSecond: pumpRate, samples: pumpSamples[pump] ?? [],
+                         writeSize: buffer.writeSize, bufferSize: buffer.bytes.count, ratio: rate / pumpRate)
+        }
+        let stamp = BenchmarkMessageStamp(messageSize: parameters.messageSize)
         let result = TransportBenchmarkResult(
             backend: selection.kind.rawValue, backendReason: selection.reason,
             messageSize: parameters.messageSize, queueDepth: parameters.queueDepth,
-            bytes: parameters.bytesMoved, runs: options.runs,
-            seconds: moved / rate, bytesPerSecond: rate,
-            baselineSeconds: moved / baseline, baselineBytesPerSecond: baseline,
-            ratio: rate / baseline, samples: samples, baselineSamples: baselineSamples,
-            buffers: options.buffers, bufferPageSize: ring.report.pageSize, bufferFallbackReason: ring.report.fallbackReason,
-            senderBuffer: ring.report, receiverBuffer: receiver.buffer,
-            baselineBuffer: options.baselineBuffer, baselineBufferSize: pumpBuffer.bytes.count)
-        if json {
-            print(try JSONText.encode(result))
-        } else {
-            print("""
-                backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth \(result.queueDepth), \(ByteCount.humanReadable(moved)) per run, median of \(result.runs)
-                  rdmig \(result.backend):  \(ByteCount.humanReadable(rate))/s
-                  plain TCP pump: \(ByteCount.humanReadable(baseline))/s (\(ByteCount(UInt64(pumpBuffer.bytes.count)).humanReadable) \(options.baselineBuffer == .message ? "buffer" : "ring") per side)
-                  ratio:          \(formatFixed(result.ratio, decimals: 3))
-                  sender buffer:   \(result.senderBuffer.text)
-                  receiver buffer: \(result.receiverBuffer.text)
-                """)
+            bytes: parameters.bytesMoved, runs: options.runs, samples: samples,
+            largeWritePump: measurement(.largeWrite), messagePump: measurement(.messageSize),
+            buffers: options.buffers, senderBuffer: ring.report, receiverBuffer: receiver.buffer,
+            baselineBuffer: options.baselineBuffer,
+            receiverPlacedBytes: (placed?.placedMessages ?? 0) * UInt64(parameters.messageSize),
+            receiverCheckedWords: Int(placed?.checkedSlots ?? 0) * stamp.samples)
+        print(json ? try JSONText.encode(result) : Self.text(result))
+    }
+
+    /// The text report: the rates, then the ratio, against the large-write pump first.
+    static func text(_ result: TransportBenchmarkResult) -> String {
+        func pumpLine(_ measured: TransportBenchmarkResult.PumpMeasurement) -> String {
+            let buffer = ByteCount(UInt64(measured.bufferSize)).humanReadable
+            return "\(ByteCount.humanReadable(measured.bytesPerSecond))/s "
+                + "(\(ByteCount(UInt64(measured.writeSize))) sends, \(buffer) \(result.baselineBuffer == .message ? "buffer" : "ring") per side)"
         }
+        func line(_ label: String, _ value: String) -> String {
+            "  " + label + String(repeating: " ", count: max(1, 31 - label.count)) + value
+        }
+        return ([
+            "backend \(result.backend) (\(result.backendReason)), \(ByteCount(UInt64(result.messageSize))) messages, queue depth "
+                + "\(result.queueDepth), \(ByteCount.humanReadable(Double(result.bytes))) per run, median of \(result.runs)",
+            line("rdmig \(result.backend):", "\(ByteCount.humanReadable(result.bytesPerSecond))/s"),
+            line("plain TCP, large-write pump:", pumpLine(result.largeWritePump)),
+            line("plain TCP, message-size pump:", pumpLine(result.messagePump)),
+            line("ratio:", "\(formatFixed(result.ratio, decimals: 3)) against the large-write pump "
+                + "(\(formatFixed(result.messagePump.ratio, decimals: 3)) against the message-size pump)"),
+            line("receiver check:", "\(ByteCount.humanReadable(Double(result.receiverPlacedBytes))) placed per run, "
+                + "\(result.receiverCheckedWords) stamp words compared"),
+            line("sender buffer:", result.senderBuffer.text),
+            line("receiver buffer:", result.receiverBuffer.text),
+        ] as [String]).joined(separator: "\n")
     }
 }
 
@@ -295,25 +428,37 @@ struct BenchTransportReceiverCommand: ParsableCommand {
         let selection = try BackendChoice.select(host: options.host, forced: options.backend)
         let ring = try options.makeRing(role: "receiver", device: selection.device)
         ring.bytes.initializeMemory(as: UInt8.self, repeating: 0)
-        let pumpBuffer = options.makeBaselineBuffer()
         let listener = try selection.backend.listen(on: TransportEndpoint(host: options.host, port: 0), options: parameters.transportOptions)
         defer { listener.close() }
-        let pump = try PlainSocketPump.listen(
-            on: TransportEndpoint(host: options.host, port: 0), socketBufferBytes: parameters.socketBufferBytes)
-        defer { close(pump.descriptor) }
-        printFlushed("ready \(listener.localEndpoint.port) \(pump.endpoint.port) \(try JSONText.encode(ring.report, pretty: false))")
+        // One listener and one thread per pump, in BaselinePump.allCases order; the sender
+        // connects to each once per run, in its own order.
+        var pumpListeners: [Int32] = []
+        defer { pumpListeners.forEach { close($0) } }
+        var pumpPorts: [UInt16] = []
+        for _ in BaselinePump.allCases {
+            let pump = try PlainSocketPump.listen(
+                on: TransportEndpoint(host: options.host, port: 0), socketBufferBytes: parameters.socketBufferBytes)
+            pumpListeners.append(pump.descriptor)
+            pumpPorts.append(pump.endpoint.port)
+        }
+        printFlushed("ready \(listener.localEndpoint.port) \(pumpPorts.map(String.init).joined(separator: " ")) "
+            + (try JSONText.encode(ring.report, pretty: false)))
 
         let pumpFailure = FailureBox()
-        let pumpThread = try SystemThread(name: "bench-pump") {
-            do {
-                for _ in 0..<options.runs {
-                    try PlainSocketPump.serve(
-                        listener: pump.descriptor, total: parameters.bytesMoved, messageSize: parameters.messageSize,
-                        buffer: pumpBuffer.bytes, socketBufferBytes: parameters.socketBufferBytes)
+        var pumpThreads: [SystemThread] = []
+        for (pump, descriptor) in zip(BaselinePump.allCases, pumpListeners) {
+            let buffer = options.makeBaselineBuffer(for: pump)
+            pumpThreads.append(try SystemThread(name: "bench-pump") {
+                do {
+                    for _ in 0..<options.runs {
+                        try PlainSocketPump.serve(
+                            listener: descriptor, total: parameters.bytesMoved, writeSize: buffer.writeSize,
+                            buffer: buffer.bytes, socketBufferBytes: parameters.socketBufferBytes)
+                    }
+                } catch {
+                    pumpFailure.set("\(pump.name) receiver: \(error)")
                 }
-            } catch {
-                pumpFailure.set("plain pump receiver: \(error)")
-            }
+            })
         }
         for _ in 0..<options.runs {
             let connection = try listener.accept(timeout: .seconds(60))
@@ -321,23 +466,23 @@ struct BenchTransportReceiverCommand: ParsableCommand {
             if options.encrypt { _ = try connection.startEncryption(TransportBenchmarkOptions.benchmarkKeys(sender: false)) }
             try TransportBenchmark.serve(connection, parameters: parameters, ring: ring.bytes)
         }
-        pumpThread.join()
+        pumpThreads.forEach { $0.join() }
         if let failure = pumpFailure.value { throw RdmigCommandError(failure) }
     }
 }
 
-/// The receiver child process, the two ports it announced and the buffer it built.
+/// The receiver child process, the ports it announced and the buffer it built.
 final class BenchmarkReceiverProcess {
     let process: Process
     let transportPort: UInt16
-    let pumpPort: UInt16
+    let pumpPorts: [BaselinePump: UInt16]
     let buffer: BenchmarkBufferReport
     let errors: Pipe
 
-    private init(process: Process, transportPort: UInt16, pumpPort: UInt16, buffer: BenchmarkBufferReport, errors: Pipe) {
+    private init(process: Process, transportPort: UInt16, pumpPorts: [BaselinePump: UInt16], buffer: BenchmarkBufferReport, errors: Pipe) {
         self.process = process
         self.transportPort = transportPort
-        self.pumpPort = pumpPort
+        self.pumpPorts = pumpPorts
         self.buffer = buffer
         self.errors = errors
     }
@@ -353,17 +498,21 @@ final class BenchmarkReceiverProcess {
         // The receiver's failures are read from `errors` and reported by the sender.
         try process.run()
         let line = readLine(from: output.fileHandleForReading)
-        // "ready TRANSPORT-PORT PUMP-PORT {buffer report as one line of JSON}"
-        let fields = line.split(separator: " ", maxSplits: 3)
-        guard fields.count == 4, fields[0] == "ready", let transportPort = UInt16(fields[1]), let pumpPort = UInt16(fields[2]),
-              let buffer = try? JSONDecoder().decode(BenchmarkBufferReport.self, from: Data(fields[3].utf8))
+        // "ready TRANSPORT-PORT PUMP-PORT… {buffer report as one line of JSON}", a pump port
+        // per BaselinePump.allCases.
+        let pumps = BaselinePump.allCases
+        let fields = line.split(separator: " ", maxSplits: 2 + pumps.count)
+        let ports = fields.dropFirst().prefix(1 + pumps.count).compactMap { UInt16($0) }
+        guard fields.count == 3 + pumps.count, fields[0] == "ready", ports.count == 1 + pumps.count,
+              let buffer = try? JSONDecoder().decode(BenchmarkBufferReport.self, from: Data(fields[2 + pumps.count].utf8))
         else {
             process.waitUntilExit()
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             throw RdmigCommandError("the benchmark receiver did not start: \(message.isEmpty ? "printed '\(line)'" : message)")
         }
         return BenchmarkReceiverProcess(
-            process: process, transportPort: transportPort, pumpPort: pumpPort, buffer: buffer, errors: errors)
+            process: process, transportPort: ports[0], pumpPorts: Dictionary(uniqueKeysWithValues: zip(pumps, ports.dropFirst())),
+            buffer: buffer, errors: errors)
     }
 
     func waitForSuccess() throws {

@@ -47,20 +47,43 @@ public struct TransportBenchmarkParameters: Sendable, Codable, Equatable {
     }
 }
 
-/// The window descriptor the receiver SENDs first: address, length, rkey (little-endian).
+/// The window descriptor the receiver SENDs first: address, length, rkey and the run's nonce
+/// for `BenchmarkMessageStamp` (little-endian).
 struct BenchmarkWindowMessage {
-    static let size = 20
-    static func encode(_ window: RemoteWindow, into buffer: UnsafeMutableRawPointer) {
+    static let size = 32
+    static func encode(_ window: RemoteWindow, nonce: UInt64, into buffer: UnsafeMutableRawPointer) {
         buffer.storeBytes(of: window.address.littleEndian, toByteOffset: 0, as: UInt64.self)
         buffer.storeBytes(of: window.length.littleEndian, toByteOffset: 8, as: UInt64.self)
         buffer.storeBytes(of: window.remoteKey.littleEndian, toByteOffset: 16, as: UInt32.self)
+        buffer.storeBytes(of: nonce.littleEndian, toByteOffset: 24, as: UInt64.self)
     }
 
-    static func decode(_ buffer: UnsafeRawPointer) -> RemoteWindow {
-        RemoteWindow(
+    static func decode(_ buffer: UnsafeRawPointer) -> (window: RemoteWindow, nonce: UInt64) {
+        let window = RemoteWindow(
             address: UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
             length: UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
             remoteKey: UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: 16, as: UInt32.self)))
+        return (window, UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+    }
+}
+
+/// A test seam: what the sender does wrong to one message, so that a test sees the
+/// receiver's check catch it.
+enum BenchmarkSenderFault: Sendable, Equatable {
+    /// The message's write is posted with no bytes: its id, signalling and ordering stay as
+    /// they were, but nothing lands in the slot.
+    case skipWrite(sequence: Int)
+    /// One stamp word of the message is changed after stamping, as a corrupted write would be.
+    case corruptWrite(sequence: Int)
+
+    var skippedSequence: Int? {
+        if case .skipWrite(let sequence) = self { return sequence }
+        return nil
+    }
+
+    var corruptedSequence: Int? {
+        if case .corruptWrite(let sequence) = self { return sequence }
+        return nil
     }
 }
 
@@ -70,6 +93,8 @@ public enum TransportBenchmarkError: Error, CustomStringConvertible {
     case timedOut(String)
     case system(SystemCallError)
     case peer(String)
+    /// The receiver's window does not hold what the sender wrote (`BenchmarkPlacementReport`).
+    case dataMismatch(String)
 
     public var description: String {
         switch self {
@@ -80,6 +105,7 @@ public enum TransportBenchmarkError: Error, CustomStringConvertible {
         case .timedOut(let what): return "timed out \(what)"
         case .system(let error): return error.description
         case .peer(let text): return text
+        case .dataMismatch(let text): return text
         }
     }
 }
@@ -97,11 +123,19 @@ public enum TransportBenchmark {
     }
 
     /// Receiver: exports `ring` (at least `parameters.ringBytes`, owned by the caller and
-    /// reused across runs) as the window, tells the sender, waits for the final immediate,
-    /// answers "done" with the byte count.
+    /// reused across runs) as the window with a fresh nonce, tells the sender, waits for the
+    /// final immediate, checks what landed (`BenchmarkPlacementReport`) and answers with that.
+    /// A window that does not hold what the sender wrote is the sender's error to report.
     public static func serve(
         _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer
     ) throws(TransportBenchmarkError) {
+        _ = try serve(connection, parameters: parameters, ring: ring, nonce: .random(in: 0 ... .max))
+    }
+
+    static func serve(
+        _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer,
+        nonce: UInt64
+    ) throws(TransportBenchmarkError) -> BenchmarkPlacementReport {
         precondition(ring.count >= parameters.ringBytes, "benchmark window smaller than the ring")
         let ring = UnsafeMutableRawBufferPointer(rebasing: ring[0..<parameters.ringBytes])
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
@@ -113,29 +147,42 @@ public enum TransportBenchmark {
             controlRegistration = try connection.register(control, access: [.localWrite])
             // The receive for the final WRITE_WITH_IMM must be posted before the sender can write.
             try connection.postReceive(controlRegistration.slice(offset: 2048, length: 64), id: doneReceiveID)
-            BenchmarkWindowMessage.encode(window.window(), into: control.baseAddress!)
+            BenchmarkWindowMessage.encode(window.window(), nonce: nonce, into: control.baseAddress!)
             try connection.postSend(controlRegistration.slice(offset: 0, length: BenchmarkWindowMessage.size), id: controlSendID, signaled: true)
         } catch {
             throw .transport(error, during: "benchmark receiver setup")
         }
-        try waitFor(connection, id: controlSendID, during: "sending the window to the sender")
-        try waitFor(connection, id: doneReceiveID, during: "waiting for the sender's last write")
+        // Both at once: a short run's last write can arrive before the peer's ACK completes
+        // the window SEND, and waiting for one would drop the other's completion.
+        try waitFor(connection, ids: [controlSendID, doneReceiveID], during: "sending the window and waiting for the sender's last write")
+        let stamp = BenchmarkMessageStamp(messageSize: parameters.messageSize)
+        let report = BenchmarkPlacementReport.check(
+            window: UnsafeRawPointer(ring.baseAddress!), depth: parameters.queueDepth, stamp: stamp, nonce: nonce)
         do {
-            control.storeBytes(of: UInt64(parameters.bytesMoved).littleEndian, toByteOffset: 64, as: UInt64.self)
-            try connection.postSend(controlRegistration.slice(offset: 64, length: 8), id: controlSendID, signaled: true)
+            report.encode(into: control.baseAddress! + 64)
+            try connection.postSend(controlRegistration.slice(offset: 64, length: BenchmarkPlacementReport.size), id: controlSendID, signaled: true)
         } catch {
             throw .transport(error, during: "benchmark receiver answer")
         }
         try waitFor(connection, id: controlSendID, during: "answering the sender")
         _ = try? connection.deregister(window)
+        return report
     }
 
     /// Sender: keeps the queue full of writes from `ring` (at least `parameters.ringBytes`,
-    /// owned by the caller, filled once, reused across runs) until `totalBytes` moved; returns
-    /// the time from the first post to the receiver's answer.
+    /// owned by the caller, filled once, reused across runs; each slot is stamped for its
+    /// message right before the write) until `totalBytes` moved; returns the time from the
+    /// first post to the receiver's answer, once that answer shows every message placed.
     public static func run(
         _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer
     ) throws(TransportBenchmarkError) -> Duration {
+        try run(connection, parameters: parameters, ring: ring, fault: nil).elapsed
+    }
+
+    static func run(
+        _ connection: any TransportConnection, parameters: TransportBenchmarkParameters, ring: UnsafeMutableRawBufferPointer,
+        fault: BenchmarkSenderFault?
+    ) throws(TransportBenchmarkError) -> (elapsed: Duration, report: BenchmarkPlacementReport) {
         precondition(ring.count >= parameters.ringBytes, "benchmark source smaller than the ring")
         let ring = UnsafeMutableRawBufferPointer(rebasing: ring[0..<parameters.ringBytes])
         let control = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 64)
@@ -151,7 +198,7 @@ public enum TransportBenchmark {
             throw .transport(error, during: "benchmark sender setup")
         }
         try waitFor(connection, id: windowReceiveID, during: "waiting for the receiver's window")
-        let window = BenchmarkWindowMessage.decode(control.baseAddress!)
+        let (window, nonce) = BenchmarkWindowMessage.decode(control.baseAddress!)
         guard window.length >= UInt64(parameters.ringBytes) else {
             throw .peer("receiver window of \(window.length) bytes is smaller than the \(parameters.ringBytes)-byte ring")
         }
@@ -160,6 +207,9 @@ public enum TransportBenchmark {
         let interval = parameters.transportOptions.effectiveSignalInterval
         let total = parameters.messageCount
         let size = parameters.messageSize
+        let stamp = BenchmarkMessageStamp(messageSize: size)
+        let skipped = fault?.skippedSequence
+        let corrupted = fault?.corruptedSequence
         var completions = [Completion](repeating: .empty, count: 16)
         var posted = 0
         var completed = 0
@@ -172,10 +222,18 @@ public enum TransportBenchmark {
                     let slot = posted % depth
                     let last = posted == total - 1
                     let signaled = last || (posted + 1) % interval == 0
+                    // The slot's previous write completed (at most `depth` are in flight), so
+                    // its bytes may change now.
+                    stamp.stamp(ring.baseAddress! + slot * size, nonce: nonce, sequence: UInt64(posted))
+                    if posted == corrupted {
+                        let word = ring.baseAddress! + slot * size + stamp.offset(ofSample: stamp.samples / 2)
+                        word.storeBytes(of: word.load(as: UInt8.self) ^ 0x01, as: UInt8.self)
+                    }
+                    let length = posted == skipped ? 0 : size
                     do throws(TransportError) {
                         try connection.postWrite(
-                            source.slice(offset: slot * size, length: size),
-                            to: window.slice(offset: UInt64(slot * size), length: size),
+                            source.slice(offset: slot * size, length: length),
+                            to: window.slice(offset: UInt64(slot * size), length: length),
                             id: UInt64(posted), signaled: signaled, immediate: last ? 1 : nil)
                     } catch {
                         throw .transport(error, during: "posting write \(posted)")
@@ -197,15 +255,22 @@ public enum TransportBenchmark {
         }
         if !answered { try waitFor(connection, id: doneReceiveID, during: "waiting for the receiver's answer") }
         let elapsed = clock.now - start
-        let reported = UInt64(littleEndian: control.loadUnaligned(fromByteOffset: 64, as: UInt64.self))
-        guard reported == parameters.bytesMoved else {
-            throw .peer("receiver reports \(reported) bytes, sender moved \(parameters.bytesMoved)")
+        let report = BenchmarkPlacementReport.decode(control.baseAddress! + 64)
+        if let problem = report.problem(sent: UInt64(total), depth: depth, stamp: stamp) {
+            throw .dataMismatch(problem)
         }
-        return elapsed
+        return (elapsed, report)
     }
 
     /// Waits until the completion with `id` arrives; fails on any error completion.
     static func waitFor(_ connection: any TransportConnection, id: UInt64, during: String) throws(TransportBenchmarkError) {
+        try waitFor(connection, ids: [id], during: during)
+    }
+
+    /// Waits until a completion with each of `ids` arrived (in any order); fails on any error
+    /// completion. Others are dropped.
+    static func waitFor(_ connection: any TransportConnection, ids: Set<UInt64>, during: String) throws(TransportBenchmarkError) {
+        var waiting = ids
         var completions = [Completion](repeating: .empty, count: 16)
         let clock = ContinuousClock()
         let deadline = clock.now + completionTimeout
@@ -217,7 +282,8 @@ public enum TransportBenchmark {
                 guard completion.status == .success else {
                     throw .completionFailed(completion, during: during, failure: connection.failure)
                 }
-                if completion.id == id { return }
+                waiting.remove(completion.id)
+                if waiting.isEmpty { return }
             }
             if count == 0, let failure = connection.failure { throw .transport(failure, during: during) }
         }
