@@ -431,6 +431,9 @@ final class SourceMigrationRun {
         let pagesTime = clock.now - pagesStart
         let stopCopySent = try finish(deviceJob)
         let finalStatistics = try pages.get()
+        options.log("last pass: \(finalStatistics.pagesWritten) pages in \(finalStatistics.writesPosted) writes over \(path.lanes.count) "
+            + "page channel\(path.lanes.count == 1 ? "" : "s"), \(formatFixed(finalStatistics.elapsed.milliseconds, decimals: 1)) ms from the "
+            + "first write to the last completion of \(formatFixed(pagesTime.milliseconds, decimals: 1)) ms")
         steps.lap(deviceJob.map { "last pages \(formatFixed(pagesTime.milliseconds, decimals: 1)) ms ‖ VF stop-copy "
             + "\(formatFixed($0.elapsed.milliseconds, decimals: 1)) ms, in parallel:" } ?? "last pages")
         report.vfStateBytes.stopCopy = stopCopySent
