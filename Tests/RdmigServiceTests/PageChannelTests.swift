@@ -56,7 +56,10 @@ import Testing
     }
 
     @Test func probeSaysHowManyChannelsASourceWouldAskForAndWhy() throws {
-        let probe = try RdmigProcess(["probe", "--json", "--address", "127.0.0.1"])
+        // An empty config: the built-in default ("auto"), whatever RDMIG_TEST_CONFIG says.
+        let defaults = try temporaryKeyFile() + ".toml"
+        try "".write(toFile: defaults, atomically: true, encoding: .utf8)
+        let probe = try RdmigProcess(["probe", "--json", "--address", "127.0.0.1", "--config", defaults])
         #expect(probe.wait() == 0, "stderr:\n\(probe.stderr)")
         let report = try probe.report()
         let selection = try #require((report["transport"] as? [[String: Any]])?.first)

@@ -30,6 +30,9 @@ public final class RdmigProcess: @unchecked Sendable {
         var merged = ProcessInfo.processInfo.environment
         merged.removeValue(forKey: "RDMIG_FAULT")
         merged.removeValue(forKey: "RDMIG_CONFIG")
+        // The whole suite under another configuration (e.g. one page channel), on purpose:
+        // RDMIG_TEST_CONFIG=FILE swift test. A test's own --config still wins over it.
+        if let config = ProcessInfo.processInfo.environment["RDMIG_TEST_CONFIG"] { merged["RDMIG_CONFIG"] = config }
         for (key, value) in environment { merged[key] = value }
         process.environment = merged
         process.standardOutput = output
