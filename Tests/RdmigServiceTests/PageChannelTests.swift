@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import RdmigTestSupport
 import Foundation
 import Testing
@@ -72,5 +75,25 @@ import Testing
         #expect(configured.wait() == 0)
         let configuredChannels = try (configured.report()["transport"] as? [[String: Any]])?.first?["channels"] as? String
         #expect(configuredChannels == "3 (configured)", "\(String(describing: configuredChannels))")
+    }
+
+    /// A source that gives up while its page channels would be joining (here: stopped by
+    /// SIGTERM right after its handshake) must not hold the destination for the peer timeout:
+    /// the destination hears the ABORT on the first session and stops waiting for the others.
+    @Test func aSourceThatGivesUpWhileChannelsJoinReleasesTheDestinationAtOnce() throws {
+        let key = try temporaryKeyFile()
+        let destination = try RdmigProcess(["dest", "--listen", "127.0.0.1:0", "--json", "--key-file", key, "--peer-timeout", "60s"])
+        let address = "127.0.0.1:\(try destination.listeningPort())"
+        let source = try RdmigProcess(["source", "--connect", address, "--json", "--key-file", key, "--channels", "4",
+                                       "--guest-size", "64MiB"], environment: ["RDMIG_FAULT": "announce"])
+        _ = try source.waitForLine(containing: "rdmig phase: handshake")
+        let started = Date()
+        kill(source.process.processIdentifier, SIGTERM)
+        #expect(source.wait(timeout: 30) == 128 + SIGTERM, "source stderr:\n\(source.stderr)")
+        #expect(destination.wait(timeout: 30) == 1, "dest stderr:\n\(destination.stderr)")
+        #expect(Date().timeIntervalSince(started) < 10, "the destination waited \(Date().timeIntervalSince(started)) s")
+        let report = try destination.report()
+        #expect(report["guest-location"] as? String == "not here (incoming guest discarded)", "\(report)")
+        #expect(try source.report()["guest-location"] as? String == "source (resumed)")
     }
 }

@@ -229,7 +229,13 @@ public final class MigrationDestination {
             guard clock.now < deadline else {
                 throw MigrationError(.layout, "\(joined.count + 1) of \(count) page channels joined within \(formatFixed(options.peerTimeout.seconds, decimals: 0)) s")
             }
-            try session.checkInterrupted(.layout)
+            // The source sends nothing on this session until its channels joined: anything
+            // here is its ABORT (it gave up, e.g. stopped by a signal), an ERROR or the
+            // connection ending, and waiting on for channels that will not come would hold
+            // the destination for the whole peer timeout.
+            if let message = try session.receiveIfAny(.layout, during: "waiting for the page channels to join", timeout: .zero) {
+                throw MigrationError(.layout, "unexpected \(message.wireName) from the source while its page channels join")
+            }
             guard let candidate = nextSession(min(.milliseconds(250), deadline - clock.now)) else { continue }
             let first: MigrationMessage
             do {
