@@ -204,31 +204,19 @@ final class SourceMigrationRun {
         guard share > 0 else { return }
         // No write completing for the progress timeout fails the burst, as it fails a pass.
         let limit = options.migration.progressTimeout
-        @Sendable func burst(_ lane: SourcePageLane) -> Result<Duration, MigrationError> {
-            Result { () throws(MigrationError) in
-                do throws(ChannelError) {
-                    let start = lane.index * share
-                    return try lane.pages.measureLink(lane.pageRegion, bytes: start..<(start + share), writeBytes: 1 << 20, timeout: limit)
-                } catch {
-                    throw MigrationError.channel(error, .layout, during: "measuring the link on page channel \(lane.index)")
-                }
+        @Sendable func burst(_ lane: SourcePageLane) throws(MigrationError) -> Duration {
+            do throws(ChannelError) {
+                let start = lane.index * share
+                return try lane.pages.measureLink(lane.pageRegion, bytes: start..<(start + share), writeBytes: 1 << 20, timeout: limit)
+            } catch {
+                throw MigrationError.channel(error, .layout, during: "measuring the link on page channel \(lane.index)")
             }
         }
         let begin = clock.now
-        var workers: [(SystemThread, BurstOutcome)] = []
-        for lane in lanes.dropFirst() {
-            let outcome = BurstOutcome()
-            do {
-                workers.append((try SystemThread(name: "rdmig-burst-\(lane.index)") { outcome.result = burst(lane) }, outcome))
-            } catch {
-                for (thread, _) in workers { thread.join() }
-                throw MigrationError(.layout, "starting page channel \(lane.index)'s thread: \(error)")
-            }
-        }
-        var results = [burst(lanes[0])]
-        for (thread, outcome) in workers {
-            thread.join()
-            results.append(outcome.result ?? .failure(MigrationError(.layout, "a link burst's thread ended without a result")))
+        let results = try onEveryLane(lanes, phase: .layout, threadName: "rdmig-burst") { () throws(MigrationError) in
+            try burst(lanes[0])
+        } others: { (lane) throws(MigrationError) in
+            try burst(lane)
         }
         for result in results { _ = try result.get() }
         let elapsed = clock.now - begin
@@ -686,9 +674,4 @@ final class SourceMigrationRun {
 
 func littleEndianBytes(_ value: UInt64) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian) { Array($0) }
-}
-
-/// What a link burst's thread hands back: read after the thread is joined.
-final class BurstOutcome: @unchecked Sendable {
-    var result: Result<Duration, MigrationError>?
 }

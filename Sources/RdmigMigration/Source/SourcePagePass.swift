@@ -31,40 +31,49 @@ extension SourceMigrationRun {
         let laneRuns = stripes.split(runs), laneZeroRuns = stripes.split(zeroRuns)
         let work = path.lanes.indices.map { LaneWork(iteration: iteration, runs: laneRuns[$0], zeroRuns: laneZeroRuns[$0]) }
         let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
-        var workers: [(thread: SystemThread, outcome: LaneOutcome)] = []
-        for lane in path.lanes.dropFirst() {
-            let outcome = LaneOutcome(), laneWork = work[lane.index]
-            do {
-                let thread = try SystemThread(name: "rdmig-pages-\(lane.index)", cpus: laneCPUs(lane.index)) {
-                    outcome.result = Result { () throws(MigrationError) in
-                        try lane.send(laneWork, digester: digester, limit: limit, awaitApplied: awaitApplied, other: nil)
-                    }
-                }
-                workers.append((thread, outcome))
-            } catch {
-                for worker in workers { worker.thread.join() }
-                throw MigrationError(.precopy, "starting page channel \(lane.index)'s thread: \(error)")
-            }
-        }
-        let first = Result { () throws(MigrationError) in
+        let results = try onEveryLane(path.lanes, phase: .precopy, threadName: "rdmig-pages") { () throws(MigrationError) in
             try path.lanes[0].send(work[0], digester: digester, limit: limit, awaitApplied: awaitApplied) { (message) throws(MigrationError) in
                 try self.handleAsynchronous(message, path: path)
             }
-        }
-        if case .failure(let error) = first {
-            // The other channels' threads must end before the pass does (they use the guest's
-            // memory and the path): told why, the destination gives up on every channel, and
-            // their waits fail with it.
-            for lane in path.lanes.dropFirst() { lane.session.abort(error.description) }
-        }
-        var results = [first]
-        for worker in workers {
-            worker.thread.join()
-            results.append(worker.outcome.result ?? .failure(MigrationError(.precopy, "a page channel's thread ended without a result")))
+        } others: { (lane) throws(MigrationError) in
+            try lane.send(work[lane.index], digester: digester, limit: limit, awaitApplied: awaitApplied, other: nil)
         }
         var total = try results[0].get()
         for result in results.dropFirst() { total.add(parallel: try result.get()) }
         return total
+    }
+
+    /// Runs `first` for channel 0 on this thread and `others` for every other channel on a
+    /// thread of its own (pinned to the hot path's CPUs in turn), and returns the results in
+    /// channel order once every thread has ended: they use the guest's memory and the data
+    /// path, so none may outlive the call. When channel 0 fails, the others' sessions are told
+    /// why first: the destination then gives up on every channel, and their waits fail with it.
+    func onEveryLane<T: Sendable>(_ lanes: [SourcePageLane], phase: MigrationError.Phase, threadName: String,
+                                  first: () throws(MigrationError) -> T,
+                                  others: @escaping @Sendable (SourcePageLane) throws(MigrationError) -> T)
+        throws(MigrationError) -> [Result<T, MigrationError>] {
+        var workers: [(thread: SystemThread, outcome: LaneOutcome<T>)] = []
+        for lane in lanes.dropFirst() {
+            let outcome = LaneOutcome<T>()
+            do {
+                workers.append((try SystemThread(name: "\(threadName)-\(lane.index)", cpus: laneCPUs(lane.index)) {
+                    outcome.result = Result { () throws(MigrationError) in try others(lane) }
+                }, outcome))
+            } catch {
+                for worker in workers { worker.thread.join() }
+                throw MigrationError(phase, "starting page channel \(lane.index)'s thread: \(error)")
+            }
+        }
+        let firstResult = Result { () throws(MigrationError) in try first() }
+        if case .failure(let error) = firstResult {
+            for lane in lanes.dropFirst() { lane.session.abort(error.description) }
+        }
+        var results = [firstResult]
+        for worker in workers {
+            worker.thread.join()
+            results.append(worker.outcome.result ?? .failure(MigrationError(phase, "page channel thread \(threadName) ended without a result")))
+        }
+        return results
     }
 
     /// The CPU a page channel's thread runs on: the hot path's CPUs in turn.
@@ -75,6 +84,6 @@ extension SourceMigrationRun {
 }
 
 /// What a page channel's thread hands back: read after the thread is joined.
-final class LaneOutcome: @unchecked Sendable {
-    var result: Result<PageIterationStatistics, MigrationError>?
+final class LaneOutcome<T: Sendable>: @unchecked Sendable {
+    var result: Result<T, MigrationError>?
 }
