@@ -12,6 +12,18 @@ public struct MemoryConfiguration: Sendable, Equatable, Codable {
     /// Bytes of one slab; 64 KiB is the message size perftest uses for bandwidth.
     public var slabSize: ByteCount = .kibibytes(64)
     public var threadCPUs: CPUSelection = .auto
+    /// How the destination pins incoming guest memory (`guest-pinning`).
+    public var guestPinning: GuestPinning = .auto
+
+    /// `prefault`: every page faulted in and locked before WINDOWS (what an RDMA registration
+    /// needs anyway); `on-fault`: locked as the pages are first written (`mlock2(MLOCK_ONFAULT)`:
+    /// the memlock limit is still checked for the whole guest at once), so pages that arrive as
+    /// zero markers are never faulted in and setup does not wait for the rest; `auto`: on-fault
+    /// on the tcp backend, prefault on verbs.
+    public enum GuestPinning: String, Sendable, Equatable, Codable, CaseIterable {
+        case auto, prefault
+        case onFault = "on-fault"
+    }
 
     public init() {}
 
@@ -27,7 +39,7 @@ public struct MemoryConfiguration: Sendable, Equatable, Codable {
     }
 
     /// The keys this section accepts, in the order the conf file lists them.
-    public static let keys = ["node", "huge-pages", "pool-size", "slab-size", "thread-cpus"]
+    public static let keys = ["node", "huge-pages", "pool-size", "slab-size", "thread-cpus", "guest-pinning"]
 
     /// Reads a `[memory]` table whose values were given as strings (numbers written as text).
     /// Missing keys keep their defaults; unknown keys are refused so that typos are seen.
@@ -41,6 +53,11 @@ public struct MemoryConfiguration: Sendable, Equatable, Codable {
             case "pool-size": poolSize = try Self.size(value, setting: "pool size")
             case "slab-size": slabSize = try Self.size(value, setting: "slab size")
             case "thread-cpus": threadCPUs = try CPUSelection(parsing: value)
+            case "guest-pinning":
+                guard let pinning = GuestPinning(rawValue: value) else {
+                    throw .badValue(setting: "guest pinning", value: value, hint: "use auto, prefault or on-fault")
+                }
+                guestPinning = pinning
             default: throw .unknownKey(key, known: Self.keys)
             }
         }

@@ -55,3 +55,32 @@ public enum NUMAPolicy {
         return status
     }
 }
+
+/// Locking memory without faulting it in.
+public enum MemoryLock {
+    /// `mlock2(MLOCK_ONFAULT)` of `length` bytes at `address`: the kernel checks RLIMIT_MEMLOCK
+    /// for the whole range now and locks each page as it is first touched. False when this
+    /// libc has no mlock2 (the caller then faults in and locks everything).
+    public static func onFault(_ address: UnsafeMutableRawPointer, length: Int) throws(MemoryError) -> Bool {
+        guard let mlock2 = Self.mlock2 else { return false }
+        guard mlock2(address, length, Self.mlockOnFault) == 0 else {
+            let error = SystemCall.currentErrno()
+            if error == ENOMEM || error == EPERM {
+                let limit = MemlockLimit.current()
+                throw .memlockLimit(requested: UInt64(length), limit: limit.soft, alreadyLocked: limit.locked, errno: error)
+            }
+            throw .system(SystemCallError(call: "mlock2", errno: error, context: "MLOCK_ONFAULT"))
+        }
+        return true
+    }
+
+    /// MLOCK_ONFAULT from include/uapi/asm-generic/mman-common.h.
+    private static let mlockOnFault: UInt32 = 1
+
+    /// glibc exports mlock2 since 2.27 but declares it only under _GNU_SOURCE, which the
+    /// Glibc module Swift imports is not built with; the symbol is looked up once.
+    private static let mlock2: (@convention(c) (UnsafeRawPointer?, Int, UInt32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mlock2") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeRawPointer?, Int, UInt32) -> Int32).self)
+    }()
+}

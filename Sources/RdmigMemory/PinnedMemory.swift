@@ -133,22 +133,16 @@ public struct PinnedMemory: ~Copyable {
 
     /// Locks the range; returns true when locking also faulted it in (no mlock2 available).
     private static func lock(_ address: UnsafeMutableRawPointer, length: Int) throws(MemoryError) -> Bool {
-        let result: Int32
-        let populated: Bool
-        if let mlock2 = Self.mlock2 {
-            result = mlock2(address, length, Self.mlockOnFault)
-            populated = false
-        } else {
-            result = mlock(address, length)
-            populated = true
+        if try MemoryLock.onFault(address, length: length) { return false }
+        guard mlock(address, length) == 0 else {
+            let error = SystemCall.currentErrno()
+            if error == ENOMEM || error == EPERM {
+                let limit = MemlockLimit.current()
+                throw .memlockLimit(requested: UInt64(length), limit: limit.soft, alreadyLocked: limit.locked, errno: error)
+            }
+            throw .system(SystemCallError(call: "mlock", errno: error))
         }
-        guard result != 0 else { return populated }
-        let error = SystemCall.currentErrno()
-        if error == ENOMEM || error == EPERM {
-            let limit = MemlockLimit.current()
-            throw .memlockLimit(requested: UInt64(length), limit: limit.soft, alreadyLocked: limit.locked, errno: error)
-        }
-        throw .system(SystemCallError(call: mlock2 == nil ? "mlock" : "mlock2", errno: error))
+        return true
     }
 
     private static func populate(_ address: UnsafeMutableRawPointer, length: Int, pageSize: PageSize) throws(MemoryError) {
@@ -165,14 +159,4 @@ public struct PinnedMemory: ~Copyable {
         if mlock(address, length) == 0 { return }
         throw .system(SystemCallError(call: "mlock", errno: SystemCall.currentErrno(), context: "pre-faulting the pool"))
     }
-
-    /// MLOCK_ONFAULT from include/uapi/asm-generic/mman-common.h.
-    private static let mlockOnFault: UInt32 = 1
-
-    /// glibc exports mlock2 since 2.27 but declares it only under _GNU_SOURCE, which the
-    /// Glibc module Swift imports is not built with; the symbol is looked up once.
-    private static let mlock2: (@convention(c) (UnsafeRawPointer?, Int, UInt32) -> Int32)? = {
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mlock2") else { return nil }
-        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeRawPointer?, Int, UInt32) -> Int32).self)
-    }()
 }

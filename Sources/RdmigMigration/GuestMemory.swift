@@ -23,7 +23,8 @@ public final class GuestMemory: Sendable {
     /// `pinThreads` threads, on `pinCPUs` if given).
     public static func map(
         layouts: [GuestMemoryRegionLayout], backing: GuestMemoryBacking = .anonymous,
-        hugePages: Bool = false, pin: Bool, pinThreads: Int = 1, pinCPUs: [Int32] = [], node: Int? = nil
+        hugePages: Bool = false, pin: Bool, pinThreads: Int = 1, pinCPUs: [Int32] = [], node: Int? = nil,
+        pinOnFault: Bool = false
     ) throws(GuestMemoryError) -> GuestMemory {
         var regions: [GuestMemoryRegion] = []
         for layout in layouts {
@@ -35,7 +36,7 @@ public final class GuestMemory: Sendable {
                 regionBacking = .file(path: layouts.count > 1 ? "\(path).\(layout.id)" : path, offset: offset, create: create)
             }
             let region = try GuestMemoryRegion(layout: layout, backing: regionBacking, hugePages: hugePages)
-            if pin { try region.pin(threads: pinThreads, cpus: pinCPUs, node: node) }
+            if pin { try region.pin(threads: pinThreads, cpus: pinCPUs, node: node, onFault: pinOnFault) }
             regions.append(region)
         }
         return try GuestMemory(regions: regions)

@@ -195,7 +195,11 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
     /// anonymous and memfd memory is bound to that NUMA node first, so every page comes from it
     /// (the NIC's, for a destination). A file's pages are the page cache's: they stay where
     /// they are (binding them strictly would fail for pages cached elsewhere).
-    public func pin(threads: Int = 1, cpus: [Int32] = [], node: Int? = nil) throws(GuestMemoryError) {
+    ///
+    /// With `onFault`, nothing is faulted in now: the region is locked as its pages are first
+    /// touched (`mlock2(MLOCK_ONFAULT)`; the memlock limit is still checked for all of it), so
+    /// pages that stay zero are never faulted in. Without mlock2 it pins as without `onFault`.
+    public func pin(threads: Int = 1, cpus: [Int32] = [], node: Int? = nil, onFault: Bool = false) throws(GuestMemoryError) {
         if isPinned { return }
         var bindable = true
         if case .file = backing { bindable = false }
@@ -204,6 +208,17 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
                 try NUMAPolicy.bind(baseAddress, length: length, to: node)
             } catch {
                 throw .numaBindFailed(region: id, node: node, "\(error)")
+            }
+        }
+        if onFault {
+            do {
+                if try MemoryLock.onFault(baseAddress, length: length) {
+                    pinned.store(true, ordering: .releasing)
+                    return
+                }
+            } catch {
+                throw .memoryLockFailed(region: id, length: layout.length, limit: GuestMemoryRegion.memoryLockLimit(),
+                                        SystemCallError(call: "mlock2", errno: Self.errno(of: error), context: "MLOCK_ONFAULT, region \(id)"))
             }
         }
         do {
@@ -225,6 +240,14 @@ public final class GuestMemoryRegion: @unchecked Sendable, CustomStringConvertib
             throw .memoryLockFailed(region: id, length: layout.length, limit: GuestMemoryRegion.memoryLockLimit(), error)
         }
         pinned.store(true, ordering: .releasing)
+    }
+
+    private static func errno(of error: MemoryError) -> Int32 {
+        switch error {
+        case .memlockLimit(_, _, _, let errno): return errno
+        case .system(let failure): return failure.errno
+        default: return ENOMEM
+        }
     }
 
     /// Undoes `pin()` (unmapping also does).

@@ -295,6 +295,7 @@ struct DestCommand: ParsableCommand {
         log.info("\(placement.description)")
         options.pollerCPUs = placement.cpus
         options.memoryNode = placement.node
+        options.guestPinning = configuration.memory.guestPinning
         var transportSettings = configuration.transport
         transportSettings.adapt(to: selection.kind)
         var transportOptions = transportSettings.options

@@ -42,7 +42,14 @@ import RdmigSystem
         #expect(message(["pool-size": "100KiB"]) == "pool size '100KiB': use a whole number (at least 1) of 64KiB slabs")
         #expect(message(["slab-size": "1000"]) == "slab size '1000B': use a multiple of 4 KiB, e.g. 64KiB")
         #expect(message(["hugepages": "off"])
-            == "unknown key 'hugepages' in [memory]: use node, huge-pages, pool-size, slab-size, thread-cpus")
+            == "unknown key 'hugepages' in [memory]: use node, huge-pages, pool-size, slab-size, thread-cpus, guest-pinning")
+        #expect(message(["guest-pinning": "lazy"]) == "guest pinning 'lazy': use auto, prefault or on-fault")
+    }
+
+    @Test func guestPinningSpellings() throws {
+        #expect(try MemoryConfiguration(settings: ["guest-pinning": "on-fault"]).guestPinning == .onFault)
+        #expect(try MemoryConfiguration(settings: ["guest-pinning": "prefault"]).guestPinning == .prefault)
+        #expect(MemoryConfiguration().guestPinning == .auto)
     }
 
     @Test func hugePageSpellings() throws {

@@ -38,3 +38,27 @@ import Testing
         }
     }
 }
+
+/// A destination over tcp locks its guest memory as pages are first written: nothing is
+/// faulted in at setup, a written page is resident and locked, an unwritten one is not resident.
+@Suite struct GuestMemoryLockOnFault {
+    /// Pages of the region resident in memory, from mincore(2).
+    static func residentPages(_ region: GuestMemoryRegion) -> Int {
+        let pages = region.length / 4096
+        var vector = [UInt8](repeating: 0, count: pages)
+        _ = mincore(region.pagePointer(0), region.length, &vector)
+        return vector.reduce(0) { $0 + Int($1 & 1) }
+    }
+
+    @Test func onFaultLocksWithoutFaultingInAndAWrittenPageIsResident() throws {
+        let layout = GuestMemoryRegionLayout(id: 0, guestPhysicalBase: 0, length: 32 << 20, pageSize: 4096)
+        let memory = try GuestMemory.map(layouts: [layout], pin: true, node: 0, pinOnFault: true)
+        let region = try memory.region(id: 0)
+        #expect(region.isPinned)
+        #expect(Self.residentPages(region) == 0, "on-fault pinning faulted pages in at setup")
+        region.pagePointer(100).storeBytes(of: 0xAB, as: UInt8.self)
+        #expect(Self.residentPages(region) == 1)
+        let prefaulted = try GuestMemory.map(layouts: [layout], pin: true)
+        #expect(Self.residentPages(try prefaulted.region(id: 0)) == (32 << 20) / 4096)
+    }
+}

@@ -190,7 +190,9 @@ final class SourceMigrationRun {
 
     /// Bytes of the link burst at setup (less for a smaller guest): long enough that ramp-up
     /// is a few per cent of it, short enough to add only milliseconds to setup (16 ms at 4 GB/s).
-    static let linkBurstBytes = 64 << 20
+    /// The burst writes the first this many bytes of the first region, which a destination
+    /// that pins on fault faults in beforehand.
+    static let linkBurstBytes = LinkBurst.bytes
 
     /// What the link moves, measured before the first pass: a burst of 1 MiB WRITEs over every
     /// page channel at once (`link-bandwidth`). The downtime's lower bound is counted at this
