@@ -235,6 +235,94 @@ import Testing
         _ = waitForOne(client)
     }
 
+    /// Sealed frames of every size, in both directions at once: each side's receiver thread
+    /// acknowledges the peer's frames while its own sender thread seals, and after a large
+    /// payload the receiver reads the tag and the next header in one bounded read, so small
+    /// frames, zero-length WRITEs and SENDs after large ones are where a misread would show.
+    /// Every byte must arrive where it was written, decrypted.
+    @Test func sealedFramesOfEverySizeArriveIntactInBothDirectionsAtOnce() throws {
+        let (client, server) = try connectedPair()
+        defer {
+            client.close()
+            server.close()
+        }
+        let keys = TransportEncryptionKeys(sendKey: Array(repeating: 7, count: 32), receiveKey: Array(repeating: 9, count: 32))
+        #expect(try client.startEncryption(keys))
+        #expect(try server.startEncryption(TransportEncryptionKeys(sendKey: keys.receiveKey, receiveKey: keys.sendKey)))
+
+        let sizes = [1, 100, 4096, 16 << 10, (16 << 10) + 16, 64 << 10, 1 << 20, 3, 200 << 10, 0, 64 << 10, 31, 1 << 20,
+                     (16 << 10) - 1, 7, 2 << 20, 48]
+        let sendSizes = [3000, 40 << 10, 1, 64 << 10]
+        let regionBytes = 16 << 20
+        let sides = [(client, UInt64(0x3B)), (server, UInt64(0xC5))].map { connection, seed -> (TCPConnection, UnsafeMutableRawBufferPointer, UnsafeMutableRawBufferPointer) in
+            let source = UnsafeMutableRawBufferPointer.allocate(byteCount: regionBytes, alignment: 4096)
+            let window = UnsafeMutableRawBufferPointer.allocate(byteCount: regionBytes, alignment: 4096)
+            let words = source.bindMemory(to: UInt64.self)
+            for index in words.indices { words[index] = UInt64(index) &* 0x9E37_79B9_7F4A_7C15 ^ seed }
+            window.initializeMemory(as: UInt8.self, repeating: 0)
+            return (connection, source, window)
+        }
+        defer {
+            for (_, source, window) in sides {
+                source.deallocate()
+                window.deallocate()
+            }
+        }
+        let sources = try sides.map { try $0.0.register($0.1, access: .localWrite) }
+        let windows = try sides.map { try $0.0.register($0.2, access: [.localWrite, .remoteWrite]) }
+        // SENDs land in the upper half of the receiver's window, WRITEs in the lower half.
+        let sendArea = regionBytes / 2
+        for side in 0..<2 {
+            var offset = 0
+            for (index, size) in sendSizes.enumerated() {
+                try sides[side].0.postReceive(windows[side].slice(offset: sendArea + offset, length: size), id: 1000 + UInt64(index))
+                offset += size
+            }
+        }
+        for side in 0..<2 {
+            let connection = sides[side].0
+            let peerWindow = windows[1 - side].window()
+            var offset = 0
+            for (index, size) in sizes.enumerated() {
+                try connection.postWrite(sources[side].slice(offset: offset, length: size),
+                                         to: peerWindow.slice(offset: UInt64(offset), length: size),
+                                         id: UInt64(index), signaled: true, immediate: nil)
+                offset += size
+            }
+            var sendOffset = 0
+            for (index, size) in sendSizes.enumerated() {
+                try connection.postSend(sources[side].slice(offset: sendArea + sendOffset, length: size), id: 500 + UInt64(index), signaled: true)
+                sendOffset += size
+            }
+        }
+
+        // Each side completes its own WRITEs and SENDs and receives the peer's SENDs.
+        let expected = sizes.count + 2 * sendSizes.count
+        var done = [0, 0]
+        let buffer = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 16)
+        defer { buffer.deallocate() }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while done != [expected, expected], ContinuousClock.now < deadline {
+            for side in 0..<2 {
+                let count = sides[side].0.waitForCompletions(into: buffer, timeout: .milliseconds(10))
+                for completion in buffer.prefix(count) {
+                    #expect(completion.status == .success, "side \(side): \(completion), failure: \(String(describing: sides[side].0.failure))")
+                    done[side] += 1
+                }
+            }
+        }
+        #expect(done == [expected, expected], "completions: \(done) of \(expected) each")
+        for side in 0..<2 {
+            let (_, source, _) = sides[side]
+            let peerWindow = sides[1 - side].2
+            let written = sizes.reduce(0, +)
+            #expect(memcmp(peerWindow.baseAddress!, source.baseAddress!, written) == 0, "WRITEs from side \(side) arrived changed")
+            let sent = sendSizes.reduce(0, +)
+            #expect(memcmp(peerWindow.baseAddress! + sendArea, source.baseAddress! + sendArea, sent) == 0,
+                    "SENDs from side \(side) arrived changed")
+        }
+    }
+
     @Test func orderlyCloseIsReportedAsClosedByPeer() throws {
         let (client, server) = try connectedPair()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 64)

@@ -171,7 +171,10 @@ struct TCPReceiver {
 
     /// Reads the tag after a sealed payload at `target` and opens it in place.
     private mutating func open(_ target: UnsafeMutableRawPointer?, length: Int, frame: TCPFrameHeader, cipher: TCPFrameCipher) -> Bool {
-        guard case .complete = read(into: tag, count: TCPFrameCipher.tagSize) else {
+        // The tag and the next header in one bounded read: a full staging refill here pulled
+        // the next payload's bulk into staging, which then cost a second copy (memmove was
+        // 10% of an encrypted 64 KiB bench transport's samples; see Perf/README.md).
+        guard case .complete = read(into: tag, count: TCPFrameCipher.tagSize, readAlong: TCPFrameHeader.size) else {
             disconnect(.peerDisconnected(pair.peerEndpoint, detail: "closed by peer in the middle of a frame's tag"))
             return false
         }
@@ -485,7 +488,9 @@ struct TCPReceiver {
     /// Reads exactly `count` bytes: first what is staged, then — for a rest of at least
     /// `directReadBytes` — straight into `target` (MSG_WAITALL lets the kernel fill it in few
     /// wakeups), otherwise by refilling the staging buffer with whatever the socket holds.
-    private mutating func read(into target: UnsafeMutableRawPointer, count: Int) -> ReadResult {
+    /// After a large payload the refill is bounded instead: to the header alone, or, for a
+    /// sealed frame's tag, to the tag and the `readAlong` bytes of the next header behind it.
+    private mutating func read(into target: UnsafeMutableRawPointer, count: Int, readAlong: Int = 0) -> ReadResult {
         var offset = 0
         while offset < count {
             let staged = stagedEnd - stagedStart
@@ -499,7 +504,8 @@ struct TCPReceiver {
             }
             let rest = count - offset
             let direct = rest >= Self.directReadBytes
-            let want = direct ? rest : (lastPayloadWasLarge && count == TCPFrameHeader.size ? rest : Self.stagingBytes)
+            let bounded = lastPayloadWasLarge && (count == TCPFrameHeader.size || readAlong > 0)
+            let want = direct ? rest : (bounded ? rest + readAlong : Self.stagingBytes)
             let received = recv(pair.fd, direct ? target + offset : staging, want, direct ? Int32(MSG_WAITALL) : 0)
             if received > 0 {
                 if direct { offset += received } else { stagedEnd = received }

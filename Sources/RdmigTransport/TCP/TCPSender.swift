@@ -23,6 +23,10 @@ struct TCPSender {
     /// Where a batch's frames are sealed when encryption is on (registered memory is never
     /// written): ciphertext and tag of each frame, back to back.
     private let sealed = SealBuffer(capacity: TCPSender.bytesPerBatch + (TCPSender.framesPerBatch + 1) * TCPFrameCipher.tagSize)
+    /// A batch of sealed frames, built before the writer lock is taken (`sealFrames`): each
+    /// frame's header, and its vectors (header, then ciphertext and tag).
+    private let sealedHeaders: UnsafeMutableRawPointer
+    private let sealedVectors: UnsafeMutablePointer<iovec>
 
     /// Grows only between batches (the vectors of a batch point into it).
     final class SealBuffer {
@@ -54,13 +58,18 @@ struct TCPSender {
         self.pair = pair
         // One header per frame of a batch, and a last slot for an ACK's carried-over tail.
         headers = .allocate(byteCount: (TCPSender.framesPerBatch + 1) * TCPFrameHeader.size, alignment: 8)
-        vectors = .allocate(capacity: 2 * TCPSender.framesPerBatch)
+        // Room for a carried-over ACK tail and an ACK ahead of a full batch of sealed frames.
+        vectors = .allocate(capacity: 2 * TCPSender.framesPerBatch + 2)
+        sealedHeaders = .allocate(byteCount: TCPSender.framesPerBatch * TCPFrameHeader.size, alignment: 8)
+        sealedVectors = .allocate(capacity: 2 * TCPSender.framesPerBatch)
     }
 
     func run() {
         defer {
             headers.deallocate()
             vectors.deallocate()
+            sealedHeaders.deallocate()
+            sealedVectors.deallocate()
             pair.threadExited(sender: true)
         }
         let sendQueue = pair.sendQueue
@@ -74,7 +83,13 @@ struct TCPSender {
                 return
             }
             let cipher = pair.sendCipher.withLock { $0 }
-            sealed.used = 0
+            // Sealing is the costly part of a sealed batch: it runs before the writer lock is
+            // taken, so that meanwhile the receiver thread can still send its ACKs at once.
+            var sealedVectorCount = 0
+            if let cipher {
+                guard let count = sealFrames(cipher, after: &transmitted, creditsUsed: &creditsUsed) else { continue }
+                sealedVectorCount = count
+            }
             let batch = pair.writer.withLock { state -> (vectors: Int, error: Int32?) in
                 var frames = 0
                 var vectorCount = 0
@@ -102,6 +117,12 @@ struct TCPSender {
                     pair.advertisedCredits.store(receivesPosted, ordering: .releasing)
                 }
 
+                if cipher != nil {
+                    (vectors + vectorCount).update(from: sealedVectors, count: sealedVectorCount)
+                    vectorCount += sealedVectorCount
+                    return (vectorCount, vectorCount > 0 ? transmit(vectorCount) : nil)
+                }
+
                 let posted = sendQueue.posted.load(ordering: .acquiring)
                 let credits = pair.peerCredits.load(ordering: .acquiring)
                 while transmitted < posted && frames < TCPSender.framesPerBatch && batchBytes < TCPSender.bytesPerBatch {
@@ -109,47 +130,13 @@ struct TCPSender {
                     let entry = sendQueue[sequence]
                     if entry.consumesReceive {
                         guard creditsUsed < credits else { break }
+                        creditsUsed &+= 1
                     }
-                    let sealedArea = cipher == nil ? nil : sealed.reserve(Int(entry.length) + TCPFrameCipher.tagSize)
-                    if cipher != nil, sealedArea == nil { break }
-                    if entry.consumesReceive { creditsUsed &+= 1 }
-                    var flags: TCPFrameHeader.Flags = []
-                    if entry.hasImmediate { flags.insert(.hasImmediate) }
-                    if entry.signaled { flags.insert(.completionRequested) }
-                    if cipher != nil { flags.insert(.encrypted) }
                     let header = headers + frames * TCPFrameHeader.size
-                    TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
-                                   address: entry.remoteAddress, length: entry.length, immediate: entry.immediate,
-                                   sequence: sequence).encode(into: header)
+                    Self.header(of: entry, sequence: sequence, encrypted: false).encode(into: header)
                     vectors[vectorCount] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
                     vectorCount += 1
-                    if let cipher, let sealedArea {
-                        // This thread reads the payload itself here: only from a registration
-                        // that is still live, and deregistration waits until it is done (the
-                        // memory may be freed right after, as after ibv_dereg_mr).
-                        let registrations = pair.registrations
-                        var reading: TCPRegistrationTable.Found?
-                        if entry.length > 0 {
-                            guard let found = registrations.find(key: entry.localKey),
-                                  TCPRegistrationTable.range(address: entry.localAddress, length: UInt64(entry.length), isInside: found),
-                                  registrations.beginSending(found) else {
-                                pair.fail(.invalidWorkRequest(detail: "WR \(sequence) reads \(entry.length) bytes from memory that is no "
-                                    + "longer registered (local protection error): deregister only after its work completed"), control: nil)
-                                return (0, nil)
-                            }
-                            reading = found
-                        }
-                        let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.localAddress)), count: Int(entry.length))
-                        let sealedOK = cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
-                                                   sequence: sequence, into: sealedArea)
-                        if reading != nil { registrations.endSending() }
-                        guard sealedOK else {
-                            pair.fail(.protocolViolation(detail: "encrypting WR \(sequence) failed"), control: nil)
-                            return (0, nil)
-                        }
-                        vectors[vectorCount] = iovec(iov_base: sealedArea.baseAddress, iov_len: sealedArea.count)
-                        vectorCount += 1
-                    } else if entry.length > 0 {
+                    if entry.length > 0 {
                         vectors[vectorCount] = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(entry.localAddress)),
                                                      iov_len: Int(entry.length))
                         vectorCount += 1
@@ -191,6 +178,69 @@ struct TCPSender {
                 return
             }
         }
+    }
+
+    /// The next WRs of the send queue (as many as a batch takes), each header encoded into
+    /// `sealedHeaders` and its payload sealed from registered memory into `sealed`, their
+    /// vectors in `sealedVectors`; advances `transmitted` past them. Returns the vector count,
+    /// nil when the connection failed here.
+    private func sealFrames(_ cipher: TCPFrameCipher, after transmitted: inout UInt64, creditsUsed: inout UInt64) -> Int? {
+        let sendQueue = pair.sendQueue
+        let registrations = pair.registrations
+        let posted = sendQueue.posted.load(ordering: .acquiring)
+        let credits = pair.peerCredits.load(ordering: .acquiring)
+        sealed.used = 0
+        var frames = 0
+        var batchBytes = 0
+        while transmitted < posted && frames < TCPSender.framesPerBatch && batchBytes < TCPSender.bytesPerBatch {
+            let sequence = transmitted &+ 1
+            let entry = sendQueue[sequence]
+            if entry.consumesReceive {
+                guard creditsUsed < credits else { break }
+            }
+            guard let sealedArea = sealed.reserve(Int(entry.length) + TCPFrameCipher.tagSize) else { break }
+            if entry.consumesReceive { creditsUsed &+= 1 }
+            let header = sealedHeaders + frames * TCPFrameHeader.size
+            Self.header(of: entry, sequence: sequence, encrypted: true).encode(into: header)
+            // This thread reads the payload itself here: only from a registration that is
+            // still live, and deregistration waits until it is done (the memory may be freed
+            // right after, as after ibv_dereg_mr).
+            var reading = false
+            if entry.length > 0 {
+                guard let found = registrations.find(key: entry.localKey),
+                      TCPRegistrationTable.range(address: entry.localAddress, length: UInt64(entry.length), isInside: found),
+                      registrations.beginSending(found) else {
+                    pair.fail(.invalidWorkRequest(detail: "WR \(sequence) reads \(entry.length) bytes from memory that is no "
+                        + "longer registered (local protection error): deregister only after its work completed"), control: nil)
+                    return nil
+                }
+                reading = true
+            }
+            let payload = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: UInt(entry.localAddress)), count: Int(entry.length))
+            let sealedOK = cipher.seal(payload, header: UnsafeRawBufferPointer(start: header, count: TCPFrameHeader.size),
+                                       sequence: sequence, into: sealedArea)
+            if reading { registrations.endSending() }
+            guard sealedOK else {
+                pair.fail(.protocolViolation(detail: "encrypting WR \(sequence) failed"), control: nil)
+                return nil
+            }
+            sealedVectors[2 * frames] = iovec(iov_base: header, iov_len: TCPFrameHeader.size)
+            sealedVectors[2 * frames + 1] = iovec(iov_base: sealedArea.baseAddress, iov_len: sealedArea.count)
+            frames += 1
+            batchBytes += TCPFrameHeader.size + Int(entry.length)
+            transmitted = sequence
+        }
+        return 2 * frames
+    }
+
+    /// The frame header that carries WR `sequence`.
+    private static func header(of entry: TCPSendQueue.Entry, sequence: UInt64, encrypted: Bool) -> TCPFrameHeader {
+        var flags: TCPFrameHeader.Flags = []
+        if entry.hasImmediate { flags.insert(.hasImmediate) }
+        if entry.signaled { flags.insert(.completionRequested) }
+        if encrypted { flags.insert(.encrypted) }
+        return TCPFrameHeader(kind: entry.opcode == .write ? .write : .send, flags: flags, key: entry.remoteKey,
+                              address: entry.remoteAddress, length: entry.length, immediate: entry.immediate, sequence: sequence)
     }
 
     /// Writes `count` vectors completely; returns the errno when the socket failed.
