@@ -24,6 +24,9 @@ final class ProxyConnectionRelay: @unchecked Sendable {
     struct Outcome: Sendable {
         var bytesOut: UInt64
         var bytesIn: UInt64
+        /// CPU time of this connection's two relay threads (the transport's threads, shared
+        /// by every connection, are in the totals' process CPU time).
+        var relayCPU: Duration
         /// Why the connection was torn down instead of ending cleanly both ways.
         var failure: String?
     }
@@ -39,6 +42,7 @@ final class ProxyConnectionRelay: @unchecked Sendable {
     private let receiver: ByteStreamReceiver
     private let cpus: [Int32]
     private let failure = Mutex<String?>(nil)
+    private let outgoingCPU = Mutex<Duration>(.zero)
 
     /// `socket` stays owned by the caller (closed after `run`).
     init(session: MigrationSession, socket: Int32, sender: ByteStreamSender, receiver: ByteStreamReceiver, cpus: [Int32]) {
@@ -59,11 +63,14 @@ final class ProxyConnectionRelay: @unchecked Sendable {
             fail("starting the relay thread: \(error)")
             outgoing = nil
         }
+        let cpuStarted = Self.threadCPUTime()
         if outgoing != nil { relayIncoming() }
+        let incomingCPU = Self.threadCPUTime() - cpuStarted
         outgoing?.join()
         receiver.close()
         sender.close()
-        return Outcome(bytesOut: sender.bytesSent, bytesIn: receiver.bytesReceived, failure: failure.withLock { $0 })
+        return Outcome(bytesOut: sender.bytesSent, bytesIn: receiver.bytesReceived,
+                       relayCPU: incomingCPU + outgoingCPU.withLock { $0 }, failure: failure.withLock { $0 })
     }
 
     /// Stops the connection from outside (the service is stopping).
@@ -74,6 +81,8 @@ final class ProxyConnectionRelay: @unchecked Sendable {
     private var failed: Bool { failure.withLock { $0 != nil } }
 
     private func relayOutgoing() {
+        let cpuStarted = Self.threadCPUTime()
+        defer { outgoingCPU.withLock { $0 = Self.threadCPUTime() - cpuStarted } }
         do {
             _ = try sender.relay(fromFileDescriptor: socket, idleTimeout: Self.stallLimit)
             // An end of file made by `fail`'s shutdown is not the local peer's: no end marker.
@@ -93,6 +102,13 @@ final class ProxyConnectionRelay: @unchecked Sendable {
             // The peer's end of the session is gone: if it said why, that is the cause.
             fail(session.unreadPeerAbort() ?? "\(error)")
         }
+    }
+
+    /// The calling thread's CPU time (user + system).
+    static func threadCPUTime() -> Duration {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return .seconds(time.tv_sec) + .nanoseconds(time.tv_nsec)
     }
 
     /// The first failure wins; it tells the peer, wakes both directions (the router's waits

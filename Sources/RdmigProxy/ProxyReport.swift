@@ -22,11 +22,13 @@ public struct ProxyConnectionReport: Codable, Sendable {
     public var bytesToDestination: UInt64
     public var bytesToSource: UInt64
     public var durationMilliseconds: Double
+    /// CPU time of the connection's two relay threads on this side.
+    public var relayCPUMilliseconds: Double = 0
     public var error: String?
 
     var text: String {
         var line = "connection \(connection) (\(peer)): \(status.rawValue), \(ByteCount(bytesToDestination).humanReadable) to the destination, "
-            + "\(ByteCount(bytesToSource).humanReadable) to the source in \(formatFixed(durationMilliseconds, decimals: 1)) ms"
+            + "\(ByteCount(bytesToSource).humanReadable) to the source in \(formatFixed(durationMilliseconds, decimals: 1)) ms, relay CPU \(formatFixed(relayCPUMilliseconds, decimals: 1)) ms"
         if let error { line += ": \(error)" }
         return line
     }
@@ -45,6 +47,8 @@ public struct ProxyReport: Codable, Sendable {
     /// This process's CPU time over the run (relay and transport threads), as QEMU mode
     /// reports its relay's.
     public var cpuMilliseconds: Double = 0
+    /// The relay threads' share of it, added up over the connections.
+    public var relayCPUMilliseconds: Double = 0
 
     public init(role: String) {
         self.role = role
@@ -59,12 +63,13 @@ public struct ProxyReport: Codable, Sendable {
         }
         bytesToDestination += connection.bytesToDestination
         bytesToSource += connection.bytesToSource
+        relayCPUMilliseconds += connection.relayCPUMilliseconds
     }
 
     public var text: String {
         "\(connections) connection(s): \(completed) completed, \(failed) failed, \(refused) refused; "
             + "\(ByteCount(bytesToDestination).humanReadable) to the destination, \(ByteCount(bytesToSource).humanReadable) to the source "
-            + "in \(formatFixed(durationMilliseconds / 1000, decimals: 1)) s, CPU \(formatFixed(cpuMilliseconds, decimals: 0)) ms"
+            + "in \(formatFixed(durationMilliseconds / 1000, decimals: 1)) s, CPU \(formatFixed(cpuMilliseconds, decimals: 0)) ms (relay threads \(formatFixed(relayCPUMilliseconds, decimals: 0)) ms)"
     }
 }
 
@@ -84,10 +89,19 @@ public enum ProxyJSON {
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
+        /// An acronym stays one word: relayCPUMilliseconds → relay-cpu-milliseconds.
         init(_ camelCase: String) {
-            stringValue = camelCase.reduce(into: "") { text, character in
-                if character.isUppercase { text += "-" + character.lowercased() } else { text.append(character) }
+            let characters = Array(camelCase)
+            var text = ""
+            for (index, character) in characters.enumerated() {
+                if character.isUppercase, index > 0 {
+                    let previous = characters[index - 1]
+                    let next = index + 1 < characters.count ? characters[index + 1] : nil
+                    if previous.isLowercase || (previous.isUppercase && next?.isLowercase == true) { text += "-" }
+                }
+                text += character.lowercased()
             }
+            stringValue = text
         }
     }
 }

@@ -143,6 +143,7 @@ public final class ProxySource: Sendable {
             report.bytesToSource = outcome.bytesIn
             report.status = outcome.failure == nil ? .completed : .failed
             report.error = outcome.failure
+            report.relayCPUMilliseconds = outcome.relayCPU.milliseconds
         } catch {
             report.error = "\(error)"
             options.logger.error("connection \(id) refused: \(error)")
@@ -222,6 +223,7 @@ public final class ProxyDestination: Sendable {
             report.bytesToSource = outcome.bytesOut
             report.status = outcome.failure == nil ? .completed : .failed
             report.error = outcome.failure
+            report.relayCPUMilliseconds = outcome.relayCPU.milliseconds
         } catch {
             report.error = "\(error)"
             options.logger.error("connection \(id) from \(report.peer) refused: \(error)")

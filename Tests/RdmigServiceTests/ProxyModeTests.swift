@@ -55,6 +55,7 @@ import Testing
             #expect(report["status"] as? String == "completed")
             #expect(report["bytes-to-destination"] as? Int == data.count)
             #expect(report["bytes-to-source"] as? Int == data.count)
+            #expect((report["relay-cpu-milliseconds"] as? Double ?? 0) > 0, "the relay threads' CPU time is measured")
         }
     }
 
@@ -139,6 +140,25 @@ import Testing
         #expect(server.waitForHandlers(count: 1, timeout: 6))
         #expect(writeFailed.values == [true], "the source side's reset reached the server")
         let report = try pair.source.waitForReports(1, timeout: 5)[0]
+        #expect(report["status"] as? String == "failed")
+    }
+
+    @Test func aServerThatClosesBothWaysEndsTheClientsConnection() throws {
+        let pair = try Pair()
+        let server = try UnixServer(path: pair.serverPath) { connection in
+            var buffer = [UInt8](repeating: 0, count: 5)
+            _ = recv(connection.fd, &buffer, 5, Int32(MSG_WAITALL))
+            // Closed with the client still writing: the client's writes must fail soon.
+        }
+        defer { server.stop() }
+        let client = try UnixConnection(connectingTo: pair.clientPath)
+        client.write(Data("hello".utf8))
+        let deadline = Date(timeIntervalSinceNow: 4)
+        let chunk = Self.pattern(64 << 10, seed: 7)
+        var failed = false
+        while Date() < deadline && !failed { failed = !client.write(chunk) }
+        #expect(failed, "the destination side's reset reached the client")
+        let report = try pair.dest.waitForReports(1, timeout: 5)[0]
         #expect(report["status"] as? String == "failed")
     }
 
