@@ -118,6 +118,8 @@ public final class ProxySource: Sendable {
                                               routerConfiguration: CompletionRouter.Configuration(),
                                               features: MigrationSession.proxyModeFeatures, encryption: options.encryption)
             session = opened
+            // A signal interrupts the wait for the destination's answer, too.
+            opened.stopReason = options.stopRequested
             let receiver: ByteStreamReceiver
             do {
                 receiver = try ByteStreamReceiver(router: opened.router, channel: .proxyToSource, configuration: ProxyOptions.ring)
@@ -198,6 +200,7 @@ public final class ProxyDestination: Sendable {
         var report = ProxyConnectionReport(role: "destination", connection: id, peer: session.connection.peerEndpoint.description,
                                            status: .refused, bytesToDestination: 0, bytesToSource: 0, durationMilliseconds: 0)
         var socket: Int32 = -1
+        session.stopReason = options.stopRequested
         do {
             guard case .streamRing(let ring) = try session.receive(.layout, during: "waiting for the source's stream ring", timeout: options.peerTimeout),
                   ring.channel == .proxyToSource else {
