@@ -75,10 +75,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // `rdmig proxy`: unix-socket connections relayed over authenticated transport connections.
+        .target(
+            name: "RdmigProxy",
+            dependencies: [
+                "RdmigMigration", "RdmigChannels", "RdmigTransport", "RdmigSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "RdmigService",
             dependencies: [
-                "RdmigQEMUMode", "RdmigQEMU", "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
+                "RdmigProxy", "RdmigQEMUMode", "RdmigQEMU", "RdmigMigration", "RdmigDeviceState", "RdmigTransport", "RdmigTransportConformance",
                 "RdmigMemory", "RdmigSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

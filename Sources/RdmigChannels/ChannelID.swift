@@ -18,6 +18,10 @@ public struct ChannelID: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let qemuStream = ChannelID(4)
     /// QEMU mode's timed burst that measures the transport before QEMU's max-bandwidth is set.
     public static let bandwidthProbe = ChannelID(5)
+    /// Proxy mode: the relayed connection's bytes from the source host to the destination's
+    /// unix socket, and back.
+    public static let proxyToDestination = ChannelID(6)
+    public static let proxyToSource = ChannelID(7)
 
     /// The half of the control channel that receives (its work requests are its credit grants).
     static let controlReceiver = ChannelID(0x81)
@@ -31,6 +35,8 @@ public struct ChannelID: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .deviceState: return "device-state stream"
         case .qemuStream: return "QEMU stream"
         case .bandwidthProbe: return "bandwidth probe"
+        case .proxyToDestination: return "proxy stream to the destination"
+        case .proxyToSource: return "proxy stream to the source"
         default: return "channel \(rawValue)"
         }
     }

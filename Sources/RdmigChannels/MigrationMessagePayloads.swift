@@ -22,6 +22,9 @@ extension MigrationMessage {
         /// This side wants the transport's frames encrypted (tcp: AES-256-GCM under keys from
         /// the handshake); either side asking turns it on for both.
         public static let encryption = Features(rawValue: 1 << 5)
+        /// Proxy mode: the connection relays one unix-socket connection's bytes both ways
+        /// (`rdmig proxy`); native and QEMU-mode peers refuse it by name.
+        public static let proxyStream = Features(rawValue: 1 << 6)
     }
 
     public enum Role: UInt8, Sendable, CaseIterable {

@@ -18,6 +18,7 @@ package final class MigrationSession: @unchecked Sendable {
 
     package static let nativeFeatures: MigrationMessage.Features = [.zeroPageMarkers, .deviceState, .switchoverAck, .digests]
     package static let qemuModeFeatures: MigrationMessage.Features = [.qemuStream, .deviceState, .digests]
+    package static let proxyModeFeatures: MigrationMessage.Features = [.proxyStream]
     package static let software = "rdmig 0.1.0"
 
     /// The keys this migration derived from the pre-shared key and both nonces.
@@ -194,8 +195,16 @@ package final class MigrationSession: @unchecked Sendable {
         guard peer.role == expectedPeerRole else {
             return "the peer is also a \(peer.role == .source ? "source" : "destination"): start `rdmig dest` on one side and `rdmig source` on the other"
         }
-        // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
+        // Proxy mode relays bytes of any protocol, the other modes a migration: none of them
+        // can talk to another.
         let peerName = role == .source ? "destination" : "source"
+        let peerProxy = peer.features.contains(.proxyStream)
+        guard peerProxy == features.contains(.proxyStream) else {
+            return peerProxy
+                ? "the \(peerName) runs in proxy mode (`rdmig proxy`) and this side migrates (`rdmig source`/`rdmig dest`): use `rdmig proxy` on both sides, or on neither"
+                : "the \(peerName) migrates (`rdmig source`/`rdmig dest`) and this side runs in proxy mode (`rdmig proxy`): use `rdmig proxy` on both sides, or on neither"
+        }
+        // QEMU mode carries QEMU's stream, native mode carries pages: the two cannot talk.
         let peerQEMU = peer.features.contains(.qemuStream)
         guard peerQEMU == features.contains(.qemuStream) else {
             return peerQEMU

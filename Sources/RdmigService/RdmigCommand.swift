@@ -6,7 +6,7 @@ public struct RdmigCommand: ParsableCommand {
         commandName: "rdmig",
         abstract: "RDMA-native live-migration transport for virtual machines.",
         version: rdmigVersion,
-        subcommands: [SourceCommand.self, DestCommand.self, QEMULaunchCommand.self, ProbeCommand.self, BenchCommand.self, SelftestCommand.self, KeygenCommand.self,
+        subcommands: [SourceCommand.self, DestCommand.self, ProxyCommand.self, QEMULaunchCommand.self, ProbeCommand.self, BenchCommand.self, SelftestCommand.self, KeygenCommand.self,
                       QEMUWatchdogCommand.self])
 
     public init() {}
