@@ -220,10 +220,18 @@ migration() {
     done
     [ $verdict = 0 ] || return 1
     # The source's report has the pass count and times (ms, as MigrationReport writes them).
+    # ib_write_bw's median from the bandwidth step (when it ran) puts pre-copy and the link
+    # burst against what the device moves (issue 14's Soft-RoCE target).
+    ib=$( [ -s /tmp/ib.rates ] && median </tmp/ib.rates || echo 0)
     awk -v d="$(migration_report_field /tmp/source.json downtime)" -v t="$(migration_report_field /tmp/source.json total-time)" \
         -v s="$(migration_report_field /tmp/source.json setup-time)" -v n="$(migration_report_field /tmp/source.json iterations)" \
-        -v b="$(migration_report_field /tmp/source.json transferred)" -v build="$build" 'BEGIN {
+        -v b="$(migration_report_field /tmp/source.json transferred)" -v c="$(migration_report_field /tmp/source.json channels)" \
+        -v l="$(migration_report_field /tmp/source.json link-bandwidth)" -v p="$(migration_report_field /tmp/source.json precopy-bandwidth)" \
+        -v lb="$(migration_report_field /tmp/source.json downtime-lower-bound)" -v ib="$ib" -v build="$build" 'BEGIN {
         printf "migration over rxe: completed, verified, downtime %.1f ms, total %.0f ms, %d iterations (setup %.0f ms, %.1f MiB sent; 128 MiB guest, 16 MiB/s dirtied, ib-sw VF; rdmig %s)\n", d, t, n, s, b / 1048576, build
+        printf "migration over rxe: %d page channels, link %.1f MiB/s, pre-copy %.1f MiB/s, lower bound %.1f ms", c, l / 1048576, p / 1048576, lb
+        if (ib > 0) printf "; against ib_write_bw %.1f MiB/s: link %.2f, pre-copy %.2f", ib, l / 1048576 / ib, p / 1048576 / ib
+        printf "\n"
     }'
 }
 
