@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 // rdmig: an RDMA-native live-migration transport for virtual machines.
-// Layers (see README.md): C modules -> RdmigSystem -> RdmigMemory / RdmigTransport ->
-// RdmigChannels -> RdmigMigration / RdmigQEMU -> RdmigQEMUMode -> RdmigService -> the `rdmig` executable.
+// Layers (ARCHITECTURE.md): C modules -> RdmigSystem -> RdmigMemory / RdmigTransport (+ RdmigTransportConformance)
+// -> RdmigChannels / RdmigDeviceState -> RdmigMigration / RdmigQEMU -> RdmigQEMUMode / RdmigProxy -> RdmigService
+// -> the `rdmig` executable.
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
