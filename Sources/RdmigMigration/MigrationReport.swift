@@ -271,7 +271,13 @@ public struct MigrationReport: Codable, Sendable, Equatable {
         line("bandwidth", (bandwidth > 0 ? DurationText.rate(bandwidth) : "not measured (pre-copy moved too little)")
             + (switchoverBandwidth > 0 ? " (stop-and-copy pass: \(DurationText.rate(switchoverBandwidth)))" : ""))
         if precopyBandwidth > 0 { line("pre-copy bandwidth", DurationText.rate(precopyBandwidth) + " (bytes on the wire over pre-copy's wall time)") }
-        line("link", (linkBandwidth > 0 ? DurationText.rate(linkBandwidth) : "not measured") + " over \(channels) page channel\(channels == 1 ? "" : "s")")
+        // The link is measured by the source; a destination's report says only what it saw.
+        let channelText = "\(channels) page channel\(channels == 1 ? "" : "s")"
+        if linkBandwidth > 0 {
+            line("link", DurationText.rate(linkBandwidth) + " over " + channelText)
+        } else {
+            line("page channels", "\(channels)")
+        }
         line("dirty rate", DurationText.rate(dirtyRate))
         if throttlePercent > 0 { line("throttle", "\(throttlePercent)%") }
         line("vf state", "\(ByteCountText.human(vfStateBytes.preCopy)) pre-copy, "

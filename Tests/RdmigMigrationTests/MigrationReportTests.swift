@@ -77,4 +77,17 @@ import RdmigSystem
         #expect(text.contains("vf state              292.97 KiB pre-copy, 19.53 KiB stop-copy"))
         #expect(text.contains("verified              yes"))
     }
+
+    /// The source measures the link; a report without that figure (the destination's) names
+    /// the page channels only, not a "not measured" link.
+    @Test func theLinkLineIsTheSourcesAndThePageChannelsEverySides() {
+        var measured = sample()
+        measured.channels = 2
+        measured.linkBandwidth = 3 * 1_073_741_824
+        #expect(measured.text.contains("link                  3.00 GiB/s over 2 page channels"), "\(measured.text)")
+        var destination = sample()
+        destination.channels = 2
+        #expect(destination.text.contains("page channels         2"), "\(destination.text)")
+        #expect(!destination.text.contains("link "), "\(destination.text)")
+    }
 }
