@@ -26,6 +26,16 @@ public struct ProxyConnectionReport: Codable, Sendable {
     public var relayCPUMilliseconds: Double = 0
     public var error: String?
 
+    /// Takes what the relay of this connection did; the source side sends towards the
+    /// destination, the destination side towards the source.
+    mutating func record(_ outcome: ProxyConnectionRelay.Outcome, onSourceSide: Bool) {
+        bytesToDestination = onSourceSide ? outcome.bytesOut : outcome.bytesIn
+        bytesToSource = onSourceSide ? outcome.bytesIn : outcome.bytesOut
+        status = outcome.failure == nil ? .completed : .failed
+        error = outcome.failure
+        relayCPUMilliseconds = outcome.relayCPU.milliseconds
+    }
+
     var text: String {
         var line = "connection \(connection) (\(peer)): \(status.rawValue), \(ByteCount(bytesToDestination).humanReadable) to the destination, "
             + "\(ByteCount(bytesToSource).humanReadable) to the source in \(formatFixed(durationMilliseconds, decimals: 1)) ms, relay CPU \(formatFixed(relayCPUMilliseconds, decimals: 1)) ms"

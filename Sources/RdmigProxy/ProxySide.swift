@@ -141,11 +141,7 @@ public final class ProxySource: Sendable {
             }
             options.logger.info("connection \(id): relaying to \(endpoint) over \(connection.backend)")
             let outcome = options.relay(opened, socket: socket, sender: sender, receiver: receiver, id: id, connections: connections)
-            report.bytesToDestination = outcome.bytesOut
-            report.bytesToSource = outcome.bytesIn
-            report.status = outcome.failure == nil ? .completed : .failed
-            report.error = outcome.failure
-            report.relayCPUMilliseconds = outcome.relayCPU.milliseconds
+            report.record(outcome, onSourceSide: true)
         } catch {
             report.error = "\(error)"
             options.logger.error("connection \(id) refused: \(error)")
@@ -222,11 +218,7 @@ public final class ProxyDestination: Sendable {
             try session.send(.streamRing(receiver.ring), .layout)
             options.logger.info("connection \(id) from \(report.peer): relaying to \(connectPath)")
             let outcome = options.relay(session, socket: socket, sender: sender, receiver: receiver, id: id, connections: connections)
-            report.bytesToDestination = outcome.bytesIn
-            report.bytesToSource = outcome.bytesOut
-            report.status = outcome.failure == nil ? .completed : .failed
-            report.error = outcome.failure
-            report.relayCPUMilliseconds = outcome.relayCPU.milliseconds
+            report.record(outcome, onSourceSide: false)
         } catch {
             report.error = "\(error)"
             options.logger.error("connection \(id) from \(report.peer) refused: \(error)")
