@@ -208,12 +208,7 @@ struct SourceCommand: ParsableCommand {
         // SIGINT/SIGTERM/SIGHUP: before COMMIT an orderly abort (the guest resumes here, the
         // report says so); after it the hand-over is finished first.
         InterruptSignal.install()
-        let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
-        log.info("transport \(selection.kind): \(selection.reason)")
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
-        configuration.transport.options.threadCPUs = placement.cpus
-        configuration.transport.adapt(to: selection.kind)
+        let (selection, placement) = try configuration.placeHotPath(for: connect, log: log, announceBackend: true)
 
         var options = MigrationSource.Options(
             endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
@@ -263,7 +258,7 @@ struct DestCommand: ParsableCommand {
     @OptionGroup var service: ServiceOptions
 
     func run() throws {
-        let configuration = try service.load()
+        var configuration = try service.load()
         if let qemuQMP {
             if keepServing { throw ValidationError("--keep-serving: a QEMU started with -incoming takes one migration") }
             if memoryBacking != nil { throw ValidationError("--memory-backing: with --qemu-qmp QEMU owns the guest memory") }
@@ -290,16 +285,11 @@ struct DestCommand: ParsableCommand {
         }
         let logger = log
         options.log = { logger.info("\($0)") }
-        let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
+        let (selection, placement) = try configuration.placeHotPath(for: listen, log: log, announceBackend: false)
         options.pollerCPUs = placement.cpus
         options.memoryNode = placement.node
         options.guestPinning = configuration.memory.guestPinning
-        var transportSettings = configuration.transport
-        transportSettings.adapt(to: selection.kind)
-        var transportOptions = transportSettings.options
-        transportOptions.threadCPUs = placement.cpus
+        let transportOptions = configuration.transport.options
         let listener: any TransportListener
         do {
             listener = try selection.backend.listen(on: listen, options: transportOptions)

@@ -37,12 +37,7 @@ struct ProxySourceCommand: ParsableCommand {
         let log = service.logger("rdmig.proxy.source")
         let key = try service.key(configuration, log: log)
         InterruptSignal.install()
-        let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
-        log.info("transport \(selection.kind): \(selection.reason)")
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
-        configuration.transport.options.threadCPUs = placement.cpus
-        configuration.transport.adapt(to: selection.kind)
+        let (selection, placement) = try configuration.placeHotPath(for: connect, log: log, announceBackend: true)
         let options = ProxyCommandSupport.options(key: key, configuration: configuration, cpus: placement.cpus,
                                                   keepServing: keepServing, service: service, log: log)
         let source = ProxySource(listenPath: listenUnix, endpoint: connect, backend: selection.backend, options: options)
@@ -79,11 +74,7 @@ struct ProxyDestCommand: ParsableCommand {
         let log = service.logger("rdmig.proxy.dest")
         let key = try service.key(configuration, log: log)
         InterruptSignal.install()
-        let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
-        configuration.transport.options.threadCPUs = placement.cpus
-        configuration.transport.adapt(to: selection.kind)
+        let (selection, placement) = try configuration.placeHotPath(for: listen, log: log, announceBackend: false)
         let listener: any TransportListener
         do {
             listener = try selection.backend.listen(on: listen, options: configuration.transport.options)

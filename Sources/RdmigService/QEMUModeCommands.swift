@@ -14,15 +14,10 @@ enum QEMUModeCommands {
                           configuration: ServiceConfiguration, service: ServiceOptions) throws {
         let log = service.logger("rdmig.source")
         let key = try service.key(configuration, log: log)
-        let selection = BackendChoice.select(endpoint: connect, forced: configuration.transport.backend)
-        log.info("transport \(selection.kind): \(selection.reason)")
         // As in native mode: transport threads, completion poller and the relay on the
         // device's NUMA node (or [memory] thread-cpus).
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
         var configuration = configuration
-        configuration.transport.options.threadCPUs = placement.cpus
-        configuration.transport.adapt(to: selection.kind)
+        let (selection, placement) = try configuration.placeHotPath(for: connect, log: log, announceBackend: true)
         var options = QEMUModeSource.Options(
             qmpPath: qmpPath, endpoint: connect, backend: selection.backend, transportOptions: configuration.transport.options,
             deviceSpecs: devices, key: key)
@@ -72,12 +67,8 @@ enum QEMUModeCommands {
         options.peerTimeout = configuration.peerTimeout
         options.handshakeTimeout = configuration.transport.options.handshakeTimeout
         options.logger = log
-        let selection = BackendChoice.select(endpoint: listen, forced: configuration.transport.backend)
-        let placement = try HotPathPlacement.choose(memory: configuration.memory, selection: selection)
-        log.info("\(placement.description)")
         var configuration = configuration
-        configuration.transport.options.threadCPUs = placement.cpus
-        configuration.transport.adapt(to: selection.kind)
+        let (selection, placement) = try configuration.placeHotPath(for: listen, log: log, announceBackend: false)
         options.relayCPUs = placement.cpus
         let listener: any TransportListener
         do {

@@ -1,3 +1,4 @@
+import Logging
 import RdmigMemory
 import RdmigMigration
 import RdmigSystem
@@ -170,11 +171,30 @@ enum BackendChoice {
     }
 }
 
+extension ServiceConfiguration {
+    /// The backend for `endpoint` and the hot-path CPUs near its device (logged), taken into
+    /// the transport options: their threads on those CPUs, defaults adapted to the backend.
+    /// With `announceBackend` the backend and why are logged too (a listening side says that in
+    /// its "listening on" line instead).
+    mutating func placeHotPath(for endpoint: TransportEndpoint, log: Logger, announceBackend: Bool) throws
+        -> (selection: TransportSelector.Selection, placement: HotPathPlacement.Choice) {
+        let selection = BackendChoice.select(endpoint: endpoint, forced: transport.backend)
+        if announceBackend { log.info("transport \(selection.kind): \(selection.reason)") }
+        let placement = try HotPathPlacement.choose(memory: memory, selection: selection)
+        log.info("\(placement.description)")
+        transport.options.threadCPUs = placement.cpus
+        transport.adapt(to: selection.kind)
+        return (selection, placement)
+    }
+}
+
 /// Where the hot-path threads (transport I/O and completion polling) run: the CPUs of the
 /// NUMA node of the device serving `endpoint` (or `[memory] thread-cpus`), as `rdmig probe`
 /// reports. Returns the CPUs and a line for the log.
 enum HotPathPlacement {
-    static func choose(memory: MemoryConfiguration, selection: TransportSelector.Selection) throws -> (cpus: [Int32], node: Int, description: String) {
+    typealias Choice = (cpus: [Int32], node: Int, description: String)
+
+    static func choose(memory: MemoryConfiguration, selection: TransportSelector.Selection) throws -> Choice {
         let topology = MachineTopology.discover()
         let device = selection.device.flatMap { topology.locality(of: $0) != nil ? $0 : nil }
         do {
