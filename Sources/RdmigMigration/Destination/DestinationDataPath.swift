@@ -30,17 +30,35 @@ final class DestinationDataPath {
 
     /// Registers each region for the source's WRITEs and starts its digest thread.
     func exportRegions(digestSeed: UInt64) throws(MigrationError) {
+        (registrations, windows) = try Self.export(memory, on: connection, naming: "")
         for region in memory.regions {
             do {
-                let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
-                registrations.append(registration)
-                windows.append(.init(regionID: region.id, window: registration.window()))
                 let chunkSize = ChunkDigester.chunkSize(pageSize: region.pageSize)
                 digesters[region.id] = try ChunkDigester(region: region, chunkSize: chunkSize, seed: digestSeed)
             } catch {
                 throw MigrationError(.layout, "exporting region \(region.id): \(error)")
             }
         }
+    }
+
+    /// Registers every region of `memory` on `connection` for the peer's WRITEs (on a page
+    /// channel's connection too: registrations are per connection). On a failure, what was
+    /// registered is withdrawn; `naming` ends the error's description (e.g. the channel).
+    static func export(_ memory: GuestMemory, on connection: any TransportConnection, naming: String)
+        throws(MigrationError) -> ([MemoryRegistration], [MigrationMessage.RegionWindow]) {
+        var registrations: [MemoryRegistration] = []
+        var windows: [MigrationMessage.RegionWindow] = []
+        for region in memory.regions {
+            do {
+                let registration = try connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
+                registrations.append(registration)
+                windows.append(.init(regionID: region.id, window: registration.window()))
+            } catch {
+                for registration in registrations { _ = try? connection.deregister(registration) }
+                throw MigrationError(.layout, "exporting region \(region.id)\(naming): \(error)")
+            }
+        }
+        return (registrations, windows)
     }
 
     /// The shared handling of the page channels' messages, over the exported regions.

@@ -19,18 +19,7 @@ final class DestinationPageLane: Sendable {
     init(channel: Int, session: MigrationSession, memory: GuestMemory, pages: IncomingPages, cpus: [Int32]) throws(MigrationError) {
         self.channel = channel
         self.session = session
-        var registrations: [MemoryRegistration] = []
-        var windows: [MigrationMessage.RegionWindow] = []
-        for region in memory.regions {
-            do {
-                let registration = try session.connection.register(region.bytes(of: 0..<region.pageCount), access: [.localWrite, .remoteWrite])
-                registrations.append(registration)
-                windows.append(.init(regionID: region.id, window: registration.window()))
-            } catch {
-                for registration in registrations { _ = try? session.connection.deregister(registration) }
-                throw MigrationError(.layout, "exporting region \(region.id) on page channel \(channel): \(error)")
-            }
-        }
+        let (registrations, windows) = try DestinationDataPath.export(memory, on: session.connection, naming: " on page channel \(channel)")
         self.registrations = registrations
         self.windows = windows
         let state = State()
