@@ -249,19 +249,8 @@ public final class PageChannel: @unchecked Sendable {
         try control.send(MigrationMessage.iterationDone(.init(
             iteration: statistics.iteration, pagesWritten: statistics.pagesWritten,
             zeroPages: statistics.zeroPages, bytesWritten: statistics.bytesWritten)), timeout: timeout)
-        // Writes must keep completing: no completion for `completionTimeout` (the progress
-        // timeout) fails the wait, however long the whole drain may take.
-        func progressDeadline() -> ContinuousClock.Instant {
-            let next = ContinuousClock.now + configuration.completionTimeout
-            return min(next, completionDeadline ?? next, deadline)
-        }
-        var limit = progressDeadline()
-        while !account.isIdle {
-            let completion = try router.wait(on: inbox, until: limit, timeout: limit == deadline ? timeout : configuration.completionTimeout,
-                                             operation: "ending page iteration \(statistics.iteration): waiting for the last writes to complete")
-            account.complete(sequence: WorkRequestID.sequence(of: completion.id))
-            limit = progressDeadline()
-        }
+        try drainWrites(deadline: deadline, timeout: timeout,
+                        operation: "ending page iteration \(statistics.iteration): waiting for the last writes to complete")
         if statistics.zeroPages > 0 { zeroPagesPending = statistics.iteration }
         statistics.elapsed = ContinuousClock.now - started
         self.started = nil
@@ -289,7 +278,8 @@ public final class PageChannel: @unchecked Sendable {
     /// memory into the same bytes of the peer's window, as many in flight as the channel
     /// reserves, timed from the first post to the last completion. Between iterations only:
     /// what lands is overwritten by the next iteration, which sends every page it covers
-    /// (written or as a zero marker). Returns the time it took.
+    /// (written or as a zero marker). Writes must keep completing as in a pass (the progress
+    /// timeout, `completionTimeout`); `timeout` bounds the whole burst. Returns the time it took.
     public func measureLink(_ region: Region, bytes: Range<Int>, writeBytes: Int, timeout: Duration) throws(ChannelError) -> Duration {
         guard started == nil else {
             throw .invalidArgument(detail: "measure the link between iterations, not inside iteration \(statistics.iteration)")
@@ -307,12 +297,26 @@ public final class PageChannel: @unchecked Sendable {
             offset += length
             try post(write, forceSignal: offset >= bytes.upperBound)
         }
-        while !account.isIdle {
-            let completion = try router.wait(on: inbox, until: deadline, timeout: timeout,
-                                             operation: "measuring the link: waiting for the burst's writes to complete")
-            account.complete(sequence: WorkRequestID.sequence(of: completion.id))
-        }
+        try drainWrites(deadline: deadline, timeout: timeout, operation: "measuring the link: waiting for the burst's writes to complete")
         return .now - begin
+    }
+
+    /// Waits until every write posted has completed. Writes must keep completing: no
+    /// completion for `completionTimeout` (the progress timeout) fails the wait, however long
+    /// the whole drain may take; nor may it go past `deadline` (`timeout` from its start) or
+    /// `completionDeadline`.
+    private func drainWrites(deadline: ContinuousClock.Instant, timeout: Duration, operation: String) throws(ChannelError) {
+        func progressDeadline() -> ContinuousClock.Instant {
+            let next = ContinuousClock.now + configuration.completionTimeout
+            return min(next, completionDeadline ?? next, deadline)
+        }
+        var limit = progressDeadline()
+        while !account.isIdle {
+            let completion = try router.wait(on: inbox, until: limit, timeout: limit == deadline ? timeout : configuration.completionTimeout,
+                                             operation: operation)
+            account.complete(sequence: WorkRequestID.sequence(of: completion.id))
+            limit = progressDeadline()
+        }
     }
 
     /// Bytes of pages written so far in the open iteration (zero pages not counted).

@@ -204,8 +204,9 @@ final class SourceMigrationRun {
         let total = min(Self.linkBurstBytes, path.region.length) / pageSize * pageSize
         let share = (total / lanes.count) / pageSize * pageSize
         guard share > 0 else { return }
-        // No write completing for the progress timeout fails the burst, as it fails a pass.
-        let limit = options.migration.progressTimeout
+        // No write completing for the progress timeout fails the burst, as it fails a pass
+        // (the page channel's completionTimeout); the peer timeout bounds the whole burst.
+        let limit = options.peerTimeout
         @Sendable func burst(_ lane: SourcePageLane) throws(MigrationError) -> Duration {
             do throws(ChannelError) {
                 let start = lane.index * share
