@@ -58,12 +58,12 @@ final class SourceMigrationRun {
         dirty = DirtyBitmap(pageCount: 0)
     }
 
-    /// How long the next wait for the peer may take: the peer timeout, and inside the
-    /// switchover no longer than the budget has left.
-    var waitTimeout: Duration {
-        guard let switchoverDeadline else { return options.peerTimeout }
-        return max(.milliseconds(1), min(options.peerTimeout, switchoverDeadline - clock.now))
-    }
+    /// How long a wait for the peer may take: the peer timeout, and inside the switchover no
+    /// longer than the budget has left (also for the page channels' and VF state's threads).
+    var waitLimit: WaitLimit { WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline) }
+
+    /// How long the next wait for the peer may take (`waitLimit`, now).
+    var waitTimeout: Duration { waitLimit.timeout }
 
     /// The phases in order; any failure ends the run and `giveUp` acts on `ownership`.
     func migrate() throws {
@@ -188,12 +188,6 @@ final class SourceMigrationRun {
         }
     }
 
-    /// Bytes of the link burst at setup (less for a smaller guest): long enough that ramp-up
-    /// is a few per cent of it, short enough to add only milliseconds to setup (16 ms at 4 GB/s).
-    /// The burst writes the first this many bytes of the first region, which a destination
-    /// that pins on fault faults in beforehand.
-    static let linkBurstBytes = LinkBurst.bytes
-
     /// What the link moves, measured before the first pass: a burst of 1 MiB WRITEs over every
     /// page channel at once (`link-bandwidth`). The downtime's lower bound is counted at this
     /// rate, never at a rate measured on the passes themselves, which anything slowing the
@@ -201,7 +195,7 @@ final class SourceMigrationRun {
     private func measureLink(_ path: SourceDataPath) throws(MigrationError) {
         let lanes = path.lanes
         let pageSize = path.region.pageSize
-        let total = min(Self.linkBurstBytes, path.region.length) / pageSize * pageSize
+        let total = min(LinkBurst.bytes, path.region.length) / pageSize * pageSize
         let share = (total / lanes.count) / pageSize * pageSize
         guard share > 0 else { return }
         // No write completing for the progress timeout fails the burst, as it fails a pass
@@ -261,7 +255,7 @@ final class SourceMigrationRun {
             }
             // Before the pause: the destination has hashed every pre-copy pass, so only the
             // last pass's pages are hashed inside the downtime.
-            let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: nil)
+            let limit = waitLimit
             for lane in path.lanes {
                 try lane.awaitApplied(through: iteration - 1, limit: limit, other: lane.index == 0 ? { (message) throws(MigrationError) in
                     try self.handleAsynchronous(message, path: path)
@@ -289,7 +283,7 @@ final class SourceMigrationRun {
         // pass i (`PageChannel.beginIteration` waits for it), and RC orders each channel's
         // fences behind its own writes, whichever pass they belong to.
         // The VF state pre-copies on its own thread while the pages go.
-        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        let limit = waitLimit
         let deviceJob = try path.deviceStream?.inBackground(devices, name: "rdmig-vf-send") { (stream, devices) throws(MigrationError) in
             var bytes: UInt64 = 0
             for index in devices.indices where devices[index].provider.supportsPreCopy {
@@ -408,7 +402,7 @@ final class SourceMigrationRun {
                                                 deviceStopCopyBytes: deviceStopBytes)), .switchover, timeout: waitTimeout)
         // The last pages and the VF stop-copy state travel at the same time: the VF's on its
         // own thread and stream, the pages over every page channel.
-        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        let limit = waitLimit
         let deviceJob = try path.deviceStream?.inBackground(devices, name: "rdmig-vf-send") { (stream, devices) throws(MigrationError) in
             var bytes: UInt64 = 0
             for index in devices.indices {

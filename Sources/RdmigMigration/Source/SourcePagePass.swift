@@ -30,7 +30,7 @@ extension SourceMigrationRun {
         let stripes = PageStripes(channels: path.lanes.count, pageSize: region.pageSize)
         let laneRuns = stripes.split(runs), laneZeroRuns = stripes.split(zeroRuns)
         let work = path.lanes.indices.map { LaneWork(iteration: iteration, runs: laneRuns[$0], zeroRuns: laneZeroRuns[$0]) }
-        let limit = WaitLimit(peerTimeout: options.peerTimeout, deadline: switchoverDeadline)
+        let limit = waitLimit
         let results = try onEveryLane(path.lanes, phase: .precopy, threadName: "rdmig-pages") { () throws(MigrationError) in
             try path.lanes[0].send(work[0], digester: digester, limit: limit, awaitApplied: awaitApplied) { (message) throws(MigrationError) in
                 try self.handleAsynchronous(message, path: path)
